@@ -1,0 +1,71 @@
+"""The typer app: global flags, command registration, and errors rendered as one line.
+
+Commands import the library inside their functions, so ``onnxsmith --help`` never loads
+onnx, onnxruntime or torch.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+from typing import Annotated
+
+import typer
+
+from onnxsmith.cli import inspect_cmd, optimize_cmd, passes_cmd, recipe_cmd
+
+app = typer.Typer(
+    name="onnxsmith",
+    help="Optimize ONNX models for the runtime you deploy on: fuse, prune, quantize, verify, profile.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+    context_settings={"help_option_names": ["-h", "--help"]},
+)
+app.command("inspect")(inspect_cmd.inspect)
+app.command("passes")(passes_cmd.passes)
+app.command("optimize")(optimize_cmd.optimize)
+app.add_typer(recipe_cmd.app, name="recipe")
+
+
+def _version(value: bool) -> None:
+    if value:
+        from onnxsmith import __version__
+
+        typer.echo(f"onnxsmith {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def main(
+    version: Annotated[bool, typer.Option("--version", callback=_version, is_eager=True, help="Show the version and exit.")] = False,
+    debug: Annotated[bool, typer.Option("--debug", help="Show tracebacks and debug logs.")] = False,
+) -> None:
+    """onnxsmith: load a model, run a pass pipeline, write a verified artifact and a report."""
+    logging.basicConfig(level=logging.DEBUG if debug else logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+
+
+def run() -> None:
+    """Console entry point: known errors become one line on stderr and a non-zero exit code.
+
+    typer's standalone mode handles usage errors (exit 2) and ``--help``; what escapes it
+    is ours to render.
+    """
+    from onnxsmith.errors import OnnxsmithError
+
+    debug = "--debug" in sys.argv[1:]
+    try:
+        app()
+    except OnnxsmithError as e:
+        if debug:
+            raise
+        sys.stderr.write(f"error: {e.one_line()}\n")
+        sys.exit(e.exit_code)
+    except KeyboardInterrupt:
+        sys.stderr.write("interrupted; nothing was written\n")
+        sys.exit(130)
+    except Exception as e:
+        if debug:
+            raise
+        sys.stderr.write(f"internal error: {type(e).__name__}: {e} (rerun with --debug for the traceback, and report it)\n")
+        sys.exit(1)

@@ -1,0 +1,90 @@
+"""``onnxsmith optimize MODEL -o OUT.onnx``: run a pipeline, write the artifact and its report."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from onnxsmith.cli.options import BackendOpt, JsonFlag
+
+
+def optimize(
+    model: Annotated[str, typer.Argument(help="An .onnx file, a .pt2 archive, or package.module:factory (PyTorch).", show_default=False)],
+    output: Annotated[Path | None, typer.Option("--output", "-o", help="Where to write the optimized .onnx (the report goes beside it).")] = None,
+    passes: Annotated[str | None, typer.Option("--passes", "-p", help='Pipeline, e.g. "cleanup,opset{version=17}" (default: cleanup).')] = None,
+    recipe: Annotated[Path | None, typer.Option("--recipe", "-r", help="A YAML or JSON recipe; flags given here override it.")] = None,
+    backend: BackendOpt = None,
+    calib: Annotated[str | None, typer.Option("--calib", help="Calibration/evaluation data: .npz, folder of .npz/.npy/images, or 'random'.")] = None,
+    calib_samples: Annotated[int | None, typer.Option("--calib-samples", help="Use at most this many samples.")] = None,
+    eval_samples: Annotated[int | None, typer.Option("--eval-samples", help="Samples held out for evaluation (default: a quarter).")] = None,
+    image_size: Annotated[str | None, typer.Option("--image-size", help="HxW that calibration images are resized to.")] = None,
+    input_shape: Annotated[list[str] | None, typer.Option("--input-shape", help="Input shape, e.g. 1x3x224x224; repeat per input, in order.")] = None,
+    max_drift: Annotated[float | None, typer.Option("--max-drift", help="Fail (exit 4) when the output drift exceeds this.")] = None,
+    seed: Annotated[int | None, typer.Option("--seed", help="Seed for data splits and random feeds.")] = None,
+    latency_rounds: Annotated[int, typer.Option("--latency-rounds", min=0, help="Interleaved timing rounds (0 skips timing).")] = 15,
+    dump_dir: Annotated[Path | None, typer.Option("--dump-dir", help="Write the model after every pass into this folder.")] = None,
+    dry_run: Annotated[bool, typer.Option("--dry-run", help="Validate and print the resolved recipe; run nothing.")] = False,
+    save_recipe: Annotated[Path | None, typer.Option("--save-recipe", help="Write the recipe these flags imply to a YAML/JSON file.")] = None,
+    json_output: JsonFlag = False,
+) -> None:
+    """Run a pass pipeline on MODEL, verify it after every pass, write OUT.onnx and OUT.report.json."""
+    import json
+
+    import yaml
+
+    from onnxsmith.cli import render
+    from onnxsmith.cli.console import print_json, stdout
+    from onnxsmith.cli.progress import ProgressInstrument
+    from onnxsmith.errors import InputError
+    from onnxsmith.modelio import write_text_atomic
+    from onnxsmith.optimize import OptimizeOptions, optimize as run_optimize, report_path_for
+    from onnxsmith.pipeline import DumpInstrument
+    from onnxsmith.recipe import load_recipe, parse_pipeline, validate_recipe
+    from onnxsmith.sources import parse_shape
+
+    data = load_recipe(recipe).model_dump(mode="json") if recipe else {}
+    overrides = {"backend": backend, "seed": seed}
+    data.update({k: v for k, v in overrides.items() if v is not None})
+    if passes is not None:
+        data["passes"] = parse_pipeline(passes)
+    calibration = dict(data.get("calibration") or {})
+    calib_overrides = {"data": calib, "samples": calib_samples, "eval_samples": eval_samples,
+                       "image_size": list(parse_shape(image_size)) if image_size else None}
+    calibration.update({k: v for k, v in calib_overrides.items() if v is not None})
+    data["calibration"] = calibration
+    if max_drift is not None:
+        data["accuracy"] = {**(data.get("accuracy") or {}), "max_drift": max_drift}
+    resolved_recipe = validate_recipe(data, where="command line" if recipe is None else str(recipe))
+    resolved = resolved_recipe.resolved()
+
+    if save_recipe is not None:
+        text = json.dumps(resolved, indent=2) + "\n" if save_recipe.suffix == ".json" else yaml.safe_dump(resolved, sort_keys=False)
+        write_text_atomic(save_recipe, text)
+    if dry_run:
+        if json_output:
+            print_json(resolved)
+        else:
+            stdout.print(yaml.safe_dump(resolved, sort_keys=False), end="")
+        return
+    if output is None:
+        raise InputError("no output path given", "add -o OUT.onnx (or --dry-run to only check the recipe)")
+
+    instruments = [ProgressInstrument()]
+    if dump_dir is not None:
+        instruments.append(DumpInstrument(dump_dir))
+    options = OptimizeOptions(
+        input_shapes=[parse_shape(s) for s in input_shape or []],
+        latency_rounds=latency_rounds,
+        instruments=tuple(instruments),
+    )
+    try:
+        report = run_optimize(model, output, resolved_recipe, options)
+    finally:
+        instruments[0].close()
+    if json_output:
+        print_json(report.to_dict())
+    else:
+        render.optimize_summary(report, report_path_for(output))
+

@@ -1,0 +1,88 @@
+"""Human rendering (rich tables) of library results; JSON output bypasses this module."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from rich.markup import escape
+from rich.table import Table
+
+from onnxsmith.cli.console import stderr, stdout
+from onnxsmith.registry import PassInfo
+from onnxsmith.report import Report
+
+
+def human_bytes(n: int | None) -> str:
+    if n is None:
+        return "-"
+    value = float(n)
+    for unit in ("B", "KB", "MB", "GB"):
+        if value < 1024 or unit == "GB":
+            return f"{value:.0f} {unit}" if unit == "B" else f"{value:.1f} {unit}"
+        value /= 1024
+    return f"{value:.1f} GB"
+
+
+def inspection(info: dict[str, Any]) -> None:
+    opsets = ", ".join(f"{d or 'ai.onnx'} {v}" for d, v in info["opsets"].items())
+    stdout.print(f"[bold]{info['path']}[/bold]  IR {info['ir_version']}  opsets: {opsets}"
+                 + (f"  producer: {info['producer']}" if info["producer"] else ""))
+    io = Table("", "name", "dtype", "shape", title="Inputs and outputs", title_justify="left")
+    for kind in ("inputs", "outputs"):
+        for v in info[kind]:
+            io.add_row(kind[:-1], escape(v["name"]), v["dtype"], escape("[" + ", ".join(str(d) for d in v["shape"]) + "]"))
+    stdout.print(io)
+    ops = Table("op", "count", title=f"{info['nodes']} nodes", title_justify="left")
+    for op, n in info["op_histogram"].items():
+        ops.add_row(op, str(n))
+    stdout.print(ops)
+    params = Table("dtype", "params", "bytes", title=f"{info['params']:,} parameters, {human_bytes(info['param_bytes'])}", title_justify="left")
+    for dtype, e in info["params_by_dtype"].items():
+        params.add_row(dtype, f"{e['params']:,}", human_bytes(e["bytes"]))
+    stdout.print(params)
+    if info["external_data"]:
+        stdout.print("external data: " + ", ".join(f"{d['file']} ({human_bytes(d['bytes'])})" for d in info["external_data"]))
+    if info["custom_domains"]:
+        stdout.print("custom domains: " + ", ".join(info["custom_domains"]))
+    prov = info["provenance"]
+    if prov:
+        passes = [next(iter(p)) for p in (prov.get("recipe") or {}).get("passes", [])]
+        stdout.print(f"written by onnxsmith {prov['version']} from sha256 {prov['source_sha256'][:12]}… with passes: {', '.join(passes)}")
+
+
+def pass_list(infos: list[PassInfo]) -> None:
+    table = Table("pass", "kind", "options (default)", "what it does")
+    for info in infos:
+        kind = ("exact" if info.exact else "lossy") + (", needs --calib" if info.needs_calibration else "")
+        options = "\n".join(f"{p.name}: {p.type} = {p.default!r}" + (f"  [dim]{p.doc}[/dim]" if p.doc else "") for p in info.params)
+        table.add_row(info.name, kind, options or "-", info.summary)
+    stdout.print(table)
+
+
+def optimize_summary(report: Report, report_path: Path) -> None:
+    s = report.summary
+    table = Table("", "before", "after", "change", title="Summary", title_justify="left")
+    table.add_row("nodes", str(s.nodes["before"]), str(s.nodes["after"]), _ratio(s.nodes["before"], s.nodes["after"]))
+    table.add_row("parameters", f"{s.params['before']:,}", f"{s.params['after']:,}", _ratio(s.params["before"], s.params["after"]))
+    table.add_row("file size", human_bytes(s.bytes["before"]), human_bytes(s.bytes["after"]), _ratio(s.bytes["before"], s.bytes["after"]))
+    lat = s.latency_ms
+    if lat["before"] is not None:
+        table.add_row(f"latency ({report.backend}, median)", f"{lat['before']:.3f} ms", f"{lat['after']:.3f} ms", f"{lat['speedup']:.2f}x speed")
+    table.add_row("output drift", "", f"{s.drift:.3g}", "")
+    stdout.print(table)
+    outputs = Table("output", "max abs err", "cosine", "SQNR dB", title="Outputs vs original (held-out feeds)", title_justify="left")
+    for name, o in s.outputs.items():
+        sqnr = "exact" if o.sqnr_db == float("inf") else f"{o.sqnr_db:.1f}"
+        outputs.add_row(name, f"{o.max_abs:.3g}", f"{o.cosine:.6f}", sqnr)
+    stdout.print(outputs)
+    for warning in report.warnings:
+        stderr.print(f"[yellow]warning:[/yellow] {warning}")
+    stdout.print(f"wrote {report.artifact['path']} and {report_path}")
+
+
+def _ratio(before: int | None, after: int | None) -> str:
+    if not before or after is None:
+        return ""
+    change = (after - before) / before * 100
+    return f"{change:+.1f}%"

@@ -1,0 +1,80 @@
+"""What a runtime backend offers: availability, sessions, and what it runs fast.
+
+Backends live in backends/ and register through the ``onnxsmith.backends`` entry point;
+passes ask ``ctx.backend.capabilities`` instead of hard-coding per-runtime rules.
+"""
+
+from __future__ import annotations
+
+import abc
+from dataclasses import dataclass, field
+from importlib.metadata import entry_points
+from typing import Any, ClassVar, Protocol
+
+import numpy as np
+import onnx_ir as ir
+
+from onnxsmith.errors import RecipeError
+
+__all__ = ["Backend", "Capabilities", "Session", "get_backend", "register_backend", "available_backends"]
+
+
+class Session(Protocol):
+    """The part of onnxruntime.InferenceSession the tool relies on."""
+
+    def run(self, output_names: list[str] | None, feed: dict[str, np.ndarray]) -> list[Any]: ...
+
+
+@dataclass(frozen=True)
+class Capabilities:
+    """What a backend runs fast; passes read this to decide what to emit."""
+
+    precisions: tuple[str, ...] = ("fp32",)
+    quant_format: str = "qdq"
+    fused_ops: tuple[str, ...] = ()
+    gains_from_nm_sparsity: bool = False
+    notes: tuple[str, ...] = field(default_factory=tuple)
+
+
+class Backend(abc.ABC):
+    name: ClassVar[str]
+    description: ClassVar[str]
+    capabilities: ClassVar[Capabilities] = Capabilities()
+
+    @abc.abstractmethod
+    def available(self) -> tuple[bool, str]:
+        """(True, "") when usable here, else (False, why not and what to install)."""
+
+    @abc.abstractmethod
+    def create_session(self, model: ir.Model, *, optimize: bool = True) -> Session:
+        """A session that runs ``model`` on this backend, with its graph optimizations on by default."""
+
+
+_BACKENDS: dict[str, type[Backend]] = {}
+_loaded = False
+
+
+def register_backend(cls: type[Backend]) -> type[Backend]:
+    _BACKENDS[cls.name] = cls
+    return cls
+
+
+def available_backends() -> dict[str, type[Backend]]:
+    global _loaded
+    if not _loaded:
+        _loaded = True
+        for ep in entry_points(group="onnxsmith.backends"):
+            ep.load()
+    return dict(sorted(_BACKENDS.items()))
+
+
+def get_backend(name: str) -> Backend:
+    """The backend called ``name``, checked to be usable on this machine."""
+    backends = available_backends()
+    if name not in backends:
+        raise RecipeError(f"unknown backend '{name}'", f"choose one of: {', '.join(backends)}")
+    backend = backends[name]()
+    ok, why = backend.available()
+    if not ok:
+        raise RecipeError(f"backend '{name}' is not available here: {why}", "choose another with --backend (see `onnxsmith backends`)")
+    return backend

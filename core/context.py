@@ -1,0 +1,42 @@
+"""The one explicit context a pass receives: backend, data, reference outputs, seed, caches."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from onnxsmith.errors import DataError
+
+if TYPE_CHECKING:
+    from onnxsmith.backend import Backend
+    from onnxsmith.data import Dataset
+    from onnxsmith.runtime import Outputs
+
+__all__ = ["Context"]
+
+
+@dataclass
+class Context:
+    """Everything a pass may read besides the model; passes never read globals or env vars.
+
+    ``reference`` holds the original model's outputs on ``evaluation``; ``activations`` is
+    the cache quantize and prune share so activations are collected once per pipeline.
+    """
+
+    backend: Backend | None = None
+    calibration: Dataset | None = None
+    evaluation: Dataset | None = None
+    reference: list[Outputs] | None = None
+    seed: int = 0
+    log: Callable[[str], None] = lambda message: None
+    activations: dict[str, Any] = field(default_factory=dict)
+
+    def require_calibration(self, pass_name: str) -> Dataset:
+        """The calibration set, or a DataError telling the user how to give one."""
+        if self.calibration is None or self.calibration.random:
+            raise DataError(
+                f"pass '{pass_name}' needs calibration data",
+                "pass --calib PATH (an .npz keyed by input name, or a folder of .npz/.npy files or images)",
+            )
+        return self.calibration

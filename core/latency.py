@@ -1,0 +1,59 @@
+"""Latency of two (or more) sessions measured interleaved, so machine noise hits both alike.
+
+Each round runs every session once, in an order that alternates between rounds; a
+session's time per round is the mean of ``inner`` back-to-back runs, with ``inner`` picked
+so one timed block lasts at least ``min_block_s`` (tiny models are below timer noise).
+"""
+
+from __future__ import annotations
+
+import math
+import statistics
+import time
+from dataclasses import dataclass
+
+import numpy as np
+
+from onnxsmith.backend import Session
+
+__all__ = ["LatencyStats", "measure_interleaved"]
+
+
+@dataclass
+class LatencyStats:
+    median_ms: float
+    p90_ms: float
+    rounds: int
+
+
+def measure_interleaved(
+    sessions: dict[str, Session],
+    feed: dict[str, np.ndarray],
+    *,
+    rounds: int = 15,
+    warmup: int = 3,
+    min_block_s: float = 0.005,
+) -> dict[str, LatencyStats]:
+    """Median and p90 latency per session, in milliseconds, over ``rounds`` interleaved rounds."""
+    names = list(sessions)
+    slowest_single = max(_time_block(sessions[n], feed, 1) for n in names)  # also the first run
+    inner = min(1000, max(1, math.ceil(min_block_s / max(slowest_single, 1e-9))))
+    for _ in range(warmup):
+        for name in names:
+            _time_block(sessions[name], feed, inner)
+    samples: dict[str, list[float]] = {n: [] for n in names}
+    for r in range(rounds):
+        for name in names if r % 2 == 0 else reversed(names):
+            samples[name].append(_time_block(sessions[name], feed, inner) * 1000.0)
+    return {n: LatencyStats(statistics.median(s), _percentile(s, 90), rounds) for n, s in samples.items()}
+
+
+def _time_block(session: Session, feed: dict[str, np.ndarray], inner: int) -> float:
+    start = time.perf_counter()
+    for _ in range(inner):
+        session.run(None, feed)
+    return (time.perf_counter() - start) / inner
+
+
+def _percentile(values: list[float], q: float) -> float:
+    return float(np.percentile(np.asarray(values), q))

@@ -1,0 +1,185 @@
+"""Reading and writing ONNX files safely: clear errors on bad input, atomic writes.
+
+Every failure a user can cause (missing file, not ONNX, truncated, missing external data)
+becomes an :class:`InputError` with one line naming the fix. Writes go to a temporary
+folder beside the destination and are renamed into place, so an interrupted run never
+leaves a partial artifact, and the input is never overwritten.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import logging
+import os
+import shutil
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+
+import onnx
+import onnx_ir as ir
+from google.protobuf.message import DecodeError
+
+from onnxsmith.errors import InputError
+
+__all__ = [
+    "EXTERNAL_DATA_THRESHOLD",
+    "external_data_files",
+    "hash_files",
+    "load_onnx",
+    "save_onnx",
+    "session_source",
+    "write_text_atomic",
+]
+
+logger = logging.getLogger(__name__)
+
+# Protobuf cannot hold more than 2 GiB; stay well below it before switching to external data.
+EXTERNAL_DATA_THRESHOLD = 1536 * 1024 * 1024
+
+
+def external_data_files(proto: onnx.ModelProto, base_dir: Path) -> list[Path]:
+    """Check every external tensor of ``proto`` and return the data files it uses.
+
+    Raises InputError when a file is missing, lies outside ``base_dir`` or is shorter than
+    a tensor's offset + length (a truncated copy).
+    """
+    needed: dict[Path, int] = {}
+    for tensor in onnx.external_data_helper._get_all_tensors(proto):  # noqa: SLF001 - stable helper used by onnx.load itself
+        if not onnx.external_data_helper.uses_external_data(tensor):
+            continue
+        info = onnx.external_data_helper.ExternalDataInfo(tensor)
+        location = Path(info.location)
+        if location.is_absolute() or ".." in location.parts:
+            raise InputError(
+                f"tensor '{tensor.name}' points to external data outside the model folder ({info.location})",
+                "re-export the model with its data file beside it",
+            )
+        end = (info.offset or 0) + (info.length or 0)
+        needed[base_dir / location] = max(needed.get(base_dir / location, 0), end)
+    for data_file, end in needed.items():
+        if not data_file.is_file():
+            raise InputError(
+                f"external data file '{data_file.name}' is missing next to the model in {base_dir}",
+                "copy the model together with its data file(s)",
+            )
+        if data_file.stat().st_size < end:
+            raise InputError(
+                f"external data file '{data_file}' is truncated ({data_file.stat().st_size} bytes, needs {end})",
+                "copy the data file again in full",
+            )
+    return sorted(needed)
+
+
+def load_onnx(path: str | os.PathLike) -> tuple[ir.Model, list[Path]]:
+    """Load an ONNX file, validated, with external data read into memory when it fits.
+
+    Returns the model and the external data files it came with.
+    """
+    path = Path(path)
+    if not path.exists():
+        raise InputError(f"model file not found: {path}", "check the path")
+    if path.is_dir():
+        raise InputError(f"{path} is a folder, not a model file", "pass the path of an .onnx file")
+    try:
+        proto = onnx.load(str(path), load_external_data=False)
+    except (DecodeError, RuntimeError, ValueError, OSError) as e:
+        raise InputError(
+            f"{path} is not a readable ONNX model ({type(e).__name__}: {str(e).strip()[:120] or 'cannot parse'})",
+            "pass an .onnx file written by an ONNX exporter; if it was copied, it may be truncated",
+        ) from e
+    if not proto.graph.node and not proto.graph.output:
+        raise InputError(
+            f"{path} holds no ONNX graph (empty or not an ONNX file)",
+            "pass an .onnx file written by an ONNX exporter",
+        )
+    data_files = external_data_files(proto, path.parent)
+    try:
+        onnx.checker.check_model(str(path))  # by path, so external data resolves beside the model
+    except onnx.checker.ValidationError as e:
+        first = str(e).strip().splitlines()[0][:200]
+        raise InputError(
+            f"{path} is not a valid ONNX model: {first}",
+            "re-export it; if it was copied, it may be truncated",
+        ) from e
+    model = ir.serde.deserialize_model(proto)
+    ir.external_data.set_base_dir(model.graph, path.parent)
+    if sum(f.stat().st_size for f in data_files) < EXTERNAL_DATA_THRESHOLD:
+        # Small enough: read weights now so later passes and sessions never chase files.
+        ir.external_data.load_to_model(model)
+    return model, data_files
+
+
+def hash_files(paths: list[Path]) -> str:
+    """sha256 over the bytes of ``paths`` in order: the identity of a model and its data."""
+    digest = hashlib.sha256()
+    for p in paths:
+        with open(p, "rb") as f:
+            for block in iter(lambda: f.read(1 << 20), b""):
+                digest.update(block)
+    return digest.hexdigest()
+
+
+def model_bytes(model: ir.Model) -> int:
+    """Bytes of all initializers, the number that decides inline vs external data."""
+    return sum(v.const_value.nbytes for v in model.graph.initializers.values() if v.const_value is not None)
+
+
+def save_onnx(model: ir.Model, path: str | os.PathLike, *, external_data: bool | None = None) -> list[Path]:
+    """Write ``model`` to ``path`` atomically; return the files written.
+
+    ``external_data=None`` chooses: weights go to ``<name>.data`` beside the model when they
+    would not fit in one protobuf.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if external_data is None:
+        external_data = model_bytes(model) >= EXTERNAL_DATA_THRESHOLD
+    data_name = path.name + ".data"
+    tmp_dir = Path(tempfile.mkdtemp(prefix=".onnxsmith-", dir=path.parent))
+    try:
+        ir.save(model, tmp_dir / path.name, external_data=data_name if external_data else None)
+        written = []
+        if external_data and (tmp_dir / data_name).exists():
+            os.replace(tmp_dir / data_name, path.parent / data_name)
+            written.append(path.parent / data_name)
+        os.replace(tmp_dir / path.name, path)  # the model last: it is what readers open
+        written.insert(0, path)
+        return written
+    finally:
+        shutil.rmtree(tmp_dir, ignore_errors=True)
+
+
+def write_text_atomic(path: str | os.PathLike, text: str) -> None:
+    """Write a text file via a temporary file and a rename."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=".onnxsmith-", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            f.write(text)
+        os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600; give the usual permissions
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+        raise
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+@contextlib.contextmanager
+def session_source(model: ir.Model) -> Iterator[bytes | str]:
+    """Yield what an ONNX Runtime session can load: bytes, or a temporary path for big models."""
+    if model_bytes(model) < EXTERNAL_DATA_THRESHOLD:
+        yield ir.serde.serialize_model(model).SerializeToString()
+        return
+    with tempfile.TemporaryDirectory(prefix="onnxsmith-session-") as tmp:
+        target = Path(tmp) / "model.onnx"
+        ir.save(model, target, external_data="model.onnx.data")
+        yield str(target)

@@ -1,0 +1,177 @@
+"""``optimize``: load, run the recipe's pipeline, check the budget, measure, write.
+
+The library entry point behind ``onnxsmith optimize``; the CLI only parses and renders.
+Nothing is written until every check passed, and then atomically: the artifact (with
+provenance in its metadata) and ``OUT.report.json`` beside it.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+
+from onnxsmith import __version__
+from onnxsmith.backend import get_backend
+from onnxsmith.context import Context
+from onnxsmith.data import Dataset, ImageOptions, InputSpec, load_dataset, model_inputs, random_dataset, split_dataset
+from onnxsmith.errors import AccuracyBudgetExceeded, DataError, InputError
+from onnxsmith.graph_stats import graph_stats
+from onnxsmith.latency import measure_interleaved
+from onnxsmith.metrics import OutputDrift
+from onnxsmith.model import Model
+from onnxsmith.modelio import EXTERNAL_DATA_THRESHOLD, model_bytes, save_onnx, write_text_atomic
+from onnxsmith.pipeline import Instrument, Pipeline
+from onnxsmith.recipe import Recipe
+from onnxsmith.report import OutputReport, Report, Summary
+from onnxsmith.runtime import make_session, run_all
+from onnxsmith.sources import load_source
+
+__all__ = ["OptimizeOptions", "optimize", "report_path_for"]
+
+logger = logging.getLogger(__name__)
+
+RANDOM_EVAL_SAMPLES = 4
+
+
+@dataclass
+class OptimizeOptions:
+    """Settings of one run that are not part of the recipe (they do not change the artifact)."""
+
+    input_shapes: list[tuple[int, ...]] | None = None
+    latency_rounds: int = 15
+    instruments: tuple[Instrument, ...] = ()
+
+
+def report_path_for(output: Path) -> Path:
+    """``out/model.onnx`` -> ``out/model.report.json``."""
+    return output.with_name(output.stem + ".report.json")
+
+
+def optimize(source: str, output: str | Path, recipe: Recipe, options: OptimizeOptions | None = None) -> Report:
+    """Run ``recipe`` on the model at ``source`` and write the artifact to ``output``."""
+    options = options or OptimizeOptions()
+    output = Path(output)
+    _refuse_overwriting_input(source, output)
+    passes = recipe.build_passes()
+    backend = get_backend(recipe.backend)
+    model = load_source(source, options.input_shapes)
+    inputs = model_inputs(model.ir)
+    calibration, evaluation = _datasets(recipe, inputs, options.input_shapes)
+
+    stats_before = graph_stats(model.ir)
+    reference_session = make_session(model.ir, optimize=False)
+    reference = run_all(reference_session, evaluation.feeds())
+    baseline = backend.create_session(model.ir) if options.latency_rounds else None
+
+    ctx = Context(backend=backend, calibration=calibration, evaluation=evaluation, reference=reference, seed=recipe.seed)
+    result = Pipeline(passes, instruments=options.instruments).run(model, ctx)
+
+    budget = recipe.accuracy.max_drift
+    if budget is not None and result.drift > budget:
+        raise AccuracyBudgetExceeded(
+            f"output drift {result.drift:.4g} exceeds the budget max_drift={budget:g}; nothing was written",
+            "relax accuracy.max_drift, or drop or tune the lossy passes",
+        )
+
+    latency: dict[str, float | None] = {"before": None, "after": None, "speedup": None}
+    if baseline is not None:
+        timed = measure_interleaved(
+            {"before": baseline, "after": backend.create_session(model.ir)},
+            evaluation.feeds()[0],
+            rounds=options.latency_rounds,
+        )
+        latency = {
+            "before": timed["before"].median_ms,
+            "after": timed["after"].median_ms,
+            "speedup": timed["before"].median_ms / timed["after"].median_ms,
+        }
+
+    resolved = recipe.resolved()
+    model.stamp_provenance(__version__, resolved)
+    external = model.used_external_data or model_bytes(model.ir) >= EXTERNAL_DATA_THRESHOLD
+    written = save_onnx(model.ir, output, external_data=external)
+
+    stats_after = graph_stats(model.ir)
+    report = Report(
+        tool_version=__version__,
+        source={
+            "path": str(model.source) if model.source else source,
+            "sha256": model.sha256,
+            "format": "onnx" if model.source is not None and model.source.suffix == ".onnx" else "torch",
+        },
+        backend=backend.name,
+        recipe=resolved,
+        passes=result.records,
+        summary=Summary(
+            nodes={"before": stats_before.nodes, "after": stats_after.nodes},
+            params={"before": stats_before.params, "after": stats_after.params},
+            bytes={"before": _size(model.source, model.data_files), "after": sum(p.stat().st_size for p in written)},
+            latency_ms=latency,
+            drift=result.drift,
+            outputs={name: _output_report(d) for name, d in result.outputs.items()},
+        ),
+        data={
+            "calibration": calibration.describe() if calibration else None,
+            "evaluation": evaluation.describe(),
+        },
+        artifact={"path": str(output), "files": [str(p) for p in written], "external_data": external},
+        warnings=_warnings(calibration, evaluation, result.records),
+    )
+    write_text_atomic(report_path_for(output), report.to_json())
+    return report
+
+
+def _refuse_overwriting_input(source: str, output: Path) -> None:
+    src = Path(source)
+    if src.exists() and output.exists() and src.resolve() == output.resolve():
+        raise InputError(f"the output {output} is the input model", "choose another -o path; onnxsmith never modifies its input")
+    if output.suffix != ".onnx":
+        raise InputError(f"output path {output} does not end in .onnx", "name the artifact something.onnx")
+
+
+def _datasets(recipe: Recipe, inputs: list[InputSpec], input_shapes: list[tuple[int, ...]] | None) -> tuple[Dataset | None, Dataset]:
+    """(calibration or None, held-out evaluation) from the recipe's calibration settings."""
+    spec = recipe.calibration
+    shapes = _shapes_by_name(inputs, input_shapes)
+    if spec.data is None:
+        return None, random_dataset(inputs, samples=RANDOM_EVAL_SAMPLES, shapes=shapes, seed=recipe.seed)
+    if spec.data == "random":
+        data = random_dataset(inputs, samples=spec.samples or 16, shapes=shapes, seed=recipe.seed)
+    else:
+        images = ImageOptions(size=spec.image_size, mean=spec.mean, std=spec.std, layout=spec.layout, color=spec.color)
+        data = load_dataset(spec.data, inputs, samples=spec.samples, images=images)
+    if len(data) == 0:
+        raise DataError(f"calibration data {spec.data} holds no samples", "give at least one sample")
+    return split_dataset(data, eval_samples=spec.eval_samples, seed=recipe.seed)
+
+
+def _shapes_by_name(inputs: list[InputSpec], input_shapes: list[tuple[int, ...]] | None) -> dict[str, tuple[int, ...]]:
+    if not input_shapes:
+        return {}
+    if len(input_shapes) > len(inputs):
+        raise InputError(f"{len(input_shapes)} --input-shape values for a model with {len(inputs)} inputs", "give one shape per input, in order")
+    return {spec.name: shape for spec, shape in zip(inputs, input_shapes)}
+
+
+def _size(source: Path | None, data_files: list[Path]) -> int | None:
+    if source is None:
+        return None
+    return sum(p.stat().st_size for p in [source, *data_files])
+
+
+def _output_report(d: OutputDrift) -> OutputReport:
+    return OutputReport(max_abs=d.max_abs, mean_abs=d.mean_abs, cosine=d.cosine, sqnr_db=d.sqnr_db)
+
+
+def _warnings(calibration: Dataset | None, evaluation: Dataset, records) -> list[str]:
+    warnings = []
+    if evaluation.random:
+        warnings.append(
+            "evaluation used RANDOM inputs: drift and accuracy numbers do not describe real data; pass --calib PATH"
+        )
+    warnings.extend(n for n in evaluation.notes if not n.startswith("random data"))
+    for record in records:
+        if not record.modified:
+            warnings.append(f"pass '{record.name}' changed nothing")
+    return warnings

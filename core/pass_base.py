@@ -1,0 +1,90 @@
+"""The pass interface: typed, frozen options and ``run(model, ctx) -> PassResult``.
+
+A pass is a frozen dataclass whose fields are its options (xDSL style), built on
+onnx-ir's pass base so it also works in an ``onnx_ir.passes.PassManager``. It does no
+file I/O and no printing: it reports through its result (``modified``, ``counts``,
+``notes``) and the context. The pipeline adds name, timing, node counts and verification.
+"""
+
+from __future__ import annotations
+
+import abc
+import dataclasses
+from typing import TYPE_CHECKING, Any, ClassVar
+
+import onnx_ir as ir
+
+if TYPE_CHECKING:
+    from onnxsmith.context import Context
+
+__all__ = ["Pass", "PassResult"]
+
+
+@dataclasses.dataclass
+class PassResult(ir.passes.PassResult):
+    """onnx-ir's result plus what the pass did, e.g. ``{"nodes_folded": 12}``."""
+
+    counts: dict[str, int] = dataclasses.field(default_factory=dict)
+    notes: list[str] = dataclasses.field(default_factory=list)
+
+
+@dataclasses.dataclass(frozen=True)
+class Pass(ir.passes.PassBase):
+    """Base of every onnxsmith pass.
+
+    Class attributes a pass sets: ``name`` (used in pipelines and recipes), ``summary``
+    (one line for ``onnxsmith passes``), ``exact`` (outputs must stay within float
+    tolerance; False for lossy passes, whose drift is recorded instead), and
+    ``needs_calibration``. Options are dataclass fields with defaults; put a one-line
+    description in ``field(metadata={"doc": ...})``.
+    """
+
+    name: ClassVar[str]
+    summary: ClassVar[str]
+    exact: ClassVar[bool] = True
+    needs_calibration: ClassVar[bool] = False
+    in_place: ClassVar[bool] = True  # type: ignore[misc]
+    changes_input: ClassVar[bool] = True  # type: ignore[misc]
+
+    @abc.abstractmethod
+    def run(self, model: ir.Model, ctx: Context) -> PassResult:
+        """Transform ``model`` (in place unless ``in_place`` is False) and say what changed."""
+
+    def call(self, model: ir.Model) -> PassResult:
+        """onnx-ir's entry point: run with a default context (no data, CPU backend)."""
+        from onnxsmith.context import Context
+
+        return self.run(model, Context())
+
+    def apply(self, model: ir.Model, ctx: Context) -> PassResult:
+        """Run with the contract checks of onnx-ir's ``PassBase.__call__``, but with a context."""
+        self.requires(model)
+        result = self.run(model, ctx)
+        if not isinstance(result, PassResult):
+            raise TypeError(f"pass '{self.name}' must return onnxsmith.pass_base.PassResult")
+        self.ensures(result.model)
+        if self.in_place and result.model is not model:
+            raise ir.passes.PassError(f"pass '{self.name}' is declared in place but returned a new model")
+        return result
+
+    def params(self) -> dict[str, Any]:
+        """The option values, as a recipe would write them."""
+        return {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
+
+    def __str__(self) -> str:
+        changed = {
+            f.name: getattr(self, f.name)
+            for f in dataclasses.fields(self)
+            if getattr(self, f.name) != f.default
+        }
+        if not changed:
+            return self.name
+        return self.name + "{" + ",".join(f"{k}={_format_value(v)}" for k, v in changed.items()) + "}"
+
+
+def _format_value(value: Any) -> str:
+    if isinstance(value, bool):
+        return str(value).lower()
+    if isinstance(value, (list, tuple)):
+        return ":".join(str(v) for v in value)
+    return str(value)

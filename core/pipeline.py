@@ -1,0 +1,150 @@
+"""The pipeline: run passes in order, verify the model after each, record what happened.
+
+After every pass: the ONNX checker, a session on ONNX Runtime CPU (its own graph
+optimizations off, so it cannot mask a broken rewrite), and the outputs compared with
+the original model's on the evaluation feeds. An exact pass must stay within
+``rtol``/``atol``; a lossy pass records its drift. Anything else a user may want around a
+pass (progress, IR dumps) is an Instrument, in the manner of TVM's pass instruments.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from pathlib import Path
+from typing import Protocol
+
+import onnx
+import onnx_ir as ir
+
+from onnxsmith.context import Context
+from onnxsmith.errors import OnnxsmithError, PassFailure
+from onnxsmith.graph_stats import count_nodes
+from onnxsmith.metrics import OutputDrift, compare_outputs, drift, within_tolerance
+from onnxsmith.model import Model
+from onnxsmith.modelio import EXTERNAL_DATA_THRESHOLD, model_bytes, save_onnx
+from onnxsmith.pass_base import Pass
+from onnxsmith.report import PassRecord
+from onnxsmith.runtime import make_session, run_all
+
+__all__ = ["DumpInstrument", "Instrument", "Pipeline", "PipelineResult"]
+
+logger = logging.getLogger(__name__)
+
+
+class Instrument(Protocol):
+    """Hooks around each pass; an instrument observes and must not change the model."""
+
+    def before_pass(self, pass_: Pass, model: Model) -> None: ...
+
+    def after_pass(self, pass_: Pass, model: Model, record: PassRecord) -> None: ...
+
+
+class DumpInstrument:
+    """Writes the model after every pass to ``folder/NN-name.onnx`` (``--dump-dir``)."""
+
+    def __init__(self, folder: str | Path) -> None:
+        self.folder = Path(folder)
+        self.index = 0
+
+    def before_pass(self, pass_: Pass, model: Model) -> None:
+        pass
+
+    def after_pass(self, pass_: Pass, model: Model, record: PassRecord) -> None:
+        self.index += 1
+        save_onnx(model.ir, self.folder / f"{self.index:02d}-{pass_.name}.onnx")
+
+
+class PipelineResult:
+    """The records of every pass and the final comparison with the original outputs."""
+
+    def __init__(self, records: list[PassRecord], outputs: dict[str, OutputDrift]) -> None:
+        self.records = records
+        self.outputs = outputs
+
+    @property
+    def drift(self) -> float:
+        return drift(self.outputs)
+
+
+class Pipeline:
+    def __init__(
+        self,
+        passes: list[Pass],
+        *,
+        instruments: list[Instrument] | tuple[Instrument, ...] = (),
+        rtol: float = 1e-4,
+        atol: float = 1e-5,
+    ) -> None:
+        self.passes = passes
+        self.instruments = list(instruments)
+        self.rtol, self.atol = rtol, atol
+
+    def run(self, model: Model, ctx: Context) -> PipelineResult:
+        """Run every pass on ``model`` (replacing ``model.ir`` as passes return new models)."""
+        if ctx.evaluation is None or ctx.reference is None:
+            raise ValueError("the pipeline needs ctx.evaluation and ctx.reference to verify passes")
+        records: list[PassRecord] = []
+        outputs = compare_outputs(ctx.reference, ctx.reference)
+        for pass_ in self.passes:
+            if pass_.needs_calibration:
+                ctx.require_calibration(pass_.name)
+            for instrument in self.instruments:
+                instrument.before_pass(pass_, model)
+            nodes_before = count_nodes(model.ir)
+            start = time.perf_counter()
+            try:
+                result = pass_.apply(model.ir, ctx)
+            except OnnxsmithError:
+                raise
+            except Exception as e:
+                logger.debug("pass %s raised", pass_.name, exc_info=True)
+                raise PassFailure(
+                    f"pass '{pass_.name}' failed: {type(e).__name__}: {str(e).strip().splitlines()[0] if str(e).strip() else ''}",
+                    "leave it out of the pipeline, or rerun with --debug and report the traceback",
+                ) from e
+            seconds = time.perf_counter() - start
+            model.ir = result.model
+            model.origin.update(model.ir, pass_.name)
+            outputs = self.verify(pass_, model, ctx)
+            record = PassRecord(
+                name=pass_.name,
+                params=pass_.params(),
+                seconds=seconds,
+                nodes_before=nodes_before,
+                nodes_after=count_nodes(model.ir),
+                modified=result.modified,
+                exact=pass_.exact,
+                drift=drift(outputs),
+                counts=result.counts,
+                notes=result.notes,
+            )
+            records.append(record)
+            for instrument in self.instruments:
+                instrument.after_pass(pass_, model, record)
+        return PipelineResult(records, outputs)
+
+    def verify(self, pass_: Pass, model: Model, ctx: Context) -> dict[str, OutputDrift]:
+        """Check the model after ``pass_``; raise PassFailure naming the pass and the check."""
+        try:
+            if model_bytes(model.ir) < EXTERNAL_DATA_THRESHOLD:
+                onnx.checker.check_model(ir.to_proto(model.ir))
+            session = make_session(model.ir, optimize=False)
+        except Exception as e:
+            first = str(e).strip().splitlines()[0][:300] if str(e).strip() else type(e).__name__
+            raise PassFailure(
+                f"pass '{pass_.name}' produced a model that does not load: {first}",
+                "leave the pass out and report the problem with --debug output",
+            ) from e
+        if ctx.backend is not None and ctx.backend.name != "cpu":
+            ctx.backend.create_session(model.ir)  # the target backend must load it too
+        got = run_all(session, ctx.evaluation.feeds())
+        if pass_.exact:
+            problem = within_tolerance(ctx.reference, got, rtol=self.rtol, atol=self.atol)
+            if problem:
+                raise PassFailure(
+                    f"pass '{pass_.name}' should keep outputs unchanged but {problem}",
+                    "leave the pass out and report the model",
+                )
+        return compare_outputs(ctx.reference, got)
+

@@ -1,0 +1,200 @@
+"""Recipes: the backend, data settings, ordered passes and accuracy budget of one run.
+
+The same pipeline can be written on the command line, MLIR/xDSL style
+(``cleanup,opset{version=17}``; list values in brackets: ``fuse{disable=[attention,gelu]}``),
+or as a YAML/JSON file validated with pydantic. Unknown keys, passes and options are
+RecipeErrors that list the valid choices.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any, Literal
+
+import pydantic
+import yaml
+from pydantic import BaseModel, ConfigDict, Field
+
+from onnxsmith.errors import RecipeError
+from onnxsmith.pass_base import Pass
+from onnxsmith.registry import available_passes, create_pass
+
+__all__ = [
+    "DEFAULT_PIPELINE",
+    "AccuracySpec",
+    "CalibrationSpec",
+    "Recipe",
+    "load_recipe",
+    "parse_pipeline",
+    "recipe_json_schema",
+]
+
+DEFAULT_PIPELINE = "cleanup"
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class CalibrationSpec(_Strict):
+    """Where calibration/evaluation data comes from and how much of it to use."""
+
+    data: str | None = Field(None, description="an .npz, a folder of .npz/.npy files or images, or 'random'")
+    samples: int | None = Field(None, gt=0, description="use at most this many samples")
+    eval_samples: int | None = Field(None, gt=0, description="held-out samples for evaluation (default: a quarter)")
+    image_size: tuple[int, int] | None = Field(None, description="[height, width] images are resized to")
+    mean: tuple[float, ...] = Field((0.0, 0.0, 0.0), description="per-channel mean subtracted after scaling to 0..1")
+    std: tuple[float, ...] = Field((1.0, 1.0, 1.0), description="per-channel std divided by after the mean")
+    layout: Literal["NCHW", "NHWC"] | None = Field(None, description="image tensor layout (default: guessed)")
+    color: Literal["RGB", "BGR"] = "RGB"
+
+
+class AccuracySpec(_Strict):
+    max_drift: float | None = Field(None, ge=0, description="fail when the output drift exceeds this")
+
+
+class Recipe(_Strict):
+    """A whole run. ``passes`` items are a pass name, or ``{name: {option: value}}``."""
+
+    backend: str = "cpu"
+    seed: int = 0
+    calibration: CalibrationSpec = CalibrationSpec()
+    passes: list[str | dict[str, dict[str, Any] | None]] = Field(default_factory=lambda: [DEFAULT_PIPELINE])
+    accuracy: AccuracySpec = AccuracySpec()
+
+    def build_passes(self) -> list[Pass]:
+        """Instantiate and validate every pass."""
+        built = []
+        for entry in self.passes:
+            if isinstance(entry, str):
+                built.append(create_pass(entry))
+                continue
+            if len(entry) != 1:
+                raise RecipeError(f"a pass entry must name one pass, got {sorted(entry)}", "write one `- name: {options}` item per pass")
+            (name, params), = entry.items()
+            built.append(create_pass(name, params or {}))
+        return built
+
+    def resolved(self) -> dict[str, Any]:
+        """The recipe with every pass option spelled out: what the report and --save-recipe record."""
+        data = self.model_dump(mode="json", exclude_defaults=False)
+        data["passes"] = [{p.name: _jsonable(p.params())} for p in self.build_passes()]
+        return data
+
+
+def _jsonable(params: dict[str, Any]) -> dict[str, Any]:
+    return json.loads(json.dumps(params, default=list))
+
+
+def parse_pipeline(text: str) -> list[dict[str, dict[str, Any]]]:
+    """``a,b{k=v,l=[x,y]}`` -> ``[{"a": {}}, {"b": {"k": "v", "l": ["x", "y"]}}]`` (values stay strings)."""
+    entries = []
+    for item in _split_top(text, ","):
+        item = item.strip()
+        if not item:
+            raise RecipeError(f"empty pass in pipeline '{text}'", "separate passes with single commas")
+        name, _, rest = item.partition("{")
+        name = name.strip()
+        if rest and not rest.endswith("}"):
+            raise RecipeError(f"unclosed '{{' after pass '{name}' in '{text}'", "write options as name{key=value,key=value}")
+        params: dict[str, Any] = {}
+        for option in _split_top(rest[:-1], ",") if rest else []:
+            key, eq, value = option.partition("=")
+            if not eq or not key.strip():
+                raise RecipeError(f"option '{option}' of pass '{name}' is not key=value", "write options as name{key=value}")
+            value = value.strip()
+            if value.startswith("[") and value.endswith("]"):
+                params[key.strip()] = [v.strip() for v in _split_top(value[1:-1], ",") if v.strip()]
+            else:
+                params[key.strip()] = value
+        entries.append({name: params})
+    return entries
+
+
+def _split_top(text: str, sep: str) -> list[str]:
+    """Split on ``sep`` outside braces and brackets."""
+    parts, depth, current = [], 0, []
+    for ch in text:
+        if ch in "{[":
+            depth += 1
+        elif ch in "}]":
+            depth -= 1
+            if depth < 0:
+                raise RecipeError(f"unbalanced '{ch}' in pipeline '{text}'", "check the braces")
+        if ch == sep and depth == 0:
+            parts.append("".join(current))
+            current = []
+        else:
+            current.append(ch)
+    if depth != 0:
+        raise RecipeError(f"unbalanced braces in pipeline '{text}'", "close every '{' and '['")
+    parts.append("".join(current))
+    return parts
+
+
+def load_recipe(path: str | Path) -> Recipe:
+    """Read and validate a YAML or JSON recipe file."""
+    path = Path(path)
+    if not path.is_file():
+        raise RecipeError(f"recipe file not found: {path}", "check the path")
+    text = path.read_text(encoding="utf-8")
+    try:
+        data = json.loads(text) if path.suffix == ".json" else yaml.safe_load(text)
+    except (json.JSONDecodeError, yaml.YAMLError) as e:
+        raise RecipeError(f"recipe {path.name} is not valid {'JSON' if path.suffix == '.json' else 'YAML'}: {str(e).splitlines()[0]}", "fix the syntax") from None
+    if not isinstance(data, dict):
+        raise RecipeError(f"recipe {path.name} must be a mapping with keys backend, calibration, passes, accuracy", "see `onnxsmith recipe schema`")
+    return validate_recipe(data, where=path.name)
+
+
+def validate_recipe(data: dict[str, Any], *, where: str = "recipe") -> Recipe:
+    try:
+        recipe = Recipe.model_validate(data)
+    except pydantic.ValidationError as e:
+        err = e.errors()[0]
+        loc = ".".join(str(p) for p in err["loc"])
+        if err["type"] == "extra_forbidden":
+            parent = _model_at(err["loc"][:-1])
+            valid = ", ".join(parent.model_fields) if parent else ""
+            raise RecipeError(f"{where}: unknown key '{loc}'", f"valid keys here: {valid}") from None
+        raise RecipeError(f"{where}: '{loc}': {err['msg']}", "see `onnxsmith recipe schema`") from None
+    recipe.build_passes()  # unknown pass names and options fail here, with the choices
+    return recipe
+
+
+def _model_at(loc: tuple) -> type[BaseModel] | None:
+    model: type[BaseModel] = Recipe
+    for key in loc:
+        field = model.model_fields.get(str(key))
+        ann = field.annotation if field else None
+        if not (isinstance(ann, type) and issubclass(ann, BaseModel)):
+            return None
+        model = ann
+    return model
+
+
+def recipe_json_schema() -> dict[str, Any]:
+    """JSON Schema of recipe files, with each registered pass's options spelled out."""
+    schema = Recipe.model_json_schema()
+    names = list(available_passes())
+    per_pass = {
+        name: pydantic.TypeAdapter(cls).json_schema() for name, cls in available_passes().items()
+    }
+    for sub in per_pass.values():
+        sub["additionalProperties"] = False
+    schema["properties"]["passes"]["items"] = {
+        "anyOf": [
+            {"type": "string", "enum": names},
+            {
+                "type": "object",
+                "minProperties": 1,
+                "maxProperties": 1,
+                "properties": {name: {"anyOf": [sub, {"type": "null"}]} for name, sub in per_pass.items()},
+                "additionalProperties": False,
+            },
+        ]
+    }
+    schema["$schema"] = "https://json-schema.org/draft/2020-12/schema"
+    schema["title"] = "onnxsmith recipe"
+    return schema

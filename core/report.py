@@ -1,0 +1,88 @@
+"""The run report (OUT.report.json): plain dataclasses serialised to versioned JSON.
+
+CI users parse these keys: once released, rename nothing without bumping
+SCHEMA_VERSION. Non-finite floats (an SQNR of identical outputs is +inf) are written as
+null, since JSON has no infinity. Later issues add a per-layer ``profile``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+from dataclasses import dataclass, field
+from typing import Any
+
+__all__ = ["SCHEMA_VERSION", "OutputReport", "PassRecord", "Report", "Summary"]
+
+SCHEMA_VERSION = 1
+
+
+@dataclass
+class PassRecord:
+    """One pass as the pipeline ran it."""
+
+    name: str
+    params: dict[str, Any]
+    seconds: float
+    nodes_before: int
+    nodes_after: int
+    modified: bool
+    exact: bool
+    drift: float | None = None
+    counts: dict[str, int] = field(default_factory=dict)
+    notes: list[str] = field(default_factory=list)
+
+
+@dataclass
+class OutputReport:
+    max_abs: float
+    mean_abs: float
+    cosine: float
+    sqnr_db: float
+
+
+@dataclass
+class Summary:
+    """Before/after numbers: ``{"before": x, "after": y}`` pairs plus per-output drift."""
+
+    nodes: dict[str, int]
+    params: dict[str, int]
+    bytes: dict[str, int]
+    latency_ms: dict[str, float | None]
+    drift: float
+    outputs: dict[str, OutputReport]
+
+
+@dataclass
+class Report:
+    tool_version: str
+    source: dict[str, Any]
+    backend: str
+    recipe: dict[str, Any]
+    passes: list[PassRecord]
+    summary: Summary
+    data: dict[str, Any]
+    artifact: dict[str, Any] = field(default_factory=dict)
+    warnings: list[str] = field(default_factory=list)
+    profile: dict[str, Any] | None = None
+    schema_version: int = SCHEMA_VERSION
+
+    def to_dict(self) -> dict[str, Any]:
+        data = dataclasses.asdict(self)
+        ordered = {"schema_version": data.pop("schema_version")}
+        ordered.update(data)
+        return _finite(ordered)
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict(), indent=2, allow_nan=False) + "\n"
+
+
+def _finite(value: Any) -> Any:
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, dict):
+        return {k: _finite(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_finite(v) for v in value]
+    return value

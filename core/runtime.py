@@ -1,0 +1,48 @@
+"""ONNX Runtime sessions from in-memory models, and running them over a dataset.
+
+Shared by the pipeline's verification, the latency measurement and the backends, so that
+session options are set in one place.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+
+import numpy as np
+import onnx_ir as ir
+import onnxruntime as ort
+
+from onnxsmith.modelio import session_source
+
+__all__ = ["Outputs", "make_session", "run_all"]
+
+Outputs = dict[str, np.ndarray]
+
+
+def make_session(
+    model: ir.Model,
+    *,
+    optimize: bool = True,
+    providers: Sequence[str | tuple[str, dict]] = ("CPUExecutionProvider",),
+    threads: int = 0,
+    session_options: ort.SessionOptions | None = None,
+) -> ort.InferenceSession:
+    """An InferenceSession for ``model``.
+
+    ``optimize=False`` turns ONNX Runtime's own graph optimizations off: the reference
+    for exact passes, so the runtime cannot apply the same fusion and hide a broken one.
+    """
+    options = session_options or ort.SessionOptions()
+    options.log_severity_level = 3
+    if not optimize:
+        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
+    if threads:
+        options.intra_op_num_threads = threads
+    with session_source(model) as source:
+        return ort.InferenceSession(source, sess_options=options, providers=list(providers))
+
+
+def run_all(session: ort.InferenceSession, feeds: Iterable[dict[str, np.ndarray]]) -> list[Outputs]:
+    """Run every feed; return each run's outputs by name."""
+    names = [o.name for o in session.get_outputs()]
+    return [dict(zip(names, session.run(names, feed), strict=True)) for feed in feeds]

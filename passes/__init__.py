@@ -1,0 +1,5 @@
+"""Pass families; importing this package registers them (see the entry point in pyproject)."""
+
+from onnxsmith.passes import cleanup, opset
+
+__all__ = ["cleanup", "opset"]
