@@ -26,6 +26,8 @@ class OriginMap:
 
     origins: dict[str, list[str]] = field(default_factory=dict)
     inserted_by: dict[str, str] = field(default_factory=dict)
+    # tensor name -> (producer node, its input tensor names) in the graph the map last saw
+    _producers: dict[str, tuple[str, list[str]]] = field(default_factory=dict, repr=False, compare=False)
 
     @classmethod
     def identity(cls, model: ir.Model) -> OriginMap:
@@ -38,16 +40,13 @@ class OriginMap:
             origin_map.origins[node.name] = previous.origins.get(node.name, [node.name])
             if node.name in previous.inserted_by:
                 origin_map.inserted_by[node.name] = previous.inserted_by[node.name]
+        origin_map._remember_outputs(model)
         return origin_map
 
     def update(self, model: ir.Model, pass_name: str) -> None:
         """Carry the map over to ``model`` as it stands after ``pass_name`` ran."""
         _name_unnamed_nodes(model)
-        by_output: dict[str, list[str]] = {}
-        for node in all_nodes(model):
-            if node.name in self.origins:
-                for output in node.outputs:
-                    by_output.setdefault(output.name, self.origins[node.name])
+        alive = _tensor_names(model)
         new_origins: dict[str, list[str]] = {}
         new_inserted: dict[str, str] = {}
         for node in all_nodes(model):
@@ -56,11 +55,36 @@ class OriginMap:
                 if node.name in self.inserted_by:
                     new_inserted[node.name] = self.inserted_by[node.name]
                 continue
-            found = sorted({o for out in node.outputs for o in by_output.get(out.name, [])})
+            found = self._vanished_cone([out.name for out in node.outputs], alive)
             new_origins[node.name] = found
             if not found:
                 new_inserted[node.name] = pass_name
         self.origins, self.inserted_by = new_origins, new_inserted
+        self._remember_outputs(model)
+
+    def _vanished_cone(self, outputs: list[str], alive: set[str]) -> list[str]:
+        """Origins of the old nodes a new node replaced: walking back from its outputs through
+        the previous graph, every producer up to tensors that still exist (Conv+BN -> Conv
+        gives both)."""
+        found: set[str] = set()
+        stack, seen = list(outputs), set(outputs)
+        while stack:
+            producer = self._producers.get(stack.pop())
+            if producer is None:
+                continue
+            found.update(self.origins.get(producer[0], [producer[0]]))
+            for name in producer[1]:
+                if name not in alive and name not in seen:
+                    seen.add(name)
+                    stack.append(name)
+        return sorted(found)
+
+    def _remember_outputs(self, model: ir.Model) -> None:
+        self._producers = {
+            output.name: (node.name, [v.name for v in node.inputs if v is not None])
+            for node in all_nodes(model)
+            for output in node.outputs
+        }
 
     def to_json(self) -> str:
         """Compact form: only nodes that do not simply stand for themselves."""
@@ -77,6 +101,13 @@ class OriginMap:
         if node_name in self.inserted_by:
             return f"(inserted by {self.inserted_by[node_name]})"
         return ", ".join(self.origins.get(node_name, [node_name]))
+
+
+def _tensor_names(model: ir.Model) -> set[str]:
+    names = {v.name for v in model.graph.inputs} | set(model.graph.initializers)
+    for node in all_nodes(model):
+        names.update(v.name for v in node.outputs)
+    return names
 
 
 def _name_unnamed_nodes(model: ir.Model) -> None:

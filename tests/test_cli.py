@@ -1,0 +1,224 @@
+"""The command line through a real subprocess: commands, outputs, and every bad-input case."""
+
+from __future__ import annotations
+
+import json
+import shutil
+
+import numpy as np
+import pytest
+import yaml
+
+from conftest import FIXTURES, run_cli
+
+REPORT_KEYS = {"schema_version", "tool_version", "source", "backend", "recipe", "passes", "summary", "data"}
+
+
+def test_help_and_version_do_not_load_heavy_libraries():
+    code = (
+        "import sys\n"
+        "from onnxsmith.cli.main import run\n"
+        "for argv in (['onnxsmith', '--help'], ['onnxsmith', 'optimize', '--help'], ['onnxsmith', '--version']):\n"
+        "    sys.argv = argv\n"
+        "    try:\n"
+        "        run()\n"
+        "    except SystemExit as e:\n"
+        "        assert e.code in (0, None), e.code\n"
+        "print('LOADED', sorted(m for m in ('torch', 'onnxruntime', 'onnx', 'onnx_ir', 'numpy') if m in sys.modules))\n"
+    )
+    import subprocess
+    import sys
+
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert "LOADED []" in proc.stdout
+    assert "--passes" in proc.stdout and "onnxsmith 0." in proc.stdout
+
+
+def test_version_via_module():
+    result = run_cli("--version")
+    assert result.code == 0 and result.stdout.startswith("onnxsmith ")
+
+
+def test_inspect_json_reports_external_data_and_shapes():
+    result = run_cli("inspect", str(FIXTURES / "external.onnx"), "--json")
+    assert result.code == 0, result.stderr
+    info = result.json()
+    assert info["external_data"] == [{"file": "external.onnx.data", "bytes": (FIXTURES / "external.onnx.data").stat().st_size}]
+    assert info["inputs"] == [{"name": "x", "dtype": "float", "shape": ["batch", 64]}]
+    assert info["opsets"][""] == 20
+    assert info["params"] == 64 * 256 + 256 + 256 * 256 + 256 + 256 * 10 + 10
+    assert info["provenance"] is None
+
+
+def test_inspect_table_shows_shapes():
+    result = run_cli("inspect", str(FIXTURES / "cnn.onnx"))
+    assert result.code == 0
+    assert "[batch, 3, 32, 32]" in result.stdout and "BatchNormalization" in result.stdout
+
+
+def test_passes_lists_options_with_defaults():
+    result = run_cli("passes", "--json")
+    by_name = {p["name"]: p for p in result.json()}
+    assert {"cleanup", "opset"} <= set(by_name)
+    assert {"name": "version", "type": "int", "default": 17}.items() <= by_name["opset"]["params"][0].items()
+    table = run_cli("passes").stdout
+    assert "opset" in table and "version" in table
+
+
+def test_optimize_json_writes_artifact_report_and_provenance(tmp_path):
+    out = tmp_path / "cnn.onnx"
+    result = run_cli("optimize", str(FIXTURES / "cnn.onnx"), "-o", str(out), "--passes", "cleanup,opset{version=21}",
+                     "--calib", str(FIXTURES / "cnn.npz"), "--latency-rounds", "5", "--json")
+    assert result.code == 0, result.stderr
+    report = result.json()  # stdout holds the JSON document and nothing else
+    assert REPORT_KEYS <= set(report)
+    assert report == json.loads((tmp_path / "cnn.report.json").read_text())
+    assert [p["name"] for p in report["passes"]] == ["cleanup", "opset"]
+    for p in report["passes"]:
+        assert {"params", "seconds", "nodes_before", "nodes_after", "modified", "drift"} <= set(p)
+    summary = report["summary"]
+    assert summary["nodes"]["after"] < summary["nodes"]["before"]
+    assert summary["latency_ms"]["speedup"] == pytest.approx(summary["latency_ms"]["before"] / summary["latency_ms"]["after"])
+    assert summary["outputs"]["logits"]["cosine"] > 0.999999
+    assert report["data"]["evaluation"]["samples"] == 4 and report["data"]["calibration"]["samples"] == 12
+    assert "✓ cleanup" in result.stderr  # progress goes to stderr
+
+    inspected = run_cli("inspect", str(out), "--json").json()
+    assert inspected["provenance"]["source_sha256"] == report["source"]["sha256"]
+    assert [next(iter(p)) for p in inspected["provenance"]["recipe"]["passes"]] == ["cleanup", "opset"]
+
+
+def test_optimize_table_output_and_random_data_warning(tmp_path):
+    out = tmp_path / "mlp.onnx"
+    result = run_cli("optimize", str(FIXTURES / "mlp.onnx"), "-o", str(out), "--latency-rounds", "3")
+    assert result.code == 0, result.stderr
+    assert "Summary" in result.stdout and "latency" in result.stdout
+    assert "RANDOM inputs" in result.stderr
+    report = json.loads((tmp_path / "mlp.report.json").read_text())
+    assert report["data"]["evaluation"]["random"] is True
+    assert any("RANDOM" in w for w in report["warnings"])
+
+
+def test_external_data_model_is_written_with_external_data(tmp_path):
+    out = tmp_path / "ext.onnx"
+    result = run_cli("optimize", str(FIXTURES / "external.onnx"), "-o", str(out), "--calib", str(FIXTURES / "external.npz"),
+                     "--latency-rounds", "0", "--json")
+    assert result.code == 0, result.stderr
+    assert (tmp_path / "ext.onnx.data").stat().st_size > 300_000
+    assert out.stat().st_size < 10_000
+    assert result.json()["artifact"]["external_data"] is True
+
+
+def test_recipe_file_dry_run_and_save_recipe_round_trip(tmp_path):
+    recipe = tmp_path / "r.yaml"
+    recipe.write_text(f"calibration: {{data: {FIXTURES / 'cnn.npz'}, eval_samples: 3}}\npasses:\n  - cleanup\n  - opset: {{version: 19}}\n")
+    saved = tmp_path / "saved.yaml"
+    dry = run_cli("optimize", str(FIXTURES / "cnn.onnx"), "--recipe", str(recipe), "--backend", "cpu", "--dry-run", "--json",
+                  "--save-recipe", str(saved))
+    assert dry.code == 0, dry.stderr
+    resolved = dry.json()
+    assert resolved["passes"][1] == {"opset": {"version": 19}}
+    assert yaml.safe_load(saved.read_text()) == resolved
+    out = tmp_path / "cnn.onnx"
+    replay = run_cli("optimize", str(FIXTURES / "cnn.onnx"), "-o", str(out), "--recipe", str(saved), "--latency-rounds", "0", "--json")
+    assert replay.code == 0, replay.stderr
+    assert replay.json()["recipe"] == resolved
+    assert replay.json()["data"]["evaluation"]["samples"] == 3
+
+
+def test_dump_dir_writes_one_model_per_pass(tmp_path):
+    dump = tmp_path / "dump"
+    result = run_cli("optimize", str(FIXTURES / "cnn.onnx"), "-o", str(tmp_path / "o.onnx"), "--passes", "cleanup,opset{version=21}",
+                     "--dump-dir", str(dump), "--latency-rounds", "0")
+    assert result.code == 0, result.stderr
+    assert sorted(p.name for p in dump.iterdir()) == ["01-cleanup.onnx", "02-opset.onnx"]
+
+
+def test_accuracy_budget_gate_fails_and_writes_nothing(tmp_path):
+    out = tmp_path / "cnn.onnx"
+    result = run_cli("optimize", str(FIXTURES / "cnn.onnx"), "-o", str(out), "--calib", str(FIXTURES / "cnn.npz"),
+                     "--max-drift", "0", "--latency-rounds", "0")
+    assert result.code == 4
+    assert "exceeds the budget" in result.stderr
+    assert list(tmp_path.iterdir()) == []
+
+
+def _assert_clean_failure(result, tmp_path, *patterns):
+    assert result.code == 2, (result.code, result.stderr)
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: "), result.stderr
+    assert "Traceback" not in result.stderr
+    for pattern in patterns:
+        assert pattern in lines[0], lines[0]
+    out_dir = tmp_path / "out"
+    assert not out_dir.exists() or list(out_dir.iterdir()) == [], "no output may be left behind"
+
+
+def _optimize(tmp_path, model, *extra):
+    return run_cli("optimize", str(model), "-o", str(tmp_path / "out" / "o.onnx"), "--latency-rounds", "0", *extra)
+
+
+def test_missing_file(tmp_path):
+    _assert_clean_failure(_optimize(tmp_path, tmp_path / "nope.onnx"), tmp_path, "not found")
+
+
+def test_not_onnx(tmp_path):
+    bad = tmp_path / "bad.onnx"
+    bad.write_text("this is not a model\n" * 10)
+    _assert_clean_failure(_optimize(tmp_path, bad), tmp_path, "bad.onnx")
+
+
+def test_truncated_model(tmp_path):
+    data = (FIXTURES / "cnn.onnx").read_bytes()
+    cut = tmp_path / "cut.onnx"
+    cut.write_bytes(data[: len(data) // 2])
+    _assert_clean_failure(_optimize(tmp_path, cut), tmp_path, "cut.onnx")
+
+
+def test_missing_external_data(tmp_path):
+    lonely = tmp_path / "lonely"
+    lonely.mkdir()
+    shutil.copy(FIXTURES / "external.onnx", lonely / "external.onnx")
+    _assert_clean_failure(_optimize(tmp_path, lonely / "external.onnx"), tmp_path, "external.onnx.data", "missing")
+
+
+def test_unknown_pass(tmp_path):
+    _assert_clean_failure(_optimize(tmp_path, FIXTURES / "cnn.onnx", "--passes", "cleanup,fusion"), tmp_path, "unknown pass 'fusion'", "cleanup")
+
+
+def test_bad_recipe(tmp_path):
+    recipe = tmp_path / "r.yaml"
+    recipe.write_text("passes: [cleanup]\nacuracy: {max_drift: 1}\n")
+    _assert_clean_failure(_optimize(tmp_path, FIXTURES / "cnn.onnx", "--recipe", str(recipe)), tmp_path, "unknown key 'acuracy'")
+
+
+def test_calibration_names_do_not_match(tmp_path):
+    npz = tmp_path / "c.npz"
+    np.savez(npz, wrong=np.zeros((4, 3, 32, 32), np.float32))
+    _assert_clean_failure(_optimize(tmp_path, FIXTURES / "cnn.onnx", "--calib", str(npz)), tmp_path, "'wrong'", "input")
+
+
+def test_calibration_shape_does_not_match(tmp_path):
+    npz = tmp_path / "c.npz"
+    np.savez(npz, input=np.zeros((4, 3, 64, 64), np.float32))
+    _assert_clean_failure(_optimize(tmp_path, FIXTURES / "cnn.onnx", "--calib", str(npz)), tmp_path, "size 64", "[batchx3x32x32]")
+
+
+def test_output_must_not_be_the_input(tmp_path):
+    model = tmp_path / "m.onnx"
+    shutil.copy(FIXTURES / "mlp.onnx", model)
+    before = model.read_bytes()
+    result = run_cli("optimize", str(model), "-o", str(model), "--latency-rounds", "0")
+    assert result.code == 2 and "is the input model" in result.stderr
+    assert model.read_bytes() == before
+
+
+def test_debug_shows_the_traceback(tmp_path):
+    result = run_cli("--debug", "optimize", str(tmp_path / "nope.onnx"), "-o", str(tmp_path / "o.onnx"))
+    assert result.code != 0 and "Traceback" in result.stderr
+
+
+def test_recipe_schema_command():
+    result = run_cli("recipe", "schema")
+    assert result.code == 0
+    assert result.json()["title"] == "onnxsmith recipe"

@@ -1,0 +1,90 @@
+"""Calibration data: the sources, their checks against the model, and the held-out split."""
+
+from __future__ import annotations
+
+import numpy as np
+import onnx_ir as ir
+import pytest
+from PIL import Image
+
+from conftest import FIXTURES
+from onnxsmith.data import ImageOptions, load_dataset, model_inputs, random_dataset, split_dataset
+from onnxsmith.errors import DataError
+
+
+@pytest.fixture(scope="module")
+def cnn_inputs():
+    return model_inputs(ir.load(FIXTURES / "cnn.onnx"))
+
+
+def test_npz_samples_keep_the_batch_dim(cnn_inputs):
+    data = load_dataset(FIXTURES / "cnn.npz", cnn_inputs, samples=10)
+    assert len(data) == 10
+    assert data.feeds()[0]["input"].shape == (1, 3, 32, 32)
+
+
+def test_folder_of_npz_is_concatenated_and_float64_is_cast(tmp_path, cnn_inputs):
+    for i in range(3):
+        np.savez(tmp_path / f"{i}.npz", input=np.full((2, 3, 32, 32), i, np.float64))
+    data = load_dataset(tmp_path, cnn_inputs)
+    assert len(data) == 6 and data.arrays["input"].dtype == np.float32
+    assert [float(f["input"].mean()) for f in data.feeds()] == [0, 0, 1, 1, 2, 2]
+
+
+def test_folder_of_npy_for_a_single_input(tmp_path, cnn_inputs):
+    np.save(tmp_path / "a.npy", np.ones((1, 3, 32, 32), np.float32))
+    np.save(tmp_path / "b.npy", np.zeros((2, 3, 32, 32), np.float32))
+    assert len(load_dataset(tmp_path, cnn_inputs)) == 3
+
+
+def test_image_folder_is_resized_normalised_and_laid_out(tmp_path, cnn_inputs):
+    pixels = np.zeros((40, 50, 3), np.uint8)
+    pixels[..., 0] = 255  # pure red
+    for i in range(2):
+        Image.fromarray(pixels).save(tmp_path / f"{i}.png")
+    options = ImageOptions(mean=(0.5, 0.5, 0.5), std=(0.5, 0.5, 0.5))
+    data = load_dataset(tmp_path, cnn_inputs, images=options)
+    x = data.feeds()[0]["input"]
+    assert x.shape == (1, 3, 32, 32)  # size taken from the model's static dims, NCHW guessed
+    np.testing.assert_allclose(x[0, :, 5, 5], [1.0, -1.0, -1.0], atol=1e-6)
+    bgr = load_dataset(tmp_path, cnn_inputs, images=ImageOptions(color="BGR")).feeds()[0]["input"]
+    np.testing.assert_allclose(bgr[0, :, 5, 5], [0.0, 0.0, 1.0], atol=1e-6)
+
+
+def test_int_data_for_float_input_is_refused(tmp_path, cnn_inputs):
+    np.savez(tmp_path / "c.npz", input=np.zeros((2, 3, 32, 32), np.int64))
+    with pytest.raises(DataError, match="is int64, the model expects float32"):
+        load_dataset(tmp_path / "c.npz", cnn_inputs)
+
+
+def test_wrong_rank_is_refused(tmp_path, cnn_inputs):
+    np.savez(tmp_path / "c.npz", input=np.zeros((2, 32, 32), np.float32))
+    with pytest.raises(DataError, match="not samples of input"):
+        load_dataset(tmp_path / "c.npz", cnn_inputs)
+
+
+def test_multi_input_sample_counts_must_agree(tmp_path):
+    inputs = model_inputs(ir.load(FIXTURES / "transformer.onnx"))
+    np.savez(tmp_path / "t.npz", input_ids=np.ones((4, 8), np.int64), attention_mask=np.ones((3, 8), np.int64))
+    with pytest.raises(DataError, match="different sample counts"):
+        load_dataset(tmp_path / "t.npz", inputs)
+
+
+def test_random_dataset_shapes_and_int_inputs():
+    inputs = model_inputs(ir.load(FIXTURES / "transformer.onnx"))
+    data = random_dataset(inputs, samples=3, shapes={"input_ids": (2, 5), "attention_mask": (2, 5)})
+    feed = data.feeds()[0]
+    assert feed["input_ids"].shape == (2, 5) and feed["input_ids"].dtype == np.int64
+    assert data.random and "random" in data.notes[0]
+    assert random_dataset(inputs, samples=1).feeds()[0]["attention_mask"].shape == (1, 1)
+
+
+def test_split_holds_out_disjoint_samples(cnn_inputs):
+    data = load_dataset(FIXTURES / "cnn.npz", cnn_inputs)
+    calib, held_out = split_dataset(data, seed=0)
+    assert (len(calib), len(held_out)) == (12, 4)
+    calib_rows = {a.tobytes() for a in calib.arrays["input"]}
+    assert not any(a.tobytes() in calib_rows for a in held_out.arrays["input"])
+    assert split_dataset(data, seed=0)[1].arrays["input"].tobytes() == held_out.arrays["input"].tobytes()
+    with pytest.raises(DataError, match="cannot hold out 16 of 16"):
+        split_dataset(data, eval_samples=16)

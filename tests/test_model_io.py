@@ -1,0 +1,85 @@
+"""Model files: atomic writes, external data, provenance, and the origin map."""
+
+from __future__ import annotations
+
+import onnx
+import onnx_ir as ir
+import pytest
+
+from conftest import FIXTURES
+from onnxsmith.errors import InputError
+from onnxsmith.model import provenance
+from onnxsmith.modelio import load_onnx, save_onnx
+from onnxsmith.origin import ORIGIN_METADATA_KEY, OriginMap
+from onnxsmith.sources import load_source
+
+
+def test_save_is_atomic_and_leaves_no_temporary_files(tmp_path):
+    model, _ = load_onnx(FIXTURES / "cnn.onnx")
+    written = save_onnx(model, tmp_path / "a" / "m.onnx")
+    assert written == [tmp_path / "a" / "m.onnx"]
+    assert sorted(p.name for p in (tmp_path / "a").iterdir()) == ["m.onnx"]
+    onnx.checker.check_model(str(written[0]))
+
+
+def test_external_data_round_trip(tmp_path):
+    model, data_files = load_onnx(FIXTURES / "external.onnx")
+    assert [p.name for p in data_files] == ["external.onnx.data"]
+    written = save_onnx(model, tmp_path / "m.onnx", external_data=True)
+    assert [p.name for p in written] == ["m.onnx", "m.onnx.data"]
+    reloaded, files = load_onnx(tmp_path / "m.onnx")
+    assert [p.name for p in files] == ["m.onnx.data"]
+    original = ir.load(FIXTURES / "external.onnx")
+    for name, value in original.graph.initializers.items():
+        assert (reloaded.graph.initializers[name].const_value.numpy() == value.const_value.numpy()).all()
+
+
+def test_truncated_external_data_is_detected(tmp_path):
+    (tmp_path / "external.onnx").write_bytes((FIXTURES / "external.onnx").read_bytes())
+    (tmp_path / "external.onnx.data").write_bytes((FIXTURES / "external.onnx.data").read_bytes()[:1000])
+    with pytest.raises(InputError, match="truncated"):
+        load_onnx(tmp_path / "external.onnx")
+
+
+def test_provenance_is_none_for_foreign_models():
+    assert provenance(ir.load(FIXTURES / "cnn.onnx")) is None
+
+
+def test_origin_map_follows_names_outputs_and_marks_inserted_nodes():
+    model = load_source(str(FIXTURES / "mlp.onnx")).ir
+    origin = OriginMap.identity(model)
+    nodes = list(model.graph)
+    first = nodes[0]
+    original_name = first.name
+    # A rewrite replaces the first node by a new one producing the same tensor ("fusion") ...
+    fused = ir.Node("", first.op_type, list(first.inputs), attributes=list(first.attributes.values()), name="fused_0",
+                    num_outputs=1)
+    model.graph.insert_after(first, fused)
+    ir.convenience.replace_all_uses_with(first.outputs[0], fused.outputs[0])
+    fused.outputs[0].name, first.outputs[0].name = first.outputs[0].name, "old"
+    # ... and adds a node with a brand-new output.
+    extra = ir.Node("", "Identity", [fused.outputs[0]], name="inserted_0")
+    extra.outputs[0].name = "extra_out"
+    model.graph.insert_after(fused, extra)
+    model.graph.remove(first, safe=False)
+    origin.update(model, "fuse")
+    assert origin.origins["fused_0"] == [original_name]
+    assert origin.inserted_by["inserted_0"] == "fuse" and origin.origins["inserted_0"] == []
+    assert origin.describe("inserted_0") == "(inserted by fuse)"
+    restored = OriginMap.from_json(origin.to_json())
+    assert restored.origins["fused_0"] == [original_name] and restored.inserted_by == origin.inserted_by
+
+
+def test_origin_map_survives_in_the_artifact(tmp_path):
+    from onnxsmith.optimize import OptimizeOptions, optimize
+    from onnxsmith.recipe import validate_recipe
+
+    optimize(str(FIXTURES / "cnn.onnx"), tmp_path / "o.onnx", validate_recipe({"passes": ["cleanup"]}), OptimizeOptions(latency_rounds=0))
+    written = ir.load(tmp_path / "o.onnx")
+    assert ORIGIN_METADATA_KEY in written.metadata_props
+    origin = OriginMap.identity(written)  # continues the stored map
+    assert all(origin.origins[n.name] for n in written.graph)
+    # cleanup folds each BatchNorm into its Conv: the fused Conv stands for both originals.
+    conv_origins = [origin.origins[n.name] for n in written.graph if n.op_type == "Conv"]
+    assert len(conv_origins) == 3
+    assert all(any("conv2d" in o for o in os) and any("batch_norm" in o for o in os) for os in conv_origins)

@@ -1,0 +1,109 @@
+"""cleanup and opset: tiny hand-built graphs, then every fixture checked against the original."""
+
+from __future__ import annotations
+
+import hashlib
+
+import numpy as np
+import onnx
+import onnx_ir as ir
+import pytest
+from onnx import TensorProto, helper
+
+from conftest import FIXTURE_MODELS, FIXTURES, fixture_feeds, ort_outputs
+from onnxsmith.context import Context
+from onnxsmith.errors import PassFailure
+from onnxsmith.graph_stats import graph_stats
+from onnxsmith.optimize import OptimizeOptions, optimize
+from onnxsmith.recipe import validate_recipe
+from onnxsmith.registry import create_pass
+
+
+def _tiny_model(opset: int = 17) -> ir.Model:
+    """y = Relu(Identity(x) + (c1 * c2)), plus a dead branch: Identity and folding to remove."""
+    c1 = helper.make_tensor("c1", TensorProto.FLOAT, [4], [1, 2, 3, 4])
+    c2 = helper.make_tensor("c2", TensorProto.FLOAT, [4], [2, 2, 2, 2])
+    nodes = [
+        helper.make_node("Identity", ["x"], ["xi"], name="id"),
+        helper.make_node("Mul", ["c1", "c2"], ["c"], name="mul_const"),
+        helper.make_node("Add", ["xi", "c"], ["s"], name="add"),
+        helper.make_node("Relu", ["s"], ["y"], name="relu"),
+        helper.make_node("Neg", ["x"], ["dead"], name="dead"),
+    ]
+    graph = helper.make_graph(
+        nodes, "tiny",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 4])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 4])],
+        initializer=[c1, c2],
+    )
+    return ir.from_proto(helper.make_model(graph, opset_imports=[helper.make_opsetid("", opset)]))
+
+
+def test_cleanup_folds_constants_and_removes_identity_and_dead_code():
+    model = _tiny_model()
+    result = create_pass("cleanup").apply(model, Context())
+    assert result.modified
+    assert [n.op_type for n in model.graph] == ["Add", "Relu"]
+    assert result.counts["removed_Identity"] == 1
+    assert result.counts["nodes_removed"] == 3
+    folded = model.graph.node(0).inputs[1].const_value.numpy()
+    np.testing.assert_array_equal(folded, [2, 4, 6, 8])
+
+
+def test_cleanup_is_idempotent():
+    model = _tiny_model()
+    create_pass("cleanup").apply(model, Context())
+    again = create_pass("cleanup").apply(model, Context())
+    assert not again.modified
+    assert again.counts["nodes_removed"] == 0
+
+
+def test_opset_converts_and_reports_no_change_at_the_same_version():
+    model = _tiny_model(opset=13)
+    result = create_pass("opset", {"version": 18}).apply(model, Context())
+    assert result.modified and result.model is not model
+    assert result.model.opset_imports[""] == 18
+    same = create_pass("opset", {"version": 18}).apply(result.model, Context())
+    assert not same.modified
+
+
+def test_opset_downgrade_below_an_ops_introduction_is_a_clear_failure():
+    model = ir.load(FIXTURES / "mlp.onnx")  # opset 20, uses Gelu (introduced in 20)
+    with pytest.raises(PassFailure, match="Gelu"):
+        create_pass("opset", {"version": 17}).apply(model, Context())
+
+
+def _sha(path):
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+@pytest.mark.parametrize("name", FIXTURE_MODELS)
+@pytest.mark.parametrize("pipeline", [["cleanup"], ["cleanup", {"opset": {"version": 21}}]], ids=["cleanup", "cleanup+opset21"])
+def test_pipeline_keeps_every_fixture_exact(name, pipeline, tmp_path):
+    source = FIXTURES / f"{name}.onnx"
+    before = _sha(source)
+    out = tmp_path / f"{name}.onnx"
+    recipe = validate_recipe({"passes": pipeline, "calibration": {"data": str(FIXTURES / f"{name}.npz")}})
+    report = optimize(str(source), out, recipe, OptimizeOptions(latency_rounds=0))
+
+    feeds = fixture_feeds(name, count=6)
+    for ref, got in zip(ort_outputs(source, feeds), ort_outputs(out, feeds), strict=True):
+        for r, g in zip(ref, got, strict=True):
+            np.testing.assert_allclose(g, r, rtol=1e-4, atol=1e-5)
+    assert _sha(source) == before, "the input model must never be modified"
+    written = onnx.load(str(out))
+    if len(pipeline) == 2:
+        assert {o.domain: o.version for o in written.opset_import}[""] == 21
+    assert report.summary.nodes["after"] <= report.summary.nodes["before"]
+    assert [p.name for p in report.passes] == [p if isinstance(p, str) else next(iter(p)) for p in pipeline]
+    assert report.summary.drift < 1e-5
+
+
+def test_cleanup_shrinks_the_unoptimized_exports():
+    """The dynamo exports keep BatchNorm and shape arithmetic; cleanup must remove real work."""
+    model = ir.load(FIXTURES / "transformer.onnx")
+    before = graph_stats(model).nodes
+    create_pass("cleanup").apply(model, Context())
+    after = graph_stats(model)
+    assert after.nodes < before * 0.6
+    assert "Identity" not in after.op_histogram

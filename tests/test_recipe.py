@@ -1,0 +1,84 @@
+"""Pipeline strings, recipe files and their validation errors."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from onnxsmith.errors import RecipeError
+from onnxsmith.recipe import load_recipe, parse_pipeline, recipe_json_schema, validate_recipe
+from onnxsmith.registry import create_pass
+
+
+def test_parse_pipeline_with_options_and_lists():
+    assert parse_pipeline("cleanup,opset{version=17},x{a=1,b=[p,q]}") == [
+        {"cleanup": {}},
+        {"opset": {"version": "17"}},
+        {"x": {"a": "1", "b": ["p", "q"]}},
+    ]
+
+
+@pytest.mark.parametrize("text", ["cleanup,,opset", "opset{version=17", "opset{version}", "opset}"])
+def test_parse_pipeline_rejects_malformed(text):
+    with pytest.raises(RecipeError):
+        parse_pipeline(text)
+
+
+def test_pipeline_values_are_coerced_to_the_option_types():
+    recipe = validate_recipe({"passes": parse_pipeline("cleanup{iterations=3,inline=false},opset{version=18}")})
+    cleanup, opset = recipe.build_passes()
+    assert (cleanup.iterations, cleanup.inline, opset.version) == (3, False, 18)
+    assert str(cleanup) == "cleanup{iterations=3,inline=false}"
+
+
+def test_unknown_pass_lists_the_choices():
+    with pytest.raises(RecipeError, match="unknown pass 'fusee'.*cleanup.*opset"):
+        validate_recipe({"passes": ["fusee"]})
+
+
+def test_unknown_option_lists_the_valid_ones():
+    with pytest.raises(RecipeError, match="no option 'versoin'.*version"):
+        create_pass("opset", {"versoin": "17"})
+
+
+def test_out_of_range_option_is_refused():
+    with pytest.raises(RecipeError, match="version must be between"):
+        create_pass("opset", {"version": 3})
+    with pytest.raises(RecipeError, match="option 'version'"):
+        create_pass("opset", {"version": "seventeen"})
+
+
+def test_unknown_recipe_key_lists_valid_keys(tmp_path):
+    path = tmp_path / "r.yaml"
+    path.write_text("backend: cpu\npasess: [cleanup]\n")
+    with pytest.raises(RecipeError, match="unknown key 'pasess'.*passes"):
+        load_recipe(path)
+
+
+def test_yaml_and_json_recipes_resolve_the_same(tmp_path):
+    yaml_path = tmp_path / "r.yaml"
+    yaml_path.write_text("backend: cpu\ncalibration: {data: x.npz, samples: 8}\npasses:\n  - cleanup\n  - opset: {version: 18}\naccuracy: {max_drift: 0.01}\n")
+    json_path = tmp_path / "r.json"
+    json_path.write_text(json.dumps({"backend": "cpu", "calibration": {"data": "x.npz", "samples": 8},
+                                     "passes": ["cleanup", {"opset": {"version": 18}}], "accuracy": {"max_drift": 0.01}}))
+    resolved = load_recipe(yaml_path).resolved()
+    assert resolved == load_recipe(json_path).resolved()
+    assert resolved["passes"] == [{"cleanup": {"iterations": 2, "inline": True, "fold_limit": 1 << 20}}, {"opset": {"version": 18}}]
+    assert resolved["accuracy"]["max_drift"] == 0.01
+
+
+def test_bad_yaml_is_one_line_error(tmp_path):
+    path = tmp_path / "r.yaml"
+    path.write_text("passes: [cleanup\n")
+    with pytest.raises(RecipeError, match="not valid YAML"):
+        load_recipe(path)
+
+
+def test_schema_lists_every_pass_and_its_options():
+    schema = recipe_json_schema()
+    items = schema["properties"]["passes"]["items"]["anyOf"]
+    assert set(items[0]["enum"]) >= {"cleanup", "opset"}
+    opset_schema = items[1]["properties"]["opset"]["anyOf"][0]
+    assert opset_schema["properties"]["version"]["type"] == "integer"
+    assert schema["additionalProperties"] is False

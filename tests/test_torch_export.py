@@ -1,0 +1,83 @@
+"""PyTorch sources: module:factory and .pt2 archives exported with the dynamo exporter."""
+
+from __future__ import annotations
+
+import json
+import zipfile
+
+import numpy as np
+import pytest
+
+torch = pytest.importorskip("torch")
+
+from conftest import run_cli  # noqa: E402
+from onnxsmith.errors import InputError  # noqa: E402
+from onnxsmith.optimize import OptimizeOptions, optimize  # noqa: E402
+from onnxsmith.recipe import validate_recipe  # noqa: E402
+from onnxsmith.sources import load_source  # noqa: E402
+from torch_models import tiny_cnn  # noqa: E402
+
+pytestmark = pytest.mark.torch
+
+
+def _torch_reference(x: np.ndarray) -> np.ndarray:
+    with torch.no_grad():
+        return tiny_cnn().eval()(torch.from_numpy(x)).numpy()
+
+
+def test_factory_export_matches_torch(tmp_path):
+    model = load_source("torch_models:tiny_cnn", [(1, 3, 16, 16)])
+    import onnxruntime as ort
+    import onnx_ir as ir
+
+    session = ort.InferenceSession(ir.to_proto(model.ir).SerializeToString(), providers=["CPUExecutionProvider"])
+    x = np.random.default_rng(0).standard_normal((1, 3, 16, 16)).astype(np.float32)
+    np.testing.assert_allclose(session.run(None, {session.get_inputs()[0].name: x})[0], _torch_reference(x), rtol=1e-4, atol=1e-5)
+    assert len(model.sha256) == 64
+
+
+def test_pt2_export_through_the_cli(tmp_path):
+    program = torch.export.export(tiny_cnn().eval(), (torch.randn(1, 3, 16, 16),))
+    pt2 = tmp_path / "tiny.pt2"
+    torch.export.save(program, pt2)
+    out = tmp_path / "tiny.onnx"
+    result = run_cli("optimize", str(pt2), "-o", str(out), "--latency-rounds", "0", "--json")
+    assert result.code == 0, result.stderr
+    report = result.json()
+    assert report["source"]["format"] == "torch"
+    assert report["summary"]["drift"] < 1e-5
+
+
+def test_pt2_with_pickled_payload_is_refused(tmp_path):
+    program = torch.export.export(tiny_cnn().eval(), (torch.randn(1, 3, 16, 16),))
+    pt2 = tmp_path / "tiny.pt2"
+    torch.export.save(program, pt2)
+    tampered = tmp_path / "tampered.pt2"
+    with zipfile.ZipFile(pt2) as src, zipfile.ZipFile(tampered, "w") as dst:
+        for item in src.infolist():
+            data = src.read(item.filename)
+            if item.filename.endswith("model_weights_config.json"):
+                config = json.loads(data)
+                for entry in config["config"].values():
+                    entry["use_pickle"] = True
+                data = json.dumps(config).encode()
+            dst.writestr(item, data)
+    with pytest.raises(InputError, match="never unpickles"):
+        load_source(str(tampered))
+
+
+def test_factory_errors_are_clear(tmp_path):
+    with pytest.raises(InputError, match="needs example input shapes"):
+        load_source("torch_models:tiny_cnn", [])
+    with pytest.raises(InputError, match="not a torch.nn.Module"):
+        load_source("torch_models:not_a_module", [(1,)])
+    with pytest.raises(InputError, match="cannot import"):
+        load_source("no_such_module_xyz:factory", [(1,)])
+
+
+def test_factory_pipeline_end_to_end(tmp_path):
+    recipe = validate_recipe({"passes": ["cleanup"]})
+    report = optimize("torch_models:tiny_cnn", tmp_path / "t.onnx", recipe,
+                      OptimizeOptions(input_shapes=[(1, 3, 16, 16)], latency_rounds=0))
+    assert report.summary.nodes["after"] <= report.summary.nodes["before"]
+    assert report.data["evaluation"]["random"] is True
