@@ -104,11 +104,23 @@ def load_onnx(path: str | os.PathLike) -> tuple[ir.Model, list[Path]]:
             "re-export it; if it was copied, it may be truncated",
         ) from e
     model = ir.serde.deserialize_model(proto)
+    _negative_dims_to_dynamic(model)
     ir.external_data.set_base_dir(model.graph, path.parent)
     if sum(f.stat().st_size for f in data_files) < EXTERNAL_DATA_THRESHOLD:
         # Small enough: read weights now so later passes and sessions never chase files.
         ir.external_data.load_to_model(model)
     return model, data_files
+
+
+def _negative_dims_to_dynamic(model: ir.Model) -> None:
+    """Some exporters (Paddle's, e.g. PP-OCR's ``x [-1, 3, ?, ?]``) write a dynamic dim as -1.
+
+    ONNX Runtime reads it as dynamic; onnx-ir and the constant folder would take it as a
+    fixed -1, so make it an unnamed symbolic dim, as it was meant.
+    """
+    for value in [*model.graph.inputs, *model.graph.outputs]:
+        if value.shape is not None and any(isinstance(d, int) and d < 0 for d in value.shape):
+            value.shape = ir.Shape([None if isinstance(d, int) and d < 0 else d for d in value.shape])
 
 
 def hash_files(paths: list[Path]) -> str:
