@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -29,12 +28,11 @@ class Context:
     evaluation: Dataset | None = None
     reference: list[Outputs] | None = None
     seed: int = 0
-    log: Callable[[str], None] = lambda message: None
     activations: dict[str, Any] = field(default_factory=dict)
 
     def require_calibration(self, pass_name: str) -> Dataset:
         """The calibration set, or a DataError telling the user how to give one."""
-        if self.calibration is None or self.calibration.random:
+        if self.calibration is None:
             raise DataError(
                 f"pass '{pass_name}' needs calibration data",
                 "pass --calib PATH (an .npz keyed by input name, or a folder of .npz/.npy files or images)",

@@ -222,3 +222,11 @@ def test_recipe_schema_command():
     result = run_cli("recipe", "schema")
     assert result.code == 0
     assert result.json()["title"] == "onnxsmith recipe"
+
+
+def test_a_failing_pass_exits_3_and_writes_nothing(tmp_path):
+    result = _optimize(tmp_path, FIXTURES / "mlp.onnx", "--passes", "cleanup,opset{version=17}")
+    assert result.code == 3
+    last = result.stderr.strip().splitlines()[-1]  # after the progress line of cleanup
+    assert last.startswith("error: pass 'opset'") and "Gelu" in last and "Traceback" not in result.stderr
+    assert not (tmp_path / "out").exists() or list((tmp_path / "out").iterdir()) == []
