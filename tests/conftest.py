@@ -14,6 +14,7 @@ import onnxruntime as ort
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "bench"))  # bench/realmodels.py fetches the real models of DESIGN.md
 FIXTURES = ROOT / "fixtures"
 FIXTURE_MODELS = ["cnn", "mlp", "transformer", "opset11", "external"]
 
