@@ -55,9 +55,15 @@ def pass_list(infos: list[PassInfo]) -> None:
     table = Table("pass", "kind", "options (default)", "what it does")
     for info in infos:
         kind = ("exact" if info.exact else "lossy") + (", needs --calib" if info.needs_calibration else "")
-        options = "\n".join(f"{p.name}: {p.type} = {p.default!r}" + (f"  [dim]{p.doc}[/dim]" if p.doc else "") for p in info.params)
-        table.add_row(info.name, kind, options or "-", info.summary)
+        options = "\n".join(escape(f"{p.name}: {p.type} = {p.default!r}") + (f"  [dim]{escape(p.doc)}[/dim]" if p.doc else "") for p in info.params)
+        table.add_row(info.name, kind, options or "-", escape(info.summary))
     stdout.print(table)
+    for info in infos:
+        if info.rules:
+            rules = Table("rule", "what it does", title=f"{info.name} rules (select with {info.name}{{only=[...]}} or {info.name}{{disable=[...]}})", title_justify="left")
+            for name, doc in info.rules.items():
+                rules.add_row(name, escape(doc))
+            stdout.print(rules)
 
 
 def optimize_summary(report: Report, report_path: Path) -> None:

@@ -31,7 +31,7 @@ class Capabilities:
 
     precisions: tuple[str, ...] = ("fp32",)
     quant_format: str = "qdq"
-    fused_ops: tuple[str, ...] = ()
+    ops: frozenset[str] = frozenset()  # op types it has kernels for, fused/contrib ops included
     gains_from_nm_sparsity: bool = False
     notes: tuple[str, ...] = field(default_factory=tuple)
 
@@ -39,7 +39,11 @@ class Capabilities:
 class Backend(abc.ABC):
     name: ClassVar[str]
     description: ClassVar[str]
-    capabilities: ClassVar[Capabilities] = Capabilities()
+
+    @property
+    @abc.abstractmethod
+    def capabilities(self) -> Capabilities:
+        """What this backend runs fast, asked of the runtime where it can tell."""
 
     @abc.abstractmethod
     def available(self) -> tuple[bool, str]:

@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 
 import onnx_ir as ir
 
-__all__ = ["GraphStats", "all_nodes", "count_nodes", "graph_stats"]
+__all__ = ["GraphStats", "all_nodes", "count_nodes", "graph_signature", "graph_stats"]
 
 
 def all_nodes(model: ir.Model):
@@ -23,6 +23,15 @@ def all_nodes(model: ir.Model):
 
 def count_nodes(model: ir.Model) -> int:
     return sum(1 for _ in all_nodes(model))
+
+
+def graph_signature(model: ir.Model) -> tuple:
+    """A cheap fingerprint of the graph's structure, to tell whether a pass changed it."""
+    return (
+        tuple((n.op_type, tuple(v.name if v else "" for v in n.inputs), tuple(v.name for v in n.outputs)) for n in all_nodes(model)),
+        tuple(sorted(model.graph.initializers)),
+        tuple(sorted(model.opset_imports.items())),
+    )
 
 
 @dataclass

@@ -172,6 +172,7 @@ def _warnings(calibration: Dataset | None, evaluation: Dataset, records) -> list
         )
     warnings.extend(n for n in evaluation.notes if not n.startswith("random data"))
     for record in records:
+        warnings.extend(f"pass '{record.name}': {w}" for w in record.warnings)
         if not record.modified:
             warnings.append(f"pass '{record.name}' changed nothing")
     return warnings

@@ -26,6 +26,7 @@ class PassResult(ir.passes.PassResult):
 
     counts: dict[str, int] = dataclasses.field(default_factory=dict)
     notes: list[str] = dataclasses.field(default_factory=list)
+    warnings: list[str] = dataclasses.field(default_factory=list)  # things the user must know
 
 
 @dataclasses.dataclass(frozen=True)
@@ -43,6 +44,10 @@ class Pass(ir.passes.PassBase):
     summary: ClassVar[str]
     exact: ClassVar[bool] = True
     needs_calibration: ClassVar[bool] = False
+    # Tolerance of an exact pass against the original outputs (numpy.allclose rule); a pass
+    # whose rewrites change kernels (fused ops reorder float arithmetic) may widen atol.
+    rtol: ClassVar[float] = 1e-4
+    atol: ClassVar[float] = 1e-5
     in_place: ClassVar[bool] = True  # type: ignore[misc]
     changes_input: ClassVar[bool] = True  # type: ignore[misc]
 
@@ -66,6 +71,11 @@ class Pass(ir.passes.PassBase):
         if self.in_place and result.model is not model:
             raise ir.passes.PassError(f"pass '{self.name}' is declared in place but returned a new model")
         return result
+
+    @classmethod
+    def catalogue(cls) -> dict[str, str]:
+        """Named sub-rules of a pass family with one line each (``onnxsmith passes`` lists them)."""
+        return {}
 
     def params(self) -> dict[str, Any]:
         """The option values, as a recipe would write them."""

@@ -3,7 +3,7 @@
 After every pass: the ONNX checker, a session on ONNX Runtime CPU (its own graph
 optimizations off, so it cannot mask a broken rewrite), and the outputs compared with
 the original model's on the evaluation feeds. An exact pass must stay within
-``rtol``/``atol``; a lossy pass records its drift. Anything else a user may want around a
+the pass's ``rtol``/``atol``; a lossy pass records its drift. Anything else a user may want around a
 pass (progress, IR dumps) is an Instrument, in the manner of TVM's pass instruments.
 """
 
@@ -68,17 +68,9 @@ class PipelineResult:
 
 
 class Pipeline:
-    def __init__(
-        self,
-        passes: list[Pass],
-        *,
-        instruments: list[Instrument] | tuple[Instrument, ...] = (),
-        rtol: float = 1e-4,
-        atol: float = 1e-5,
-    ) -> None:
+    def __init__(self, passes: list[Pass], *, instruments: list[Instrument] | tuple[Instrument, ...] = ()) -> None:
         self.passes = passes
         self.instruments = list(instruments)
-        self.rtol, self.atol = rtol, atol
 
     def run(self, model: Model, ctx: Context) -> PipelineResult:
         """Run every pass on ``model`` (replacing ``model.ir`` as passes return new models)."""
@@ -118,6 +110,7 @@ class Pipeline:
                 drift=drift(outputs),
                 counts=result.counts,
                 notes=result.notes,
+                warnings=result.warnings,
             )
             records.append(record)
             for instrument in self.instruments:
@@ -140,7 +133,7 @@ class Pipeline:
             ctx.backend.create_session(model.ir)  # the target backend must load it too
         got = run_all(session, ctx.evaluation.feeds())
         if pass_.exact:
-            problem = within_tolerance(ctx.reference, got, rtol=self.rtol, atol=self.atol)
+            problem = within_tolerance(ctx.reference, got, rtol=pass_.rtol, atol=pass_.atol)
             if problem:
                 raise PassFailure(
                     f"pass '{pass_.name}' should keep outputs unchanged but {problem}",

@@ -93,6 +93,7 @@ class PassInfo:
     exact: bool
     needs_calibration: bool
     params: list[ParamInfo]
+    rules: dict[str, str]
 
 
 def pass_infos() -> list[PassInfo]:
@@ -109,11 +110,13 @@ def pass_infos() -> list[PassInfo]:
             )
             for f in dataclasses.fields(cls)
         ]
-        infos.append(PassInfo(name, cls.summary, cls.exact, cls.needs_calibration, params))
+        infos.append(PassInfo(name, cls.summary, cls.exact, cls.needs_calibration, params, cls.catalogue()))
     return infos
 
 
 def _type_name(tp: Any) -> str:
+    if typing.get_origin(tp) in (tuple, list):
+        return f"list[{_type_name(typing.get_args(tp)[0])}]"
     if typing.get_origin(tp) is typing.Literal:
         return "|".join(str(a) for a in typing.get_args(tp))
     return getattr(tp, "__name__", str(tp).replace("typing.", ""))

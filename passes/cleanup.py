@@ -18,7 +18,7 @@ import onnx_ir as ir
 import onnxscript.optimizer
 
 from onnxsmith.context import Context
-from onnxsmith.graph_stats import all_nodes
+from onnxsmith.graph_stats import all_nodes, graph_signature
 from onnxsmith.pass_base import Pass, PassResult
 from onnxsmith.registry import register_pass
 
@@ -42,7 +42,7 @@ class CleanupPass(Pass):
             raise ValueError("fold_limit must be non-negative")
 
     def run(self, model: ir.Model, ctx: Context) -> PassResult:
-        before = _signature(model)
+        before = graph_signature(model)
         ops_before = Counter(n.op_type for n in all_nodes(model))
         onnxscript.optimizer.optimize_ir(
             model,
@@ -54,13 +54,5 @@ class CleanupPass(Pass):
         removed = ops_before - ops_after
         counts = {f"removed_{op}": n for op, n in sorted(removed.items())}
         counts["nodes_removed"] = sum(ops_before.values()) - sum(ops_after.values())
-        return PassResult(model, modified=_signature(model) != before, counts=counts)
+        return PassResult(model, modified=graph_signature(model) != before, counts=counts)
 
-
-def _signature(model: ir.Model) -> tuple:
-    """A cheap fingerprint of the graph's structure, to tell whether the optimizer changed it."""
-    return (
-        tuple((n.op_type, tuple(v.name if v else "" for v in n.inputs), tuple(v.name for v in n.outputs)) for n in all_nodes(model)),
-        tuple(model.graph.initializers),
-        tuple(sorted(model.opset_imports.items())),
-    )

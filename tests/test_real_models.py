@@ -36,6 +36,7 @@ CALIB_SAMPLES = 8
 PIPELINES = {
     "cleanup": ["cleanup"],
     "cleanup+opset17": ["cleanup", {"opset": {"version": 17}}],
+    "fuse": ["fuse"],
 }
 # model -> (input kind of realmodels, original ai.onnx opset)
 MODELS = {"ppocr_det": ("det", 12), "ppocr_cls": ("cls", 11)}

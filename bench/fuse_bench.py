@@ -1,0 +1,446 @@
+#!/usr/bin/env python
+"""onnxsmith's ``fuse`` pass against onnxslim, on the real models of DESIGN.md.
+
+    python bench/fuse_bench.py [--models ppocr_det,ppocr_rec,ppocr_cls,yolov8n,minilm]
+                               [--passes fuse] [--quick] [--rounds N] [--doc docs/benchmarks.md]
+
+For every model: the original, ``onnxslim.slim(model)`` and ``onnxsmith optimize --passes
+PASSES`` (through the library, with real calibration data); their node counts and op
+histograms; each one's outputs compared with the original's on real held-out inputs (max
+abs error, all three run with ONNX Runtime's graph optimizations off, so the runtime's own
+fusions cannot hide a difference); and their latency on ONNX Runtime CPU with default
+session options (graph optimizations on, as a user deploys), measured in one run,
+interleaved, after warm-up (onnxsmith.latency.measure_interleaved). The table goes to the
+section "## fuse vs onnxslim" of docs/benchmarks.md; the rest of that file is kept.
+
+Inputs (bench/realmodels.py): PaddleOCR det: rendered text pages for calibration, the
+scans page.png and text.png of scikit-image at rapidocr's det size for evaluation and
+timing; rec/cls: rendered text lines for calibration, the lines cut from page.png for
+evaluation and timing (batch 6, rapidocr's rec/cls batch); YOLOv8n: scikit-image photographs
+(10 for calibration, 5 held out), batch 1 at 320x320; MiniLM: sentences from installed
+packages' READMEs, batch 1 at sequence length 128 for timing.
+
+Needs the ``bench`` extra (``pip install -e .[bench]``: onnxslim, transformers, tokenizers)
+and torch for the MiniLM export; ``--quick`` skips MiniLM when its export is not cached.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import os
+import platform
+import re
+import shlex
+import sys
+import tempfile
+import time
+import traceback
+from collections import Counter
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import onnx
+import onnxruntime as ort
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import realmodels as rm  # noqa: E402
+
+ROOT = Path(__file__).resolve().parents[1]
+DOC = ROOT / "docs" / "benchmarks.md"
+SECTION = "## fuse vs onnxslim"
+ALL_MODELS = ("ppocr_det", "ppocr_rec", "ppocr_cls", "yolov8n", "minilm")
+TOOLS = ("original", "onnxslim", "ours")
+ROUNDS, QUICK_ROUNDS, WARMUP = 21, 7, 3
+SEQ_LEN = 128
+LINE_BATCH = 6  # rapidocr's rec_batch_num and cls_batch_num
+
+
+# --- real data per model ------------------------------------------------------------------
+
+
+@dataclass
+class Case:
+    """One model with its data: calibration arrays (samples on the first axis, for the
+    .npz onnxsmith reads), held-out feeds, and the feed that is timed."""
+
+    name: str
+    path: Path
+    calibration: dict[str, np.ndarray]
+    held_out: list[dict[str, np.ndarray]]
+    timed: dict[str, np.ndarray]
+    data: str
+
+
+def _det_case() -> Case:
+    scans = rm.text_photos()
+    held = [{"x": rm.det_input(img, rm.det_size(*img.shape[:2]))} for img in scans.values()]
+    shape = "x".join(map(str, held[0]["x"].shape))
+    return Case(
+        "ppocr_det", rm.real_model("ppocr_det"),
+        {"x": rm.real_image_batch("det", 8, seed=0, size=(160, 320))},
+        held, held[0],
+        f"calibration: 8 rendered pages at 160x320; held out: scikit-image page.png and text.png at rapidocr's det size; timed: page.png, {shape}",
+    )
+
+
+def _line_case(name: str, kind: str, shape: tuple[int, int, int]) -> Case:
+    lines = np.concatenate([rm.line_input(line, shape) for line in rm.page_lines()])
+    return Case(
+        name, rm.real_model(name),
+        {"x": rm.real_image_batch(kind, 8, seed=0)},
+        [{"x": lines}], {"x": lines[:LINE_BATCH]},
+        f"calibration: 8 rendered text lines; held out: the {len(lines)} lines of scikit-image page.png as one batch; "
+        f"timed: {LINE_BATCH} of them, {LINE_BATCH}x{'x'.join(map(str, shape))}",
+    )
+
+
+def _yolo_case() -> Case:
+    pictures = rm.photos()
+    names = list(pictures)
+    calibration, held = names[:10], names[10:]
+    return Case(
+        "yolov8n", rm.real_model("yolov8n"),
+        {"images": rm.yolo_input([pictures[n] for n in calibration])},
+        [{"images": rm.yolo_input(pictures[n])} for n in held],
+        {"images": rm.yolo_input(pictures["astronaut"])},
+        f"calibration: 10 scikit-image photos; held out: {', '.join(held)}; timed: astronaut, 1x3x320x320 (nudenet's preprocessing)",
+    )
+
+
+def _minilm_case() -> Case:
+    path = rm.real_model("minilm")
+    return Case(
+        "minilm", path,
+        rm.minilm_inputs(rm.sentences(16), SEQ_LEN),
+        [rm.minilm_inputs(rm.sentences(8, start=16), SEQ_LEN)],
+        rm.minilm_inputs(rm.sentences(1, start=24), SEQ_LEN),
+        f"calibration: 16 README sentences; held out: 8 others as one batch; timed: one sentence, 1x{SEQ_LEN} (padded)",
+    )
+
+
+CASES: dict[str, Callable[[], Case]] = {
+    "ppocr_det": _det_case,
+    "ppocr_rec": lambda: _line_case("ppocr_rec", "rec", rm.REC_SHAPE),
+    "ppocr_cls": lambda: _line_case("ppocr_cls", "cls", rm.CLS_SHAPE),
+    "yolov8n": _yolo_case,
+    "minilm": _minilm_case,
+}
+
+
+# --- the three models ---------------------------------------------------------------------
+
+
+@dataclass
+class Variant:
+    tool: str
+    path: Path | None = None
+    seconds: float | None = None  # how long the tool took to produce it
+    error: str | None = None
+    nodes: int | None = None
+    ops: Counter = field(default_factory=Counter)
+    max_abs: float | None = None
+    latency_ms: float | None = None
+    notes: list[str] = field(default_factory=list)
+
+
+def run_onnxslim(src: Path, out: Path) -> Variant:
+    import onnxslim
+
+    start = time.perf_counter()
+    slim = onnxslim.slim(str(src))
+    seconds = time.perf_counter() - start
+    if slim is None:
+        raise RuntimeError("onnxslim.slim returned None")
+    onnx.save(slim, str(out))
+    return Variant("onnxslim", out, seconds)
+
+
+def run_ours(src: Path, out: Path, passes: list[str], calibration: dict[str, np.ndarray]) -> Variant:
+    from onnxsmith.optimize import OptimizeOptions, optimize
+    from onnxsmith.recipe import validate_recipe
+
+    npz = out.with_suffix(".calibration.npz")
+    np.savez(npz, **calibration)
+    recipe = validate_recipe({"passes": passes, "calibration": {"data": str(npz)}})
+    start = time.perf_counter()
+    report = optimize(str(src), out, recipe, OptimizeOptions(latency_rounds=0))
+    variant = Variant("ours", out, time.perf_counter() - start)
+    for record in report.passes:
+        counts = ", ".join(f"{k} {v}" for k, v in record.counts.items() if v)
+        variant.notes.append(f"{record.name}: {record.nodes_before} -> {record.nodes_after} nodes" + (f" ({counts})" if counts else ""))
+    return variant
+
+
+def op_histogram(model: onnx.ModelProto) -> Counter:
+    """Op types of every node: the main graph, its subgraphs, the model's functions;
+    ops of other domains than ai.onnx are written ``domain::Op``."""
+    histogram: Counter = Counter()
+
+    def walk(nodes):
+        for node in nodes:
+            domain = "" if node.domain in ("", "ai.onnx") else f"{node.domain}::"
+            histogram[f"{domain}{node.op_type}"] += 1
+            for attr in node.attribute:
+                if attr.type == onnx.AttributeProto.GRAPH:
+                    walk(attr.g.node)
+                elif attr.type == onnx.AttributeProto.GRAPHS:
+                    for g in attr.graphs:
+                        walk(g.node)
+
+    walk(model.graph.node)
+    for function in model.functions:
+        walk(function.node)
+    return histogram
+
+
+def session(path: Path, *, optimized: bool) -> ort.InferenceSession:
+    options = ort.SessionOptions()
+    options.log_severity_level = 3
+    if not optimized:
+        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
+    return ort.InferenceSession(str(path), sess_options=options, providers=["CPUExecutionProvider"])
+
+
+def outputs(path: Path, feeds: list[dict[str, np.ndarray]]) -> list[dict[str, np.ndarray]]:
+    s = session(path, optimized=False)
+    names = [o.name for o in s.get_outputs()]
+    return [dict(zip(names, s.run(names, feed), strict=True)) for feed in feeds]
+
+
+def max_abs_error(reference: list[dict[str, np.ndarray]], got: list[dict[str, np.ndarray]]) -> float:
+    """Largest |difference| over every output of every held-out feed (outputs matched by
+    name, or by position when a tool renamed them)."""
+    worst = 0.0
+    for ref, out in zip(reference, got, strict=True):
+        pairs = [(ref[n], out[n]) for n in ref] if set(ref) == set(out) else list(zip(ref.values(), out.values(), strict=True))
+        for a, b in pairs:
+            if a.shape != b.shape:
+                return float("inf")
+            if a.size:
+                worst = max(worst, float(np.max(np.abs(a.astype(np.float64) - b.astype(np.float64)))))
+    return worst
+
+
+def bench_model(case: Case, passes: list[str], rounds: int, work: Path) -> dict[str, Variant]:
+    from onnxsmith.latency import measure_interleaved
+
+    variants = {"original": Variant("original", case.path)}
+    for tool, make in (
+        ("onnxslim", lambda: run_onnxslim(case.path, work / f"{case.name}.onnxslim.onnx")),
+        ("ours", lambda: run_ours(case.path, work / f"{case.name}.onnxsmith.onnx", passes, case.calibration)),
+    ):
+        try:
+            variants[tool] = make()
+        except Exception as e:  # a tool failing on a real model is a result too
+            traceback.print_exc()
+            variants[tool] = Variant(tool, error=f"{type(e).__name__}: {_one_line(str(e))}")
+        print(f"  {tool}: " + (f"{variants[tool].seconds:.1f} s" if variants[tool].error is None else variants[tool].error), flush=True)
+
+    ok = {t: v for t, v in variants.items() if v.error is None}
+    for v in ok.values():
+        model = onnx.load(str(v.path))
+        v.ops = op_histogram(model)
+        v.nodes = sum(v.ops.values())
+    reference = outputs(case.path, case.held_out)
+    for tool in ("onnxslim", "ours"):
+        if tool in ok:
+            try:
+                ok[tool].max_abs = max_abs_error(reference, outputs(ok[tool].path, case.held_out))
+            except Exception as e:
+                ok[tool].error = f"does not run: {type(e).__name__}: {_one_line(str(e))}"
+    ok = {t: v for t, v in ok.items() if v.error is None}
+    sessions = {t: session(v.path, optimized=True) for t, v in ok.items()}
+    timed = measure_interleaved(sessions, case.timed, rounds=rounds, warmup=WARMUP)
+    for t, stats in timed.items():
+        ok[t].latency_ms = stats.median_ms
+    return variants
+
+
+def _one_line(text: str, limit: int = 160) -> str:
+    text = " ".join(text.split())
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+# --- the Markdown section -----------------------------------------------------------------
+
+
+def _fmt_ms(v: Variant) -> str:
+    return "-" if v.latency_ms is None else f"{v.latency_ms:.2f}"
+
+
+def _fmt_err(v: Variant) -> str:
+    if v.error is not None:
+        return "failed"
+    return "0" if v.max_abs == 0 else f"{v.max_abs:.1e}"
+
+
+def _speedup(original: Variant, v: Variant) -> str:
+    if original.latency_ms is None or v.latency_ms is None:
+        return "-"
+    return f"{original.latency_ms / v.latency_ms:.2f}x"
+
+
+def _nodes(v: Variant) -> str:
+    return "failed" if v.error is not None else str(v.nodes)
+
+
+def op_diff(slim: Variant, ours: Variant) -> str:
+    """Ops whose counts differ between onnxslim's and ours, as ``Op onnxslim/ours``."""
+    if slim.error is not None or ours.error is not None:
+        return "n/a (a tool failed)"
+    ops = sorted(set(slim.ops) | set(ours.ops), key=lambda op: (-abs(slim.ops[op] - ours.ops[op]), op))
+    diff = [f"{op} {slim.ops[op]}/{ours.ops[op]}" for op in ops if slim.ops[op] != ours.ops[op]]
+    return ", ".join(diff) if diff else "identical op counts"
+
+
+def machine_facts() -> list[str]:
+    import onnxslim
+
+    cpu = "unknown"
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    return [
+        f"CPU: {cpu}, {os.cpu_count()} logical cores (nproc {len(os.sched_getaffinity(0))})",
+        f"Python {platform.python_version()}, onnxruntime {ort.__version__}, onnxslim {onnxslim.__version__}, "
+        f"onnx {onnx.__version__}, onnxsmith {_onnxsmith_version()}",
+    ]
+
+
+def _onnxsmith_version() -> str:
+    from onnxsmith import __version__
+
+    return __version__
+
+
+def render_section(results: list[tuple[Case, dict[str, Variant]]], passes: list[str], rounds: int, command: str) -> str:
+    ours_label = f"ours (`--passes {','.join(passes)}`)"
+    lines = [
+        SECTION,
+        "",
+        f"onnxsmith `optimize --passes {','.join(passes)}` (\"ours\") against `onnxslim.slim(model)`, on the real",
+        "models of DESIGN.md. Latency: ONNX Runtime CPU with default session options (graph",
+        f"optimizations on, as deployed), median of {rounds} interleaved rounds (original, onnxslim, ours,",
+        "order alternating every round) after warm-up; speedup = original / tool. Max abs err: the",
+        "largest output difference from the original on held-out real inputs, every model run with",
+        "ONNX Runtime's graph optimizations off. Nodes: every node, Constant nodes included.",
+        "",
+        "| model | nodes original | nodes onnxslim | nodes ours | ms original | ms onnxslim | ms ours "
+        "| speedup onnxslim | speedup ours | max abs err onnxslim | max abs err ours |",
+        "|---|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|",
+    ]
+    for case, v in results:
+        o, s, u = v["original"], v["onnxslim"], v["ours"]
+        lines.append(
+            f"| {case.name} | {_nodes(o)} | {_nodes(s)} | {_nodes(u)} | {_fmt_ms(o)} | {_fmt_ms(s)} | {_fmt_ms(u)} "
+            f"| {_speedup(o, s)} | {_speedup(o, u)} | {_fmt_err(s)} | {_fmt_err(u)} |"
+        )
+    lines += [
+        "",
+        f"Produced by `{command}` on {datetime.date.today().isoformat()}.",
+        "",
+        *[f"- {fact}" for fact in machine_facts()],
+        "",
+        f"Ops whose counts differ, onnxslim/{ours_label}:",
+        "",
+        *[f"- {case.name}: {op_diff(v['onnxslim'], v['ours'])}" for case, v in results],
+        "",
+        "Inputs, and what each tool did:",
+        "",
+    ]
+    for case, v in results:
+        details = [case.data]
+        for tool in ("onnxslim", "ours"):
+            t = v[tool]
+            if t.error is not None:
+                details.append(f"{tool} failed: {t.error}")
+            else:
+                details.append(f"{tool} took {t.seconds:.1f} s" + (f" ({'; '.join(t.notes)})" if t.notes else ""))
+        lines.append(f"- {case.name}: " + "; ".join(details) + ".")
+    return "\n".join(lines) + "\n"
+
+
+def write_section(doc: Path, section: str) -> None:
+    """Replace the section (up to the next ``## `` heading) in ``doc``, or append it; the
+    file is created with a title when missing. Written atomically."""
+    text = doc.read_text() if doc.exists() else "# Benchmarks\n\nMeasured by the scripts in bench/; every table says how it was made.\n"
+    pattern = re.compile(rf"^{re.escape(SECTION)}\s*\n.*?(?=^## |\Z)", re.M | re.S)
+    if pattern.search(text):
+        text = pattern.sub(lambda _: section + "\n", text, count=1)
+    else:
+        text = text.rstrip("\n") + "\n\n" + section
+    text = text.rstrip("\n") + "\n"
+    doc.parent.mkdir(parents=True, exist_ok=True)
+    tmp = doc.with_name(f".{doc.name}.part")
+    tmp.write_text(text)
+    tmp.replace(doc)
+
+
+# --- main ---------------------------------------------------------------------------------
+
+
+def _available_passes() -> set[str]:
+    from onnxsmith.registry import available_passes
+
+    return set(available_passes())
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--models", default=",".join(ALL_MODELS), help=f"comma-separated, from {','.join(ALL_MODELS)}")
+    parser.add_argument("--passes", default="fuse", help="onnxsmith passes to run, comma-separated (default: fuse)")
+    parser.add_argument("--quick", action="store_true", help=f"{QUICK_ROUNDS} rounds; skip MiniLM unless its export is cached")
+    parser.add_argument("--rounds", type=int, help=f"timed rounds (default {ROUNDS}, --quick {QUICK_ROUNDS})")
+    parser.add_argument("--doc", type=Path, default=DOC, help="Markdown file to update (default docs/benchmarks.md)")
+    parser.add_argument("--no-doc", action="store_true", help="print the section, do not write it")
+    parser.add_argument("--keep", type=Path, help="keep the optimized models in this folder")
+    args = parser.parse_args(argv)
+
+    models = [m.strip() for m in args.models.split(",") if m.strip()]
+    unknown = [m for m in models if m not in CASES]
+    if unknown:
+        parser.error(f"unknown model(s) {unknown}; choose from {','.join(ALL_MODELS)}")
+    passes = [p.strip() for p in args.passes.split(",") if p.strip()]
+    missing = [p for p in passes if p not in _available_passes()]
+    if missing:
+        parser.error(f"pass(es) {missing} are not registered (see `onnxsmith passes`); try --passes cleanup")
+    rounds = args.rounds or (QUICK_ROUNDS if args.quick else ROUNDS)
+    if args.quick and "minilm" in models and not (rm.minilm_dir().parent / rm.MINILM_ONNX).is_file():
+        print("minilm: skipped (--quick, and its ONNX export is not cached)")
+        models.remove("minilm")
+
+    command = "python bench/fuse_bench.py " + " ".join(shlex.quote(a) for a in (argv if argv is not None else sys.argv[1:]))
+    results = []
+    with tempfile.TemporaryDirectory(prefix="fuse-bench-") as tmp:
+        work = args.keep or Path(tmp)
+        work.mkdir(parents=True, exist_ok=True)
+        for name in models:
+            start = time.perf_counter()
+            print(f"{name}: preparing data", flush=True)
+            case = CASES[name]()
+            variants = bench_model(case, passes, rounds, work)
+            results.append((case, variants))
+            o = variants["original"]
+            summary = "  ".join(
+                f"{t} {_nodes(v)} nodes {_fmt_ms(v)} ms err {_fmt_err(v) if t != 'original' else '-'}" for t, v in variants.items()
+            )
+            print(f"  {summary}  ({time.perf_counter() - start:.0f} s; original {_fmt_ms(o)} ms)", flush=True)
+
+    section = render_section(results, passes, rounds, command.strip())
+    print()
+    print(section)
+    if not args.no_doc:
+        write_section(args.doc, section)
+        print(f"updated {args.doc}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,118 @@
+"""Every rule of the ``fuse`` family: its name, what it does, and when it may run.
+
+A ``FuseRule`` bundles rewrite rules (onnxscript's where they do the job, ours in
+rules_neutral / rules_ort where they fall short) under one user-facing name, the name
+``fuse{disable=...}`` and the report use. ``needs_ops`` lists the ops the target
+backend must have kernels for (asked through ``Capabilities.ops``, never hard-coded
+per backend); ``min_opset`` the ai.onnx opset a standard-op replacement needs.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from onnxscript.rewriter._rewrite_rule import RewriteRule, RewriteRuleSet
+from onnxscript.rewriter.ort_fusions import (
+    attention,
+    bias_gelu,
+    erfgelu,
+    fused_matmul_rule_sets,
+    gelu,
+    mha,
+    rms_normalization,
+    rotary_embedding,
+    sdpa,
+    skip_normalization,
+)
+from onnxscript.rewriter.rules import common as oss
+from onnxscript.rewriter.rules.common import _no_op
+from onnxscript.rewriter.rules.fusion import _layer_norm
+
+from onnxsmith.passes.fuse import rules_neutral, rules_ort
+
+__all__ = ["BACKEND_RULES", "NEUTRAL_RULES", "RULES", "TRANSFORMER_RULES", "FuseRule"]
+
+
+@dataclass(frozen=True)
+class FuseRule:
+    name: str
+    doc: str
+    rules: tuple[RewriteRule, ...]
+    needs_ops: tuple[str, ...] = ()
+    min_opset: int = 0
+    explain: bool = True  # False where "matched but refused" is the normal case (every non-trivial Cast...)
+
+
+def _rules(*items) -> tuple[RewriteRule, ...]:
+    """Flatten rules, lists of rules and rule sets into one tuple."""
+    flat: list[RewriteRule] = []
+    for item in items:
+        if isinstance(item, RewriteRule):
+            flat.append(item)
+        elif isinstance(item, RewriteRuleSet):
+            flat.extend(item.rules)
+        else:
+            flat.extend(_rules(*item))
+    return tuple(flat)
+
+
+# Backend-neutral: standard ONNX ops in, standard ONNX ops out.
+NEUTRAL_RULES: tuple[FuseRule, ...] = (
+    FuseRule("noop", "remove x+0, x*1, x-0, x/1, Dropout, Cast/Expand/Transpose/Reshape to the same, Pad of zeros",
+             _rules(_no_op.rules, oss.no_op_cast_rule, oss.no_op_expand_rule, oss.no_op_transpose_rule,
+                    oss.cast_cast_rule, rules_neutral.pad_zero_rule, rules_neutral.reshape_same_shape_rule), explain=False),
+    FuseRule("transpose", "merge consecutive Transposes (and drop pairs that cancel)", (oss.transpose_transpose_rule,)),
+    FuseRule("reshape", "merge consecutive Reshapes; 1-D Squeeze+Reshape", (oss.reshape_reshape_rule, oss.squeeze_reshape_1d_rule)),
+    FuseRule("squeeze-unsqueeze", "merge Unsqueezes; drop Squeeze/Unsqueeze pairs that cancel",
+             (oss.unsqueeze_unsqueeze_rule, *rules_neutral.squeeze_unsqueeze_rules)),
+    FuseRule("slices", "collapse Slices that take everything; Slices that are a Split",
+             (oss.collapse_slice_rule, oss.collapse_slice2_rule, oss.slice_split_rule), explain=False),
+    FuseRule("batchnorm", "fold BatchNormalization into the preceding Conv, ConvTranspose or Gemm",
+             (oss.fuse_batchnorm_into_conv_rule, oss.fuse_batchnorm_into_conv_transpose_rule, oss.fuse_batchnorm_into_gemm_rule)),
+    FuseRule("conv-affine", "fold a per-channel constant Mul/Add around a Conv into its weights and bias",
+             _rules(oss.affine_conv_fusion_rule, oss.conv_affine_fusion_rule, rules_neutral.conv_affine_rules)),
+    FuseRule("gemm-affine", "fold a constant per-column Mul/Add after a Gemm into its weights and bias",
+             _rules(rules_neutral.gemm_affine_rules)),
+    FuseRule("pad-conv", "fold a constant zero Pad into the following Conv's pads",
+             (oss.normalize_pad_format_conv_rule, oss.fuse_pad_into_conv_rule), explain=False),
+    FuseRule("matmul-add", "MatMul + Add into Gemm where both inputs are 2-D",
+             (oss.matmul_add_to_gemm_rule, oss.transpose_a_matmul_add_to_gemm_rule,
+              oss.transpose_b_matmul_add_to_gemm_rule, oss.transpose_ab_matmul_add_to_gemm_rule)),
+    FuseRule("clip", "merge Min/Max into Clip and consecutive Relu/Clip",
+             (oss.min_max_rule, oss.max_min_rule, oss.max_max_rule, oss.min_min_rule, oss.successive_relu_rule,
+              oss.successive_clip_rule, oss.successive_clip_relu_rule, oss.successive_relu_clip_rule)),
+    FuseRule("hardswish", "HardSigmoid/Relu6 arithmetic into HardSigmoid and HardSwish", _rules(oss.fuse_hardswish_rules()), min_opset=14),
+    FuseRule("expand", "drop an Expand that the following elementwise op broadcasts anyway", _rules(oss.expand_before_binary_op_rules), explain=False),
+    FuseRule("optional-bias", "drop all-zero Conv/Gemm biases",
+             (oss.remove_optional_bias_from_conv_rule, oss.remove_optional_bias_from_conv_transpose_rule, oss.remove_optional_bias_from_gemm_rule), explain=False),
+    FuseRule("layernorm", "ReduceMean/Sub/Pow/Sqrt/Div arithmetic into LayerNormalization",
+             _rules(_layer_norm.layer_normalization_rules), needs_ops=("LayerNormalization",), min_opset=17),
+)
+
+# Transformer blocks into ONNX Runtime contrib ops, in the order onnxscript's
+# ort_fusions.fuse_xformers applies them (later fusions consume earlier ones).
+TRANSFORMER_RULES: tuple[FuseRule, ...] = (
+    FuseRule("gelu", "erf/tanh GELU arithmetic into Gelu / FastGelu", _rules(erfgelu.rules, gelu.gelu_rules), needs_ops=("Gelu", "FastGelu")),
+    FuseRule("rms-norm", "RMS normalization into SimplifiedLayerNormalization",
+             _rules(rms_normalization.rms_normalization_ruleset), needs_ops=("SimplifiedLayerNormalization",)),
+    FuseRule("skip-layernorm", "residual Add + LayerNormalization into SkipLayerNormalization",
+             _rules(skip_normalization.skip_layer_normalization_ruleset, skip_normalization.skip_rms_normalization_ruleset),
+             needs_ops=("SkipLayerNormalization",)),
+    FuseRule("rotary", "rotary position embedding into RotaryEmbedding",
+             _rules(rotary_embedding.rotary_embedding_rules, rotary_embedding.partial_embedding_rules), needs_ops=("RotaryEmbedding",)),
+    FuseRule("attention", "scaled dot-product attention (masks included) into MultiHeadAttention / Attention",
+             _rules(sdpa.sdpa_rules, mha.mha_rules_no_past, mha.mha_rules_with_past, attention.attention_rules),
+             needs_ops=("MultiHeadAttention",)),
+    FuseRule("bias-gelu", "Add + Gelu into BiasGelu", _rules(bias_gelu.bias_gelu_rules), needs_ops=("BiasGelu",)),
+)
+
+# Other backend kernels, applied after the neutral rules have settled.
+BACKEND_RULES: tuple[FuseRule, ...] = (
+    FuseRule("conv-activation", "Conv + Relu/LeakyRelu/Tanh/Sigmoid/HardSigmoid/Clip into FusedConv",
+             _rules(rules_ort.conv_activation_rules), needs_ops=("FusedConv",)),
+    FuseRule("silu", "x * Sigmoid(x) (SiLU) into QuickGelu(alpha=1)", _rules(rules_ort.silu_rules), needs_ops=("QuickGelu",)),
+    FuseRule("fused-matmul", "Transpose and scalar Mul into FusedMatMul",
+             _rules(fused_matmul_rule_sets.fused_matmul_rule_sets()), needs_ops=("FusedMatMul",)),
+)
+
+RULES: dict[str, FuseRule] = {r.name: r for r in (*NEUTRAL_RULES, *TRANSFORMER_RULES, *BACKEND_RULES)}

@@ -1,0 +1,124 @@
+"""``fuse``: exact rewrites that make the model smaller and faster on the target backend.
+
+Order of work (each step keeps outputs equal within float tolerance):
+1. fold constants and sweep dead code and duplicates;
+2. transformer blocks into the backend's fused ops (transformer.py), when it has them;
+3. until nothing changes (at most ``iterations`` rounds): every enabled rule of
+   catalogue.NEUTRAL_RULES and catalogue.BACKEND_RULES, then fold and sweep again;
+4. with ``explain``: for each enabled rule, where its pattern matched but a check refused,
+   the reason goes into the pass notes (and so the report).
+Rules whose ops the backend lacks, or whose standard op needs a newer opset, are skipped
+with a note saying so.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections import Counter
+
+import onnx_ir as ir
+from onnxscript.rewriter._basics import MatchingTracer, MatchStatus
+from onnxscript.rewriter._rewrite_rule import RewriteRuleSet
+
+from onnxsmith.context import Context
+from onnxsmith.graph_stats import graph_signature
+from onnxsmith.pass_base import Pass, PassResult
+from onnxsmith.passes.fuse.catalogue import BACKEND_RULES, NEUTRAL_RULES, RULES, TRANSFORMER_RULES, FuseRule
+from onnxsmith.passes.fuse.sweep import fold_and_sweep
+from onnxsmith.passes.fuse.transformer import fuse_transformer_blocks
+from onnxsmith.registry import register_pass
+
+__all__ = ["FusePass"]
+
+MAX_EXPLANATIONS_PER_RULE = 3
+
+
+@register_pass
+@dataclasses.dataclass(frozen=True)
+class FusePass(Pass):
+    name = "fuse"
+    summary = "Exact fusions for the target backend: folding, no-ops, Conv+BN, transformer blocks, activations."
+    atol = 1e-4  # fused kernels (attention, FusedConv, QuickGelu) reorder float arithmetic
+
+    disable: tuple[str, ...] = dataclasses.field(default=(), metadata={"doc": "rules not to run, e.g. [attention,silu]"})
+    only: tuple[str, ...] = dataclasses.field(default=(), metadata={"doc": "run only these rules (default: all)"})
+    iterations: int = dataclasses.field(default=4, metadata={"doc": "rounds of rule application (stops when nothing changes)"})
+    explain: bool = dataclasses.field(default=True, metadata={"doc": "report why rules that matched refused to fire"})
+
+    def __post_init__(self) -> None:
+        unknown = [n for n in [*self.disable, *self.only] if n not in RULES]
+        if unknown:
+            raise ValueError(f"unknown fuse rule '{unknown[0]}'; rules: {', '.join(RULES)}")
+        if self.iterations < 1:
+            raise ValueError("iterations must be at least 1")
+
+    @classmethod
+    def catalogue(cls) -> dict[str, str]:
+        return {r.name: r.doc + (f" [needs {', '.join(r.needs_ops)}]" if r.needs_ops else "") for r in RULES.values()}
+
+    def run(self, model: ir.Model, ctx: Context) -> PassResult:
+        before = graph_signature(model)
+        active, notes = self._select(model, ctx)
+        counts: Counter[str] = Counter()
+        fold_and_sweep(model)
+        transformer = {r.name for r in TRANSFORMER_RULES if r.name in active}
+        if transformer:
+            counts.update(fuse_transformer_blocks(model, transformer))
+        rounds = [r for r in (*NEUTRAL_RULES, *BACKEND_RULES) if r.name in active]
+        for _ in range(self.iterations):
+            fired = 0
+            for rule in rounds:
+                n = RewriteRuleSet(list(rule.rules)).apply_to_model(model)
+                counts[rule.name] += n
+                fired += n
+            fold_and_sweep(model)
+            if not fired:
+                break
+        if self.explain:
+            notes.extend(_explain(model, [RULES[name] for name in active if RULES[name].explain]))
+        return PassResult(
+            model,
+            modified=graph_signature(model) != before,
+            counts={name: n for name, n in sorted(counts.items()) if n},
+            notes=notes,
+        )
+
+    def _select(self, model: ir.Model, ctx: Context) -> tuple[list[str], list[str]]:
+        """Rules to run, and a note for each one skipped because of the backend or opset."""
+        backend_ops = ctx.backend.capabilities.ops if ctx.backend is not None else frozenset()
+        backend_name = ctx.backend.name if ctx.backend is not None else "none"
+        opset = model.opset_imports.get("", model.opset_imports.get("ai.onnx", 0))
+        active, notes = [], []
+        for rule in RULES.values():
+            if rule.name in self.disable or (self.only and rule.name not in self.only):
+                continue
+            missing = [op for op in rule.needs_ops if op not in backend_ops]
+            if missing:
+                notes.append(f"rule '{rule.name}' skipped: backend '{backend_name}' has no kernel for {', '.join(missing)}")
+            elif opset < rule.min_opset:
+                notes.append(f"rule '{rule.name}' skipped: it needs ai.onnx opset {rule.min_opset}, the model has {opset} (run opset{{version={rule.min_opset}}} first)")
+            else:
+                active.append(rule.name)
+        return active, notes
+
+
+def _refused(match) -> bool:
+    """A whole pattern matched, but a check, the replacement or other uses of its nodes stopped it."""
+    if match.status in (MatchStatus.CONDITION_FAILED, MatchStatus.REPLACEMENT_FAILED):
+        return True
+    return match.status == MatchStatus.NO_MATCH and "have other uses" in (match.match_result.reason or "")
+
+
+def _explain(model: ir.Model, rules: list[FuseRule]) -> list[str]:
+    """Why rules whose whole pattern matched did not fire (their check's reason)."""
+    notes = []
+    for rule in rules:
+        tracer = MatchingTracer()
+        RewriteRuleSet(list(rule.rules)).apply_to_model(model, tracer=tracer)
+        refused = [match for matches in tracer.best_matches_map.values() for match in matches if _refused(match)]
+        for match in refused[:MAX_EXPLANATIONS_PER_RULE]:
+            reason = match.match_result.reason or "its check failed"
+            notes.append(f"rule '{rule.name}' matched at {match.root_node.op_type} node '{match.root_node.name}' but refused: {reason}")
+        if len(refused) > MAX_EXPLANATIONS_PER_RULE:
+            notes.append(f"rule '{rule.name}' refused {len(refused) - MAX_EXPLANATIONS_PER_RULE} more matches")
+    return notes

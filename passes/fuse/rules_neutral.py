@@ -1,0 +1,232 @@
+"""Our own rewrite rules on standard ONNX ops, for cases onnxscript's rule sets do not cover.
+
+Each rule is exact (the replacement computes the same values):
+
+1. ``Squeeze(Unsqueeze(x, a), a)`` -> ``x``, and ``Unsqueeze(Squeeze(x, a), a)`` -> ``x``
+   (onnxscript only merges Unsqueeze pairs).
+2. ``Pad(x, pads=0...)`` -> ``x`` (a Pad of zeros, left by exporters of "same" padding).
+3. ``Reshape(x, s)`` -> ``x`` when x's static shape already is ``s``.
+4. ``Mul(Conv|Gemm(x, W, B), s)`` -> ``Conv|Gemm(x, W*s, B*s)`` and ``Add(..., c)`` ->
+   ``Conv|Gemm(x, W, B+c)`` for per-channel (or scalar) constants s, c (onnxscript's
+   conv-affine rules need a scalar Mul and a scalar Add together, and a Conv bias).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import onnx_ir as ir
+from onnxscript.rewriter._basics import MatchResult
+from onnxscript.rewriter._rewrite_rule import RewriteRuleClassBase
+
+__all__ = ["conv_affine_rules", "gemm_affine_rules", "pad_zero_rule", "reshape_same_shape_rule", "squeeze_unsqueeze_rules"]
+
+
+def _axes(node: ir.Node) -> list[int] | None:
+    """Constant axes of a Squeeze/Unsqueeze (input since opset 13, attribute before)."""
+    if len(node.inputs) > 1 and node.inputs[1] is not None:
+        tensor = node.inputs[1].const_value
+        return None if tensor is None else sorted(int(a) for a in tensor.numpy().ravel())
+    attr = node.attributes.get("axes")
+    return None if attr is None else sorted(attr.as_ints())
+
+
+def _normalized(axes: list[int] | None, rank: int | None) -> list[int] | None:
+    if axes is None:
+        return None
+    if any(a < 0 for a in axes):
+        if rank is None:
+            return None
+        axes = [a + rank if a < 0 else a for a in axes]
+    return sorted(axes)
+
+
+class SqueezeOfUnsqueeze(RewriteRuleClassBase):
+    """``Squeeze(Unsqueeze(x, a), a)`` -> ``x``: the inserted dims are removed again."""
+
+    def pattern(self, op, x):
+        return op.Squeeze(op.Unsqueeze(x, _allow_other_inputs=True, _outputs=["unsq"]), _allow_other_inputs=True, _outputs=["out"])
+
+    def check(self, context, x, unsq, out) -> MatchResult:
+        result = MatchResult()
+        rank = unsq.shape.rank() if unsq.shape is not None else None
+        inner, outer = _normalized(_axes(unsq.producer()), rank), _normalized(_axes(out.producer()), rank)
+        if inner is None or outer is None:
+            return result.fail("Squeeze/Unsqueeze axes are not constant (or negative with unknown rank)")
+        if inner != outer:
+            return result.fail(f"axes differ: Unsqueeze {inner}, Squeeze {outer}")
+        return result
+
+    def rewrite(self, op, x, unsq, out):
+        return op.Identity(x)
+
+
+class UnsqueezeOfSqueeze(RewriteRuleClassBase):
+    """``Unsqueeze(Squeeze(x, a), a)`` -> ``x``: Squeeze only removes size-1 dims, which come back."""
+
+    def pattern(self, op, x):
+        return op.Unsqueeze(op.Squeeze(x, _allow_other_inputs=True, _outputs=["sq"]), _allow_other_inputs=True, _outputs=["out"])
+
+    def check(self, context, x, sq, out) -> MatchResult:
+        result = MatchResult()
+        rank = x.shape.rank() if x.shape is not None else None
+        inner, outer = _normalized(_axes(sq.producer()), rank), _normalized(_axes(out.producer()), rank)
+        if inner is None or outer is None:
+            return result.fail("Squeeze/Unsqueeze axes are not explicit constants")
+        if inner != outer:
+            return result.fail(f"axes differ: Squeeze {inner}, Unsqueeze {outer}")
+        return result
+
+    def rewrite(self, op, x, sq, out):
+        return op.Identity(x)
+
+
+class PadOfZeros(RewriteRuleClassBase):
+    """``Pad(x, pads)`` with every pad 0 -> ``x``."""
+
+    def pattern(self, op, x):
+        return op.Pad(x, _allow_other_inputs=True, _outputs=["out"])
+
+    def check(self, context, x, out) -> MatchResult:
+        result = MatchResult()
+        node = out.producer()
+        if len(node.inputs) > 1 and node.inputs[1] is not None:
+            pads = node.inputs[1].const_value
+            if pads is None:
+                return result.fail("pads are not constant")
+            values = pads.numpy()
+        elif "pads" in node.attributes:  # opset < 11
+            values = np.asarray(node.attributes["pads"].as_ints())
+        else:
+            return result.fail("Pad has no pads")
+        if np.any(values != 0):
+            return result.fail("pads are not all zero")
+        return result
+
+    def rewrite(self, op, x, out):
+        return op.Identity(x)
+
+
+class ReshapeToSameShape(RewriteRuleClassBase):
+    """``Reshape(x, s)`` -> ``x`` when x's shape is static and equal to the target."""
+
+    def pattern(self, op, x, shape):
+        return op.Reshape(x, shape, _allow_other_attributes=True)
+
+    def check(self, context, x, shape) -> MatchResult:
+        result = MatchResult()
+        if x.shape is None or not x.shape.is_static():
+            return result.fail("input shape is not static")
+        if shape.const_value is None:
+            return result.fail("target shape is not constant")
+        target = [int(d) for d in shape.const_value.numpy().ravel()]
+        current = [int(d) for d in x.shape]
+        resolved = [current[i] if d == 0 and i < len(current) else d for i, d in enumerate(target)]
+        if -1 in resolved:
+            known = int(np.prod([d for d in resolved if d != -1]))
+            resolved[resolved.index(-1)] = int(np.prod(current)) // max(known, 1)
+        if resolved != current:
+            return result.fail(f"reshape changes the shape {current} -> {target}")
+        return result
+
+    def rewrite(self, op, x, shape):
+        return op.Identity(x)
+
+
+class _ChannelAffine(RewriteRuleClassBase):
+    """``Mul``/``Add`` of a per-channel constant after a Conv or Gemm with constant weights.
+
+    The channel is axis 1 of the output for both (Conv: N,C,...; Gemm: M,N). With s and c
+    per channel: ``(W*x + B) * s = (W*s) * x + B*s`` and ``(W*x + B) + c = W*x + (B+c)``.
+    """
+
+    producer_op = ""
+    combine = ""
+
+    def pattern(self, op, x, constant):
+        inner = getattr(op, self.producer_op)(x, _allow_other_inputs=True, _outputs=["inner_out"])
+        return getattr(op, self.combine)(inner, constant)
+
+    def _channels(self, node: ir.Node) -> int:
+        weight = node.inputs[1].const_value
+        if node.op_type == "Conv":
+            return weight.shape[0]
+        trans_b = node.attributes.get("transB")
+        return weight.shape[0] if trans_b is not None and trans_b.as_int() else weight.shape[1]
+
+    def _per_channel(self, node: ir.Node, constant: ir.Value) -> np.ndarray | None:
+        """The operand as a vector over channels (length C or 1), or None if it is not one."""
+        value = constant.const_value.numpy()
+        rank = len(node.inputs[1].const_value.shape) if node.op_type == "Conv" else 2
+        if value.ndim > rank:
+            return None
+        full = value.reshape((1,) * (rank - value.ndim) + value.shape)
+        if any(d != 1 for i, d in enumerate(full.shape) if i != 1) or full.shape[1] not in (1, self._channels(node)):
+            return None
+        return full.reshape(-1)
+
+    def check(self, context, x, inner_out, constant) -> MatchResult:
+        result = MatchResult()
+        node = inner_out.producer()
+        if len(inner_out.uses()) != 1:
+            return result.fail(f"the {node.op_type} output has other consumers")
+        for value in node.inputs[1:]:
+            if value is None:
+                continue
+            if value.const_value is None or value.is_graph_input():
+                return result.fail(f"{value.name} is not a constant initializer")
+            if len(value.uses()) != 1:
+                return result.fail(f"{value.name} is shared with another node")
+        if constant.const_value is None:
+            return result.fail(f"the {self.combine} operand is not constant")
+        if self._per_channel(node, constant) is None:
+            return result.fail(f"operand of shape {constant.const_value.shape} is not a per-channel constant")
+        bias = node.inputs[2] if len(node.inputs) > 2 else None
+        if bias is not None and bias.const_value.size not in (1, self._channels(node)):
+            return result.fail("the bias is not per channel (a full matrix)")
+        return result
+
+    def rewrite(self, op, x, inner_out, constant):
+        node = inner_out.producer()
+        channels = self._channels(node)
+        vector = np.broadcast_to(self._per_channel(node, constant), (channels,))
+        attrs = dict(node.attributes.items())
+        weight = node.inputs[1]
+        bias = node.inputs[2] if len(node.inputs) > 2 else None
+        b = None if bias is None else np.broadcast_to(bias.const_value.numpy().reshape(-1), (channels,))
+        if node.op_type == "Gemm" and "beta" in attrs and b is not None:
+            b = b * attrs.pop("beta").as_float()
+        w = weight.const_value.numpy()
+        if self.combine == "Mul":
+            on_rows = node.op_type == "Conv" or ("transB" in attrs and attrs["transB"].as_int())
+            w = w * (vector.reshape((-1,) + (1,) * (w.ndim - 1)) if on_rows else vector[None, :])
+            b = None if b is None else b * vector
+        else:
+            b = vector if b is None else b + vector
+        inputs = [x, op.initializer(ir.tensor(np.ascontiguousarray(w, dtype=w.dtype)), name=weight.name + "_affine")]
+        if b is not None:
+            dtype = w.dtype
+            inputs.append(op.initializer(ir.tensor(np.ascontiguousarray(b, dtype=dtype)), name=weight.name + "_affine_bias"))
+        return getattr(op, node.op_type)(*inputs, **attrs)
+
+
+class ConvMul(_ChannelAffine):
+    producer_op, combine = "Conv", "Mul"
+
+
+class ConvAdd(_ChannelAffine):
+    producer_op, combine = "Conv", "Add"
+
+
+class GemmMul(_ChannelAffine):
+    producer_op, combine = "Gemm", "Mul"
+
+
+class GemmAdd(_ChannelAffine):
+    producer_op, combine = "Gemm", "Add"
+
+
+squeeze_unsqueeze_rules = [SqueezeOfUnsqueeze.rule(), UnsqueezeOfSqueeze.rule()]
+pad_zero_rule = PadOfZeros.rule()
+reshape_same_shape_rule = ReshapeToSameShape.rule()
+conv_affine_rules = [*ConvMul.rule().commute(), *ConvAdd.rule().commute()]
+gemm_affine_rules = [*GemmMul.rule().commute(), *GemmAdd.rule().commute()]

@@ -1,0 +1,73 @@
+"""Tiny-graph helpers for the fuse rule tests: build a model, run one rule, compare outputs."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import onnx
+import onnx_ir as ir
+import onnxruntime as ort
+from onnx import TensorProto, helper, numpy_helper
+
+from onnxsmith.backend import get_backend
+from onnxsmith.context import Context
+from onnxsmith.pass_base import PassResult
+from onnxsmith.registry import create_pass
+
+RNG = np.random.default_rng(0)
+
+
+def const(name: str, array) -> onnx.TensorProto:
+    return numpy_helper.from_array(np.asarray(array), name)
+
+
+def rand(*shape: int, scale: float = 1.0) -> np.ndarray:
+    return (RNG.standard_normal(shape) * scale).astype(np.float32)
+
+
+def make(nodes, inputs: dict[str, list], outputs: dict[str, list | None], initializers=(), opset: int = 17) -> onnx.ModelProto:
+    """A model from nodes; inputs/outputs map names to shapes (float32)."""
+    graph = helper.make_graph(
+        nodes, "tiny",
+        [helper.make_tensor_value_info(n, TensorProto.FLOAT, s) for n, s in inputs.items()],
+        [helper.make_tensor_value_info(n, TensorProto.FLOAT, s) for n, s in outputs.items()],
+        initializer=list(initializers),
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", opset)], ir_version=10)
+    inferred = onnx.shape_inference.infer_shapes(model).graph
+    types = {v.name: v.type for v in [*inferred.value_info, *inferred.output]}
+    for output in model.graph.output:  # outputs given without a shape take the inferred one
+        if not output.type.tensor_type.HasField("shape") and types[output.name].tensor_type.HasField("shape"):
+            output.type.CopyFrom(types[output.name])
+    onnx.checker.check_model(model)
+    return model
+
+
+@dataclass
+class Fused:
+    result: PassResult
+    ops: list[str]
+    max_error: float
+
+    @property
+    def notes(self) -> str:
+        return "\n".join(self.result.notes)
+
+
+def run_fuse(proto: onnx.ModelProto, feeds: dict[str, np.ndarray], backend: str | None = "cpu", **options) -> Fused:
+    """Run ``fuse`` with ``options`` on a copy of ``proto``; compare outputs with the original."""
+    model = ir.from_proto(proto)
+    ctx = Context(backend=get_backend(backend) if backend else None)
+    result = create_pass("fuse", options).apply(model, ctx)
+    rewritten = ir.to_proto(result.model)
+    ops = [n.op_type for n in rewritten.graph.node]
+    return Fused(result, ops, max_abs_difference(proto, rewritten, feeds))
+
+
+def max_abs_difference(a: onnx.ModelProto, b: onnx.ModelProto, feeds: dict[str, np.ndarray]) -> float:
+    options = ort.SessionOptions()
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
+    ra = ort.InferenceSession(a.SerializeToString(), options, providers=["CPUExecutionProvider"]).run(None, feeds)
+    rb = ort.InferenceSession(b.SerializeToString(), options, providers=["CPUExecutionProvider"]).run(None, feeds)
+    return max(float(np.max(np.abs(x.astype(np.float64) - y))) for x, y in zip(ra, rb, strict=True))

@@ -1,0 +1,223 @@
+"""Each fuse rule on a tiny graph: where it must fire (checked numerically) and where not."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from onnx import helper
+
+from fuse_helpers import const, make, rand, run_fuse
+
+X4 = {"x": [1, 3, 8, 8]}
+
+
+def _conv_bn(shared_weight: bool = False):
+    nodes = [
+        helper.make_node("Conv", ["x", "w", "b"], ["c"], name="conv", pads=[1, 1, 1, 1]),
+        helper.make_node("BatchNormalization", ["c", "g", "beta", "m", "v"], ["y"], name="bn"),
+    ]
+    outputs = {"y": None}
+    if shared_weight:
+        nodes.append(helper.make_node("Conv", ["x", "w"], ["z"], name="other_conv", pads=[1, 1, 1, 1]))
+        outputs["z"] = None
+    inits = [const("w", rand(4, 3, 3, 3)), const("b", rand(4)), const("g", rand(4) + 2), const("beta", rand(4)),
+             const("m", rand(4)), const("v", np.abs(rand(4)) + 0.5)]
+    return make(nodes, X4, outputs, inits)
+
+
+def test_batchnorm_folds_into_conv():
+    fused = run_fuse(_conv_bn(), {"x": rand(1, 3, 8, 8)}, only=["batchnorm"])
+    assert fused.ops == ["Conv"] and fused.result.counts == {"batchnorm": 1}
+    assert fused.max_error < 1e-5
+
+
+def test_batchnorm_refuses_when_the_conv_weight_is_shared():
+    fused = run_fuse(_conv_bn(shared_weight=True), {"x": rand(1, 3, 8, 8)}, only=["batchnorm"])
+    assert "BatchNormalization" in fused.ops and not fused.result.counts
+    assert "rule 'batchnorm' matched at BatchNormalization node 'bn' but refused" in fused.notes and "used by another node" in fused.notes
+    assert fused.max_error == 0
+
+
+@pytest.mark.parametrize("with_bias", [True, False])
+def test_conv_affine_folds_per_channel_mul_and_add(with_bias):
+    conv_inputs = ["x", "w", "b"] if with_bias else ["x", "w"]
+    model = make([helper.make_node("Conv", conv_inputs, ["c"]), helper.make_node("Mul", ["s", "c"], ["m"]),
+                  helper.make_node("Add", ["m", "o"], ["y"])],
+                 X4, {"y": None}, [const("w", rand(4, 3, 3, 3)), const("b", rand(4)), const("s", rand(4, 1, 1)), const("o", rand(1, 4, 1, 1))])
+    fused = run_fuse(model, {"x": rand(1, 3, 8, 8)}, only=["conv-affine"])
+    assert fused.ops == ["Conv"] and fused.result.counts == {"conv-affine": 2}
+    assert fused.max_error < 1e-5
+
+
+def test_conv_affine_refuses_a_spatially_varying_operand():
+    model = make([helper.make_node("Conv", ["x", "w"], ["c"]), helper.make_node("Mul", ["c", "s"], ["y"])],
+                 X4, {"y": None}, [const("w", rand(4, 3, 3, 3)), const("s", rand(4, 6, 6))])
+    fused = run_fuse(model, {"x": rand(1, 3, 8, 8)}, only=["conv-affine"])
+    assert fused.ops == ["Conv", "Mul"] and "not a per-channel constant" in fused.notes
+
+
+@pytest.mark.parametrize("op,operand", [("Mul", rand(5)), ("Add", rand(1, 5)), ("Mul", np.float32(3.0))])
+def test_gemm_affine_folds_per_column_constants(op, operand):
+    model = make([helper.make_node("Gemm", ["x", "w", "b"], ["g"], transB=1, beta=0.5), helper.make_node(op, ["g", "k"], ["y"])],
+                 {"x": [2, 4]}, {"y": None}, [const("w", rand(5, 4)), const("b", rand(5)), const("k", operand)])
+    fused = run_fuse(model, {"x": rand(2, 4)}, only=["gemm-affine"])
+    assert fused.ops == ["Gemm"] and fused.result.counts == {"gemm-affine": 1}
+    assert fused.max_error < 1e-5
+
+
+def test_gemm_affine_refuses_a_full_matrix_operand():
+    model = make([helper.make_node("Gemm", ["x", "w", "b"], ["g"]), helper.make_node("Add", ["g", "k"], ["y"])],
+                 {"x": [2, 4]}, {"y": None}, [const("w", rand(4, 5)), const("b", rand(5)), const("k", rand(2, 5))])
+    fused = run_fuse(model, {"x": rand(2, 4)}, only=["gemm-affine"])
+    assert fused.ops == ["Gemm", "Add"]
+    assert "not a per-channel constant" in fused.notes
+
+
+def test_pad_of_zeros_folds_into_conv():
+    model = make([helper.make_node("Pad", ["x", "p"], ["xp"]), helper.make_node("Conv", ["xp", "w"], ["y"])],
+                 X4, {"y": None}, [const("p", np.array([0, 0, 1, 1, 0, 0, 1, 1], np.int64)), const("w", rand(4, 3, 3, 3))])
+    fused = run_fuse(model, {"x": rand(1, 3, 8, 8)}, only=["pad-conv"])
+    assert fused.ops == ["Conv"] and fused.max_error < 1e-5
+
+
+@pytest.mark.parametrize("rank,fires", [(2, True), (3, False)])
+def test_matmul_add_into_gemm_only_in_2d(rank, fires):
+    shape = [2, 4] if rank == 2 else [3, 2, 4]
+    model = make([helper.make_node("MatMul", ["x", "w"], ["m"]), helper.make_node("Add", ["m", "b"], ["y"])],
+                 {"x": shape}, {"y": None}, [const("w", rand(4, 5)), const("b", rand(5))])
+    fused = run_fuse(model, {"x": rand(*shape)}, only=["matmul-add"])
+    assert (fused.ops == ["Gemm"]) is fires
+    if not fires:
+        assert "Rank of input_a and input_b must be 2" in fused.notes
+    assert fused.max_error < 1e-5
+
+
+def test_noop_removes_zero_pad_and_same_shape_reshape():
+    model = make([helper.make_node("Pad", ["x", "p"], ["a"]), helper.make_node("Reshape", ["a", "s"], ["b"]),
+                  helper.make_node("Relu", ["b"], ["y"])],
+                 X4, {"y": [1, 3, 8, 8]}, [const("p", np.zeros(8, np.int64)), const("s", np.array([1, 3, -1, 8], np.int64))])
+    fused = run_fuse(model, {"x": rand(1, 3, 8, 8)}, only=["noop"])
+    assert fused.ops == ["Relu"] and fused.max_error == 0
+
+
+def test_transposes_that_cancel_are_removed():
+    model = make([helper.make_node("Transpose", ["x"], ["a"], perm=[0, 2, 3, 1]), helper.make_node("Transpose", ["a"], ["b"], perm=[0, 3, 1, 2]),
+                  helper.make_node("Relu", ["b"], ["y"])], X4, {"y": None})
+    fused = run_fuse(model, {"x": rand(1, 3, 8, 8)}, only=["transpose"])
+    assert fused.ops == ["Relu"] and fused.max_error == 0
+
+
+@pytest.mark.parametrize("axes_out,fires", [([1], True), ([2], False)])
+def test_squeeze_of_unsqueeze(axes_out, fires):
+    model = make([helper.make_node("Unsqueeze", ["x", "a1"], ["u"]), helper.make_node("Squeeze", ["u", "a2"], ["s"]),
+                  helper.make_node("Relu", ["s"], ["y"])],
+                 {"x": [2, 1, 4]}, {"y": None}, [const("a1", np.array([1], np.int64)), const("a2", np.array(axes_out, np.int64))])
+    fused = run_fuse(model, {"x": rand(2, 1, 4)}, only=["squeeze-unsqueeze"])
+    assert (fused.ops == ["Relu"]) is fires
+    if not fires:
+        assert "axes differ" in fused.notes
+    assert fused.max_error == 0
+
+
+def test_consecutive_reshapes_merge():
+    model = make([helper.make_node("Reshape", ["x", "s1"], ["a"]), helper.make_node("Reshape", ["a", "s2"], ["y"])],
+                 {"x": [2, 12]}, {"y": None}, [const("s1", np.array([4, 6], np.int64)), const("s2", np.array([3, 8], np.int64))])
+    fused = run_fuse(model, {"x": rand(2, 12)}, only=["reshape"])
+    assert fused.ops == ["Reshape"] and fused.max_error == 0
+
+
+@pytest.mark.parametrize("act,extra_inputs,inits", [
+    ("Relu", [], []),
+    ("Clip", ["lo", "hi"], [const("lo", np.float32(0)), const("hi", np.float32(6))]),
+    ("LeakyRelu", [], []),
+])
+def test_conv_activation_into_fused_conv(act, extra_inputs, inits):
+    model = make([helper.make_node("Conv", ["x", "w", "b"], ["c"], pads=[1, 1, 1, 1]), helper.make_node(act, ["c", *extra_inputs], ["y"])],
+                 X4, {"y": None}, [const("w", rand(4, 3, 3, 3)), const("b", rand(4)), *inits])
+    fused = run_fuse(model, {"x": rand(1, 3, 8, 8)}, only=["conv-activation"])
+    assert fused.ops == ["FusedConv"] and fused.max_error < 1e-5
+
+
+def test_conv_activation_refuses_when_the_conv_output_is_used_twice():
+    model = make([helper.make_node("Conv", ["x", "w"], ["c"]), helper.make_node("Relu", ["c"], ["y"])],
+                 X4, {"y": None, "c": None}, [const("w", rand(4, 3, 3, 3))])
+    fused = run_fuse(model, {"x": rand(1, 3, 8, 8)}, only=["conv-activation"])
+    assert fused.ops == ["Conv", "Relu"] and "other uses" in fused.notes
+
+
+def test_backend_rules_are_skipped_without_a_backend_that_has_the_kernel():
+    model = make([helper.make_node("Conv", ["x", "w"], ["c"]), helper.make_node("Relu", ["c"], ["y"])],
+                 X4, {"y": None}, [const("w", rand(4, 3, 3, 3))])
+    fused = run_fuse(model, {"x": rand(1, 3, 8, 8)}, backend=None, only=["conv-activation"])
+    assert fused.ops == ["Conv", "Relu"]
+    assert "rule 'conv-activation' skipped: backend 'none' has no kernel for FusedConv" in fused.notes
+
+
+def test_silu_into_quick_gelu():
+    model = make([helper.make_node("Sigmoid", ["x"], ["s"]), helper.make_node("Mul", ["s", "x"], ["y"])], X4, {"y": None})
+    fused = run_fuse(model, {"x": rand(1, 3, 8, 8, scale=4)}, only=["silu"])
+    assert fused.ops == ["QuickGelu"] and fused.max_error < 1e-5
+
+
+def _decomposed_layernorm(opset: int):
+    nodes = [
+        helper.make_node("ReduceMean", ["x", "axes"], ["mean"], keepdims=1) if opset >= 18 else helper.make_node("ReduceMean", ["x"], ["mean"], axes=[-1]),
+        helper.make_node("Sub", ["x", "mean"], ["d"]),
+        helper.make_node("Pow", ["d", "two"], ["d2"]),
+        helper.make_node("ReduceMean", ["d2", "axes"], ["var"], keepdims=1) if opset >= 18 else helper.make_node("ReduceMean", ["d2"], ["var"], axes=[-1]),
+        helper.make_node("Add", ["var", "eps"], ["ve"]),
+        helper.make_node("Sqrt", ["ve"], ["std"]),
+        helper.make_node("Div", ["d", "std"], ["n"]),
+        helper.make_node("Mul", ["n", "gamma"], ["ng"]),
+        helper.make_node("Add", ["ng", "beta"], ["y"]),
+    ]
+    inits = [const("two", np.float32(2)), const("eps", np.float32(1e-5)), const("gamma", rand(16)), const("beta", rand(16))]
+    if opset >= 18:
+        inits.append(const("axes", np.array([-1], np.int64)))
+    return make(nodes, {"x": [2, 5, 16]}, {"y": None}, inits, opset=opset)
+
+
+def test_layernorm_fusion_at_opset_18():
+    fused = run_fuse(_decomposed_layernorm(18), {"x": rand(2, 5, 16)}, only=["layernorm"])
+    assert fused.ops == ["LayerNormalization"] and fused.max_error < 1e-4
+
+
+def test_layernorm_is_skipped_below_opset_17_with_a_hint():
+    fused = run_fuse(_decomposed_layernorm(13), {"x": rand(2, 5, 16)}, only=["layernorm"])
+    assert "LayerNormalization" not in fused.ops
+    assert "needs ai.onnx opset 17, the model has 13 (run opset{version=17} first)" in fused.notes
+
+
+def _if_model(conv_inside: bool):
+    """BatchNorm inside an If branch, with its Conv inside too (fusable) or outside (not)."""
+    bn_inputs = ["c", "g", "beta", "m", "v"]
+    branch_nodes = [helper.make_node("BatchNormalization", bn_inputs, ["t"])]
+    if conv_inside:
+        branch_nodes.insert(0, helper.make_node("Conv", ["x", "w"], ["c"], pads=[1, 1, 1, 1]))
+    then_branch = helper.make_graph(branch_nodes, "then", [], [helper.make_tensor_value_info("t", 1, [1, 3, 8, 8])])
+    else_branch = helper.make_graph([helper.make_node("Identity", ["x"], ["e"])], "else", [], [helper.make_tensor_value_info("e", 1, [1, 3, 8, 8])])
+    nodes = [] if conv_inside else [helper.make_node("Conv", ["x", "w"], ["c"], pads=[1, 1, 1, 1])]
+    # The condition depends on the input, so constant folding cannot inline the If.
+    nodes += [helper.make_node("ReduceSum", ["x"], ["total"], keepdims=0), helper.make_node("Greater", ["total", "zero"], ["cond"]),
+              helper.make_node("If", ["cond"], ["y"], then_branch=then_branch, else_branch=else_branch)]
+    inits = [const("w", rand(3, 3, 3, 3)), const("g", rand(3) + 2), const("beta", rand(3)), const("m", rand(3)),
+             const("v", np.abs(rand(3)) + 0.5), const("zero", np.float32(-1e9))]
+    return make(nodes, X4, {"y": [1, 3, 8, 8]}, inits)
+
+
+def test_rules_fire_inside_if_branches():
+    fused = run_fuse(_if_model(conv_inside=True), {"x": rand(1, 3, 8, 8)}, only=["batchnorm"])
+    assert fused.result.counts == {"batchnorm": 1} and fused.max_error < 1e-5
+
+
+def test_no_fusion_across_a_subgraph_boundary():
+    fused = run_fuse(_if_model(conv_inside=False), {"x": rand(1, 3, 8, 8)}, only=["batchnorm"])
+    assert not fused.result.counts and fused.max_error == 0
+
+
+def test_unknown_rule_names_are_refused():
+    from onnxsmith.errors import RecipeError
+    from onnxsmith.registry import create_pass
+
+    with pytest.raises(RecipeError, match="unknown fuse rule 'atention'.*attention"):
+        create_pass("fuse", {"disable": ["atention"]})
