@@ -16,7 +16,7 @@ __all__ = ["OrtCpuBackend"]
 class OrtCpuBackend(Backend):
     name = "cpu"
     description = "ONNX Runtime, CPUExecutionProvider"
-    provider = "CPUExecutionProvider"
+    provider = "CPUExecutionProvider"  # type: ignore[assignment]
 
     @functools.cached_property
     def capabilities(self) -> Capabilities:

@@ -39,6 +39,7 @@ class Capabilities:
 class Backend(abc.ABC):
     name: ClassVar[str]
     description: ClassVar[str]
+    provider: ClassVar[str | None] = None  # the ONNX Runtime execution provider, for ORT backends
 
     @property
     @abc.abstractmethod

@@ -57,7 +57,8 @@ def optimize(source: str, output: str | Path, recipe: Recipe, options: OptimizeO
     backend = get_backend(recipe.backend)
     model = load_source(source, options.input_shapes)
     inputs = model_inputs(model.ir)
-    calibration, evaluation = _datasets(recipe, inputs, options.input_shapes)
+    pinned = {name: shape for p in passes for name, shape in p.input_shapes().items()}
+    calibration, evaluation = _datasets(recipe, inputs, options.input_shapes, pinned)
 
     stats_before = graph_stats(model.ir)
     reference_session = make_session(model.ir, optimize=False)
@@ -130,10 +131,24 @@ def _refuse_overwriting_input(source: str, output: Path) -> None:
         raise InputError(f"output path {output} does not end in .onnx", "name the artifact something.onnx")
 
 
-def _datasets(recipe: Recipe, inputs: list[InputSpec], input_shapes: list[tuple[int, ...]] | None) -> tuple[Dataset | None, Dataset]:
-    """(calibration or None, held-out evaluation) from the recipe's calibration settings."""
+def _datasets(
+    recipe: Recipe,
+    inputs: list[InputSpec],
+    input_shapes: list[tuple[int, ...]] | None,
+    pinned: dict[str, tuple[int | None, ...]],
+) -> tuple[Dataset | None, Dataset]:
+    """(calibration or None, held-out evaluation) from the recipe's calibration settings.
+
+    Random feeds take their shapes from --input-shape, else from dims a pass pins.
+    """
     spec = recipe.calibration
-    shapes = _shapes_by_name(inputs, input_shapes)
+    specs = {spec.name: spec for spec in inputs}
+    shapes = {  # a pinned dim counts only where the model's dim is dynamic; the pass checks the rest
+        name: tuple(have if isinstance(have, int) else (want or 1) for have, want in zip(specs[name].shape, dims))
+        for name, dims in pinned.items()
+        if name in specs and len(specs[name].shape) == len(dims)
+    }
+    shapes.update(_shapes_by_name(inputs, input_shapes))
     if spec.data is None:
         return None, random_dataset(inputs, samples=RANDOM_EVAL_SAMPLES, shapes=shapes, seed=recipe.seed)
     if spec.data == "random":

@@ -48,6 +48,9 @@ class Pass(ir.passes.PassBase):
     # whose rewrites change kernels (fused ops reorder float arithmetic) may widen atol.
     rtol: ClassVar[float] = 1e-4
     atol: ClassVar[float] = 1e-5
+    # A pass whose options are open-ended (``shapes{x=1x3x224x224}``) names the dict field
+    # that collects option names it does not declare.
+    extra_options: ClassVar[str | None] = None
     in_place: ClassVar[bool] = True  # type: ignore[misc]
     changes_input: ClassVar[bool] = True  # type: ignore[misc]
 
@@ -75,6 +78,10 @@ class Pass(ir.passes.PassBase):
     @classmethod
     def catalogue(cls) -> dict[str, str]:
         """Named sub-rules of a pass family with one line each (``onnxsmith passes`` lists them)."""
+        return {}
+
+    def input_shapes(self) -> dict[str, tuple[int | None, ...]]:
+        """Input shapes the model will require after this pass (None: dim stays dynamic)."""
         return {}
 
     def params(self) -> dict[str, Any]:

@@ -62,6 +62,11 @@ def create_pass(name: str, params: dict[str, Any] | None = None) -> Pass:
     params = dict(params or {})
     valid = [f.name for f in dataclasses.fields(cls)]
     unknown = sorted(set(params) - set(valid))
+    if unknown and cls.extra_options:
+        extra = dict(params.pop(cls.extra_options, None) or {})
+        extra.update({key: params.pop(key) for key in unknown})
+        params[cls.extra_options] = extra
+        unknown = []
     if unknown:
         choices = ", ".join(valid) if valid else "(it takes no options)"
         raise RecipeError(f"pass '{name}' has no option '{unknown[0]}'", f"its options are: {choices}")
