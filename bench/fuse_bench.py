@@ -52,7 +52,6 @@ ROOT = Path(__file__).resolve().parents[1]
 DOC = ROOT / "docs" / "benchmarks.md"
 SECTION = "## fuse vs onnxslim"
 ALL_MODELS = ("ppocr_det", "ppocr_rec", "ppocr_cls", "yolov8n", "minilm")
-TOOLS = ("original", "onnxslim", "ours")
 CONTROL = "original (A/A control)"
 ROUNDS, QUICK_ROUNDS, WARMUP = 21, 7, 3
 SEQ_LEN = 128
@@ -342,15 +341,18 @@ def render_section(results: list[tuple[Case, dict[str, Variant]]], passes: list[
     lines = [
         SECTION,
         "",
-        f"onnxsmith `optimize --passes {','.join(passes)}` (\"ours\") against `onnxslim.slim(model)`, on the real",
-        "models of DESIGN.md. Latency: ONNX Runtime CPU with default session options (graph",
-        "optimizations on, as deployed) except intra-op thread spinning, turned off: with it on, three",
-        "sessions of one identical model timed interleaved in one process differ by up to 1.5x on 2",
-        f"cores. Median of {rounds} interleaved rounds (original, onnxslim, ours and a second session of",
-        "the original as an A/A control, order alternating every round) after warm-up; speedup =",
-        "original / tool. Max abs err: the",
-        "largest output difference from the original on held-out real inputs, every model run with",
-        "ONNX Runtime's graph optimizations off. Nodes: every node, Constant nodes included.",
+        f"onnxsmith `optimize --passes {','.join(passes)}` (\"ours\") against `onnxslim.slim(model)`, on the",
+        "real models of DESIGN.md.",
+        "",
+        "- Latency: ONNX Runtime CPU, default session options (graph optimizations on, as",
+        "  deployed) except intra-op thread spinning, turned off: with it on, three sessions of one",
+        "  identical model timed interleaved in one process differ by up to 1.5x on 2 cores.",
+        f"  Median of {rounds} interleaved rounds (original, onnxslim, ours, and a second session of",
+        "  the original as an A/A control; the order alternates every round) after warm-up.",
+        "  Speedup = original / tool.",
+        "- Max abs err: the largest output difference from the original on held-out real inputs,",
+        "  every model run with ONNX Runtime's graph optimizations off.",
+        "- Nodes: every node, Constant nodes included.",
         "",
         "| model | nodes original | nodes onnxslim | nodes ours | ms original | ms onnxslim | ms ours "
         "| speedup onnxslim | speedup ours | max abs err onnxslim | max abs err ours |",
@@ -364,7 +366,8 @@ def render_section(results: list[tuple[Case, dict[str, Variant]]], passes: list[
         )
     lines += [
         "",
-        f"Produced by `{command}` on {datetime.date.today().isoformat()}.",
+        f"Produced by `{command}` on {datetime.date.today().isoformat()} (needs `pip install -e .[bench]`,",
+        "and torch's CPU build for the MiniLM export).",
         "",
         *[f"- {fact}" for fact in machine_facts()],
         "",
@@ -432,10 +435,13 @@ def main(argv: list[str] | None = None) -> int:
     if missing:
         parser.error(f"pass(es) {missing} are not registered (see `onnxsmith passes`); try --passes cleanup")
     rounds = args.rounds or (QUICK_ROUNDS if args.quick else ROUNDS)
-    if args.quick and "minilm" in models and not (rm.minilm_dir().parent / rm.MINILM_ONNX).is_file():
+    if args.quick and "minilm" in models and not rm.minilm_onnx_path().is_file():
         print("minilm: skipped (--quick, and its ONNX export is not cached)")
         models.remove("minilm")
 
+    if not models:
+        print("nothing to measure")
+        return 1
     command = "python bench/fuse_bench.py " + " ".join(shlex.quote(a) for a in (argv if argv is not None else sys.argv[1:]))
     results = []
     with tempfile.TemporaryDirectory(prefix="fuse-bench-") as tmp:

@@ -74,6 +74,7 @@ __all__ = [
     "line_input",
     "minilm_dir",
     "minilm_inputs",
+    "minilm_onnx_path",
     "page_lines",
     "photos",
     "real_image_batch",
@@ -151,7 +152,7 @@ MINILM_TOLERANCE = 1e-4  # ONNX Runtime vs torch, max abs on last_hidden_state, 
 
 # scikit-image's wheels are per platform and Python, so the wheel cannot be pinned; the
 # data files are (identical in 0.25.2 and 0.26.0). The first version with a wheel for this
-# Python is used (0.26 has none for 3.10).
+# Python is used (a newer release may have none for an older Python).
 SKIMAGE_PACKAGE = "scikit-image"
 SKIMAGE_VERSIONS = ("0.26.0", "0.25.2")
 SKIMAGE_DATA: dict[str, str] = {
@@ -335,12 +336,18 @@ def _minilm_dir_ok(folder: Path) -> bool:
     return all((folder / name).is_file() and _sha256(folder / name) == sha for name, sha in MINILM_PINNED.items())
 
 
+def minilm_onnx_path() -> Path:
+    """Where the MiniLM export is cached (it may not be there yet: see ``real_model("minilm")``)."""
+    spec = _WHEELS["minilm"]
+    return cache_dir() / f"{spec.package}-{spec.version}" / MINILM_ONNX
+
+
 def _minilm_onnx() -> Path:
     """all-MiniLM-L6-v2 exported to ONNX (once; cached beside its folder)."""
-    folder = minilm_dir()
-    target = folder.parent / MINILM_ONNX
+    target = minilm_onnx_path()
     if target.is_file():
         return target
+    folder = minilm_dir()
     try:
         import torch
         import transformers  # noqa: F401
@@ -578,7 +585,6 @@ def _skimage_file(member: str) -> Path:
     return target
 
 
-@functools.lru_cache(maxsize=1)
 def _skimage_wheel() -> Path:
     """A scikit-image wheel for this Python (the first of SKIMAGE_VERSIONS pip finds one of)."""
     wheels = cache_dir() / "wheels"

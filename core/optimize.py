@@ -61,8 +61,7 @@ def optimize(source: str, output: str | Path, recipe: Recipe, options: OptimizeO
     calibration, evaluation = _datasets(recipe, inputs, options.input_shapes, pinned)
 
     stats_before = graph_stats(model.ir)
-    reference_session = make_session(model.ir, optimize=False)
-    reference = run_all(reference_session, evaluation.feeds())
+    reference = _reference_outputs(model, evaluation)
     baseline = backend.create_session(model.ir) if options.latency_rounds else None
 
     ctx = Context(backend=backend, calibration=calibration, evaluation=evaluation, reference=reference, seed=recipe.seed)
@@ -121,6 +120,19 @@ def optimize(source: str, output: str | Path, recipe: Recipe, options: OptimizeO
     )
     write_text_atomic(report_path_for(output), report.to_json())
     return report
+
+
+def _reference_outputs(model: Model, evaluation: Dataset) -> list:
+    """The original model's outputs on the evaluation feeds (ONNX Runtime, optimizations off)."""
+    session = make_session(model.ir, optimize=False)
+    try:
+        return run_all(session, evaluation.feeds())
+    except Exception as e:  # onnxruntime raises its own Fail/InvalidArgument types
+        shapes = ", ".join(f"{k} {'x'.join(map(str, v.shape))}" for k, v in evaluation.feeds()[0].items())
+        first = str(e).strip().splitlines()[0][:200]
+        fix = ("give real sizes for its dynamic dims with --input-shape (or data with --calib)" if evaluation.random
+               else "check that the data matches what the model expects")
+        raise DataError(f"the original model fails on the evaluation feeds ({shapes}): {first}", fix) from None
 
 
 def _refuse_overwriting_input(source: str, output: Path) -> None:
