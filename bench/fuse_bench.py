@@ -174,26 +174,13 @@ def run_ours(src: Path, out: Path, passes: list[str], calibration: dict[str, np.
     return variant
 
 
-def op_histogram(model: onnx.ModelProto) -> Counter:
-    """Op types of every node: the main graph, its subgraphs, the model's functions;
-    ops of other domains than ai.onnx are written ``domain::Op``."""
-    histogram: Counter = Counter()
+def op_histogram(path: Path) -> Counter:
+    """Op types of every node (subgraphs and functions included), ``domain::Op`` outside ai.onnx."""
+    import onnx_ir as ir
 
-    def walk(nodes):
-        for node in nodes:
-            domain = "" if node.domain in ("", "ai.onnx") else f"{node.domain}::"
-            histogram[f"{domain}{node.op_type}"] += 1
-            for attr in node.attribute:
-                if attr.type == onnx.AttributeProto.GRAPH:
-                    walk(attr.g.node)
-                elif attr.type == onnx.AttributeProto.GRAPHS:
-                    for g in attr.graphs:
-                        walk(g.node)
+    from onnxsmith.graph_stats import graph_stats
 
-    walk(model.graph.node)
-    for function in model.functions:
-        walk(function.node)
-    return histogram
+    return Counter(graph_stats(ir.load(path)).op_histogram)
 
 
 def session(path: Path, *, optimized: bool) -> ort.InferenceSession:
@@ -249,8 +236,7 @@ def bench_model(case: Case, passes: list[str], rounds: int, work: Path) -> dict[
 
     ok = {t: v for t, v in variants.items() if v.error is None}
     for v in ok.values():
-        model = onnx.load(str(v.path))
-        v.ops = op_histogram(model)
+        v.ops = op_histogram(v.path)
         v.nodes = sum(v.ops.values())
     reference = outputs(case.path, case.held_out)
     for tool in ("onnxslim", "ours"):

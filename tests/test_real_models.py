@@ -27,7 +27,7 @@ import pytest
 from onnxsmith.optimize import OptimizeOptions, optimize, report_path_for
 from onnxsmith.recipe import validate_recipe
 
-from realmodels import RealModelUnavailable, real_image_batch, real_model
+from realmodels import RealModelUnavailable, minilm_inputs, real_image_batch, real_model, sentences
 
 pytestmark = pytest.mark.realmodel
 
@@ -171,3 +171,25 @@ def test_negative_batch_dim_is_dynamic(sources: dict[str, Path], calib_npz: dict
         capture_output=True, text=True, timeout=300, check=False,
     )
     assert proc.returncode == 0, proc.stderr
+
+
+def test_fuse_on_minilm_fuses_attention_and_keeps_embeddings(tmp_path: Path) -> None:
+    """The transformer fusions on the real all-MiniLM-L6-v2 export, with real sentences."""
+    source = _model_or_skip("minilm")
+    npz = tmp_path / "calib.npz"
+    np.savez(npz, **minilm_inputs(sentences(8), seq_len=64))
+    recipe = validate_recipe({"passes": ["fuse"], "calibration": {"data": str(npz)}})
+    output = tmp_path / "minilm.onnx"
+    report = optimize(str(source), output, recipe, OptimizeOptions(latency_rounds=0))
+
+    counts = report.passes[0].counts
+    assert counts["attention"] >= 6 and counts["skip-layernorm"] >= 6
+    ops = [n.op_type for n in onnx.load(str(output)).graph.node]
+    assert ops.count("Attention") + ops.count("MultiHeadAttention") == 6  # one per layer
+    held_out = minilm_inputs(sentences(6, start=8), seq_len=64)
+    expected, got = _session(source).run(None, held_out)[0], _session(output).run(None, held_out)[0]
+    np.testing.assert_allclose(got, expected, rtol=1e-4, atol=1e-4)
+    mask = held_out["attention_mask"][..., None]
+    pooled = [(h * mask).sum(1) / mask.sum(1) for h in (expected, got)]
+    cosine = (pooled[0] * pooled[1]).sum(1) / np.linalg.norm(pooled[0], axis=1) / np.linalg.norm(pooled[1], axis=1)
+    assert cosine.min() > 0.99999
