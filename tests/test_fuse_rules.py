@@ -221,3 +221,11 @@ def test_unknown_rule_names_are_refused():
 
     with pytest.raises(RecipeError, match="unknown fuse rule 'atention'.*attention"):
         create_pass("fuse", {"disable": ["atention"]})
+
+
+def test_unsqueeze_of_squeeze_cancels():
+    model = make([helper.make_node("Squeeze", ["x", "a"], ["s"]), helper.make_node("Unsqueeze", ["s", "a"], ["u"]),
+                  helper.make_node("Relu", ["u"], ["y"])],
+                 {"x": [2, 1, 4]}, {"y": None}, [const("a", np.array([-2], np.int64))])
+    fused = run_fuse(model, {"x": rand(2, 1, 4)}, only=["squeeze-unsqueeze"])
+    assert fused.ops == ["Relu"] and fused.max_error == 0

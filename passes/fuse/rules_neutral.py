@@ -40,43 +40,33 @@ def _normalized(axes: list[int] | None, rank: int | None) -> list[int] | None:
     return sorted(axes)
 
 
-class SqueezeOfUnsqueeze(RewriteRuleClassBase):
-    """``Squeeze(Unsqueeze(x, a), a)`` -> ``x``: the inserted dims are removed again."""
+class SqueezePair(RewriteRuleClassBase):
+    """``Squeeze(Unsqueeze(x, a), a)`` or ``Unsqueeze(Squeeze(x, a), a)`` -> ``x``.
+
+    The dims one inserts the other removes; Squeeze only removes size-1 dims, so
+    Unsqueeze puts back exactly what was there.
+    """
+
+    def __init__(self, inner_op: str, outer_op: str) -> None:
+        super().__init__(name=f"{outer_op}Of{inner_op}")
+        self.inner_op, self.outer_op = inner_op, outer_op
 
     def pattern(self, op, x):
-        return op.Squeeze(op.Unsqueeze(x, _allow_other_inputs=True, _outputs=["unsq"]), _allow_other_inputs=True, _outputs=["out"])
+        inner = getattr(op, self.inner_op)(x, _allow_other_inputs=True, _outputs=["inner_out"])
+        return getattr(op, self.outer_op)(inner, _allow_other_inputs=True, _outputs=["out"])
 
-    def check(self, context, x, unsq, out) -> MatchResult:
+    def check(self, context, x, inner_out, out) -> MatchResult:
         result = MatchResult()
-        rank = unsq.shape.rank() if unsq.shape is not None else None
-        inner, outer = _normalized(_axes(unsq.producer()), rank), _normalized(_axes(out.producer()), rank)
+        wide = inner_out if self.inner_op == "Unsqueeze" else x  # the axes index the wider tensor
+        rank = wide.shape.rank() if wide.shape is not None else None
+        inner, outer = _normalized(_axes(inner_out.producer()), rank), _normalized(_axes(out.producer()), rank)
         if inner is None or outer is None:
             return result.fail("Squeeze/Unsqueeze axes are not constant (or negative with unknown rank)")
         if inner != outer:
-            return result.fail(f"axes differ: Unsqueeze {inner}, Squeeze {outer}")
+            return result.fail(f"axes differ: {self.inner_op} {inner}, {self.outer_op} {outer}")
         return result
 
-    def rewrite(self, op, x, unsq, out):
-        return op.Identity(x)
-
-
-class UnsqueezeOfSqueeze(RewriteRuleClassBase):
-    """``Unsqueeze(Squeeze(x, a), a)`` -> ``x``: Squeeze only removes size-1 dims, which come back."""
-
-    def pattern(self, op, x):
-        return op.Unsqueeze(op.Squeeze(x, _allow_other_inputs=True, _outputs=["sq"]), _allow_other_inputs=True, _outputs=["out"])
-
-    def check(self, context, x, sq, out) -> MatchResult:
-        result = MatchResult()
-        rank = x.shape.rank() if x.shape is not None else None
-        inner, outer = _normalized(_axes(sq.producer()), rank), _normalized(_axes(out.producer()), rank)
-        if inner is None or outer is None:
-            return result.fail("Squeeze/Unsqueeze axes are not explicit constants")
-        if inner != outer:
-            return result.fail(f"axes differ: Squeeze {inner}, Unsqueeze {outer}")
-        return result
-
-    def rewrite(self, op, x, sq, out):
+    def rewrite(self, op, x, inner_out, out):
         return op.Identity(x)
 
 
@@ -225,7 +215,7 @@ class GemmAdd(_ChannelAffine):
     producer_op, combine = "Gemm", "Add"
 
 
-squeeze_unsqueeze_rules = [SqueezeOfUnsqueeze.rule(), UnsqueezeOfSqueeze.rule()]
+squeeze_unsqueeze_rules = [SqueezePair.rule("Unsqueeze", "Squeeze"), SqueezePair.rule("Squeeze", "Unsqueeze")]
 pad_zero_rule = PadOfZeros.rule()
 reshape_same_shape_rule = ReshapeToSameShape.rule()
 conv_affine_rules = [*ConvMul.rule().commute(), *ConvAdd.rule().commute()]
