@@ -23,7 +23,7 @@ from onnxsmith.model import Model
 from onnxsmith.modelio import EXTERNAL_DATA_THRESHOLD, model_bytes, save_onnx, write_text_atomic
 from onnxsmith.pipeline import Instrument, Pipeline
 from onnxsmith.recipe import Recipe
-from onnxsmith.report import OutputReport, Report, Summary
+from onnxsmith.report import OutputReport, PassRecord, Report, Summary
 from onnxsmith.runtime import make_session, run_all
 from onnxsmith.sources import load_source
 
@@ -116,7 +116,7 @@ def optimize(source: str, output: str | Path, recipe: Recipe, options: OptimizeO
             "evaluation": evaluation.describe(),
         },
         artifact={"path": str(output), "files": [str(p) for p in written], "external_data": external},
-        warnings=_warnings(calibration, evaluation, result.records),
+        warnings=_warnings(evaluation, result.records),
     )
     write_text_atomic(report_path_for(output), report.to_json())
     return report
@@ -191,7 +191,7 @@ def _output_report(d: OutputDrift) -> OutputReport:
     return OutputReport(max_abs=d.max_abs, mean_abs=d.mean_abs, cosine=d.cosine, sqnr_db=d.sqnr_db)
 
 
-def _warnings(calibration: Dataset | None, evaluation: Dataset, records) -> list[str]:
+def _warnings(evaluation: Dataset, records: list[PassRecord]) -> list[str]:
     warnings = []
     if evaluation.random:
         warnings.append(
