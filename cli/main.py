@@ -12,7 +12,7 @@ from typing import Annotated
 
 import typer
 
-from onnxsmith.cli import inspect_cmd, optimize_cmd, passes_cmd, recipe_cmd
+from onnxsmith.cli import backends_cmd, batch_cmd, inspect_cmd, optimize_cmd, passes_cmd, profile_cmd, recipe_cmd
 
 app = typer.Typer(
     name="onnxsmith",
@@ -25,6 +25,9 @@ app = typer.Typer(
 app.command("inspect")(inspect_cmd.inspect)
 app.command("passes")(passes_cmd.passes)
 app.command("optimize")(optimize_cmd.optimize)
+app.command("profile")(profile_cmd.profile)
+app.command("backends")(backends_cmd.backends)
+app.command("batch")(batch_cmd.batch)
 app.add_typer(recipe_cmd.app, name="recipe")
 
 

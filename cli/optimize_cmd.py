@@ -24,6 +24,7 @@ def optimize(
     max_drift: Annotated[float | None, typer.Option("--max-drift", help="Fail (exit 4) when the output drift exceeds this.")] = None,
     seed: Annotated[int | None, typer.Option("--seed", help="Seed for data splits and random feeds.")] = None,
     latency_rounds: Annotated[int, typer.Option("--latency-rounds", min=0, help="Interleaved timing rounds (0 skips timing).")] = 15,
+    profile_runs: Annotated[int, typer.Option("--profile-runs", min=0, help="Profile per layer before and after, this many runs each, into the report (0: off).")] = 0,
     dump_dir: Annotated[Path | None, typer.Option("--dump-dir", help="Write the model after every pass into this folder.")] = None,
     dry_run: Annotated[bool, typer.Option("--dry-run", help="Validate and print the resolved recipe; run nothing.")] = False,
     save_recipe: Annotated[Path | None, typer.Option("--save-recipe", help="Write the recipe these flags imply to a YAML/JSON file.")] = None,
@@ -77,6 +78,7 @@ def optimize(
     options = OptimizeOptions(
         input_shapes=[parse_shape(s) for s in input_shape or []],
         latency_rounds=latency_rounds,
+        profile_runs=profile_runs,
         instruments=tuple(instruments),
     )
     try:

@@ -9,12 +9,15 @@ from __future__ import annotations
 import abc
 from dataclasses import dataclass, field
 from importlib.metadata import entry_points
-from typing import Any, ClassVar, Protocol
+from typing import TYPE_CHECKING, Any, ClassVar, Protocol
 
 import numpy as np
 import onnx_ir as ir
 
 from onnxsmith.errors import RecipeError
+
+if TYPE_CHECKING:
+    from onnxsmith.profile import Profile
 
 __all__ = ["Backend", "Capabilities", "Session", "get_backend", "register_backend", "available_backends"]
 
@@ -32,6 +35,9 @@ class Capabilities:
     precisions: tuple[str, ...] = ("fp32",)
     quant_format: str = "qdq"
     ops: frozenset[str] = frozenset()  # op types it has kernels for, fused/contrib ops included
+    # int8: the op types it runs in integer kernels when wrapped in QDQ, and the activation type it prefers
+    int8_ops: tuple[str, ...] = ()
+    int8_activations: str = "uint8"
     gains_from_nm_sparsity: bool = False
     notes: tuple[str, ...] = field(default_factory=tuple)
 
@@ -53,6 +59,10 @@ class Backend(abc.ABC):
     @abc.abstractmethod
     def create_session(self, model: ir.Model, *, optimize: bool = True) -> Session:
         """A session that runs ``model`` on this backend, with its graph optimizations on by default."""
+
+    @abc.abstractmethod
+    def profile(self, model: ir.Model, feeds: list[dict[str, np.ndarray]], *, runs: int = 20, warmup: int = 3) -> Profile:
+        """Per-layer times of ``runs`` runs after ``warmup`` (feeds cycled), named by the model's origin map."""
 
 
 _BACKENDS: dict[str, type[Backend]] = {}

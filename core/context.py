@@ -28,6 +28,7 @@ class Context:
     evaluation: Dataset | None = None
     reference: list[Outputs] | None = None
     seed: int = 0
+    max_drift: float | None = None  # the accuracy budget (recipe accuracy.max_drift); lossy passes guard it
     activations: dict[str, Any] = field(default_factory=dict)
 
     def require_calibration(self, pass_name: str) -> Dataset:

@@ -22,6 +22,7 @@ from onnxsmith.metrics import OutputDrift
 from onnxsmith.model import Model
 from onnxsmith.modelio import EXTERNAL_DATA_THRESHOLD, model_bytes, save_onnx, write_text_atomic
 from onnxsmith.pipeline import Instrument, Pipeline
+from onnxsmith.profile_compare import compare_profiles
 from onnxsmith.recipe import Recipe
 from onnxsmith.report import OutputReport, PassRecord, Report, Summary
 from onnxsmith.runtime import make_session, run_all
@@ -40,6 +41,7 @@ class OptimizeOptions:
 
     input_shapes: list[tuple[int, ...]] | None = None
     latency_rounds: int = 15
+    profile_runs: int = 0  # > 0: profile on the backend before and after, into the report's ``profile``
     instruments: tuple[Instrument, ...] = ()
 
 
@@ -63,8 +65,10 @@ def optimize(source: str, output: str | Path, recipe: Recipe, options: OptimizeO
     stats_before = graph_stats(model.ir)
     reference = _reference_outputs(model, evaluation)
     baseline = backend.create_session(model.ir) if options.latency_rounds else None
+    profile_before = backend.profile(model.ir, evaluation.feeds(), runs=options.profile_runs) if options.profile_runs else None
 
-    ctx = Context(backend=backend, calibration=calibration, evaluation=evaluation, reference=reference, seed=recipe.seed)
+    ctx = Context(backend=backend, calibration=calibration, evaluation=evaluation, reference=reference, seed=recipe.seed,
+                  max_drift=recipe.accuracy.max_drift)
     result = Pipeline(passes, instruments=options.instruments).run(model, ctx)
 
     budget = recipe.accuracy.max_drift
@@ -89,6 +93,11 @@ def optimize(source: str, output: str | Path, recipe: Recipe, options: OptimizeO
 
     resolved = recipe.resolved()
     model.stamp_provenance(__version__, resolved)
+    profile = None
+    if profile_before is not None:  # after stamping: the artifact's origin map names its layers
+        profile_after = backend.profile(model.ir, evaluation.feeds(), runs=options.profile_runs)
+        compared = compare_profiles(profile_before, profile_after, sqnr={}, other=str(model.source or source))
+        profile = {"before": profile_before.to_dict(), "after": compared.to_dict()}
     external = model.used_external_data or model_bytes(model.ir) >= EXTERNAL_DATA_THRESHOLD
     written = save_onnx(model.ir, output, external_data=external)
 
@@ -117,6 +126,7 @@ def optimize(source: str, output: str | Path, recipe: Recipe, options: OptimizeO
         },
         artifact={"path": str(output), "files": [str(p) for p in written], "external_data": external},
         warnings=_warnings(evaluation, result.records),
+        profile=profile,
     )
     write_text_atomic(report_path_for(output), report.to_json())
     return report
@@ -124,7 +134,11 @@ def optimize(source: str, output: str | Path, recipe: Recipe, options: OptimizeO
 
 def _reference_outputs(model: Model, evaluation: Dataset) -> list:
     """The original model's outputs on the evaluation feeds (ONNX Runtime, optimizations off)."""
-    session = make_session(model.ir, optimize=False)
+    try:
+        session = make_session(model.ir, optimize=False)
+    except Exception as e:  # onnxruntime raises its own Fail/InvalidGraph types
+        first = str(e).strip().splitlines()[0][:200]
+        raise InputError(f"ONNX Runtime cannot load the model: {first}", "check that every op and opset it uses is one ONNX Runtime supports") from None
     try:
         return run_all(session, evaluation.feeds())
     except Exception as e:  # onnxruntime raises its own Fail/InvalidArgument types
@@ -188,7 +202,7 @@ def _size(source: Path | None, data_files: list[Path]) -> int | None:
 
 
 def _output_report(d: OutputDrift) -> OutputReport:
-    return OutputReport(max_abs=d.max_abs, mean_abs=d.mean_abs, cosine=d.cosine, sqnr_db=d.sqnr_db)
+    return OutputReport(max_abs=d.max_abs, mean_abs=d.mean_abs, cosine=d.cosine, sqnr_db=d.sqnr_db, channel_error=d.channel_error)
 
 
 def _warnings(evaluation: Dataset, records: list[PassRecord]) -> list[str]:

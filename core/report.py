@@ -41,6 +41,7 @@ class OutputReport:
     mean_abs: float
     cosine: float
     sqnr_db: float
+    channel_error: float
 
 
 @dataclass

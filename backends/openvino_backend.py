@@ -1,0 +1,193 @@
+"""The OpenVINO runtime (``pip install onnxsmith[openvino]``), reading the ONNX artifact.
+
+Sessions compile the model for OpenVINO's CPU device with the latency hint. A profile
+reads OpenVINO's performance counters (``PERF_COUNT``) after every run: per executed
+layer of the compiled (fused) graph its time and the kernel it chose (``exec_type``, such
+as ``brgconv_avx2_f32`` or ``jit_avx512_I8``: whether an int8 kernel really ran). The
+compiled graph's ``originalLayersNames`` say which nodes each layer fused.
+"""
+
+from __future__ import annotations
+
+import functools
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import onnx_ir as ir
+
+from onnxsmith.backend import Backend, Capabilities, register_backend
+from onnxsmith.flops import TensorInfo
+from onnxsmith.profile import KernelRun, Measurement, Profile, build_profile, peak_rss_mb
+
+__all__ = ["OpenVINOBackend"]
+
+DEVICE = "CPU"
+_CONFIG = {"PERFORMANCE_HINT": "LATENCY"}
+# OpenVINO layer types -> the ONNX op types the FLOP rules know
+_OP_TYPES = {"Convolution": "Conv", "GroupConvolution": "Conv", "Deconvolution": "ConvTranspose", "FullyConnected": "Gemm",
+             "Eltwise": "Add", "Reduce": "ReduceMean", "Pooling": "MaxPool", "Interpolate": "Resize", "SoftMax": "Softmax",
+             "MVN": "MVN", "ScaledDotProductAttention": "ScaledDotProductAttention"}
+
+
+@register_backend
+class OpenVINOBackend(Backend):
+    name = "openvino"
+    description = "OpenVINO runtime, CPU device (reads the ONNX model itself)"
+
+    @functools.cached_property
+    def capabilities(self) -> Capabilities:
+        return Capabilities(
+            precisions=("fp32", "bf16", "int8"),
+            quant_format="qdq",  # OpenVINO turns QDQ (FakeQuantize) into int8 kernels, as NNCF writes them
+            ops=_frontend_ops(),
+            int8_ops=("Conv", "ConvTranspose", "MatMul", "Gemm", "Add", "Mul", "Concat", "MaxPool", "AveragePool",
+                      "ReduceMean", "Interpolate", "Resize"),
+            int8_activations="uint8",
+            notes=("bf16 runs natively on CPUs with AMX/AVX512-BF16; elsewhere OpenVINO computes in fp32",),
+        )
+
+    def available(self) -> tuple[bool, str]:
+        try:
+            import openvino as ov
+        except ImportError:
+            return False, "the openvino package is not installed: pip install 'onnxsmith[openvino]'"
+        if DEVICE not in ov.Core().available_devices:
+            return False, f"OpenVINO sees no {DEVICE} device"
+        return True, ""
+
+    def create_session(self, model: ir.Model, *, optimize: bool = True) -> _OpenVINOSession:
+        # OpenVINO has no switch to turn its graph transformations off; ``optimize`` cannot apply.
+        return _OpenVINOSession(_compile(model, None, _CONFIG))
+
+    def profile(self, model: ir.Model, feeds: list[dict[str, np.ndarray]], *, runs: int = 20, warmup: int = 3) -> Profile:
+        start = time.perf_counter()
+        compiled = _compile(model, feeds[0], {**_CONFIG, "PERF_COUNT": "YES"})
+        session_ms = (time.perf_counter() - start) * 1000.0
+        request = compiled.create_infer_request()
+        layers = _runtime_layers(compiled)
+        times: dict[int, list[float]] = {}
+        names: dict[int, tuple[str, str, str]] = {}
+        e2e = []
+        for i in range(warmup + runs):
+            begin = time.perf_counter()
+            request.infer(feeds[i % len(feeds)])
+            elapsed = (time.perf_counter() - begin) * 1000.0
+            if i < warmup:
+                continue
+            e2e.append(elapsed)
+            for index, info in enumerate(request.get_profiling_info()):
+                if info.status.name != "EXECUTED":
+                    continue
+                names[index] = (info.node_name, info.node_type, info.exec_type)
+                times.setdefault(index, []).append(info.real_time.total_seconds() * 1000.0)
+        kernels = [_kernel(*names[i], times[i], layers.get(names[i][0])) for i in sorted(times)]
+        measured = Measurement(self.name, kernels, e2e, session_ms, peak_rss_mb())
+        return build_profile(measured, model, warmup=warmup)
+
+
+class _OpenVINOSession:
+    """An OpenVINO compiled model behind the ``Session.run`` interface the tool uses."""
+
+    def __init__(self, compiled: Any) -> None:
+        self._compiled = compiled
+        self._request = compiled.create_infer_request()
+        self._names = [output.get_any_name() for output in compiled.outputs]
+
+    def run(self, output_names: list[str] | None, feed: dict[str, np.ndarray]) -> list[np.ndarray]:
+        results = self._request.infer(feed)
+        by_name = {key.get_any_name(): value for key, value in results.items()}
+        return [np.asarray(by_name[n]) for n in (output_names or self._names)]
+
+
+def _compile(model: ir.Model, feed: dict[str, np.ndarray] | None, config: dict[str, str]) -> Any:
+    """Compile ``model`` (written to a temporary .onnx that OpenVINO reads); with a ``feed``,
+    its input shapes are fixed to the feed's first, so every layer has static shapes."""
+    import openvino as ov
+
+    core = ov.Core()
+    with tempfile.TemporaryDirectory(prefix="onnxsmith-openvino-") as tmp:
+        path = Path(tmp) / "model.onnx"
+        ir.save(model, path, external_data="model.onnx.data" if _large(model) else None)
+        ov_model = core.read_model(str(path))
+        if feed is not None:
+            ov_model.reshape({port.get_any_name(): list(feed[port.get_any_name()].shape)
+                              for port in ov_model.inputs if port.get_any_name() in feed})
+        return core.compile_model(ov_model, DEVICE, config)
+
+
+def _large(model: ir.Model) -> bool:
+    from onnxsmith.modelio import EXTERNAL_DATA_THRESHOLD, model_bytes
+
+    return model_bytes(model) >= EXTERNAL_DATA_THRESHOLD
+
+
+def _runtime_layers(compiled: Any) -> dict[str, Any]:
+    """The compiled graph's layers by name (the names the performance counters use)."""
+    return {op.get_friendly_name(): op for op in compiled.get_runtime_model().get_ordered_ops()}
+
+
+def _kernel(name: str, layer_type: str, exec_type: str, times: list[float], op: Any | None) -> KernelRun:
+    inputs: list[TensorInfo] = []
+    outputs: list[TensorInfo] = []
+    params = 0
+    seeds = [name]
+    precision = None
+    if op is not None:
+        info = op.get_rt_info()
+        seeds += [n for n in info["originalLayersNames"].astype(str).split(",") if n]
+        precision = info["runtimePrecision"].astype(str) if "runtimePrecision" in info else None
+        for port in op.inputs():
+            tensor = _tensor(port.get_partial_shape(), port.get_element_type().get_type_name())
+            inputs.append(tensor)
+            source = port.get_source_output().get_node()
+            if source.get_rt_info()["layerType"].astype(str) == "Const":
+                params += tensor.size
+        outputs = [_tensor(port.get_partial_shape(), port.get_element_type().get_type_name()) for port in op.outputs()]
+        seeds += [n for port in op.outputs() for n in port.get_names()]
+    return KernelRun(
+        node=name,
+        op_type=_OP_TYPES.get(layer_type, layer_type),
+        kernel=exec_type,
+        provider=f"openvino:{DEVICE}",
+        inputs=inputs,
+        outputs=outputs,
+        params=params,
+        times_ms=times,
+        seeds=seeds,
+        precision=_precision(precision, exec_type),
+    )
+
+
+def _tensor(shape: Any, dtype: str) -> TensorInfo:
+    dims = tuple(d.get_length() if d.is_static else 0 for d in shape) if shape.rank.is_static else ()
+    return TensorInfo(dims, dtype)
+
+
+def _precision(runtime: str | None, exec_type: str) -> str | None:
+    """OpenVINO's runtime precision (``f32``, ``u8``, ``i8``, ``bf16``) as the report spells it;
+    an ``exec_type`` ending in ``_I8``/``_u8`` means an int8 kernel ran."""
+    lowered = exec_type.lower()
+    if lowered.endswith(("_i8", "_u8")):
+        return "int8"
+    spelled = {"f32": "fp32", "f16": "fp16", "bf16": "bf16", "u8": "int8", "i8": "int8", "i32": "int32", "i64": "int64"}
+    return spelled.get(runtime or "", runtime)
+
+
+# The com.microsoft ops OpenVINO's ONNX frontend translates (its
+# src/frontends/onnx/frontend/src/op/com.microsoft/ folder, 2026.x); the frontend has no API to list them.
+_CONTRIB_OPS = ("Attention", "BiasAdd", "BiasGelu", "DynamicQuantizeMatMul", "EmbedLayerNormalization", "FastGelu",
+                "FusedConv", "FusedGemm", "FusedMatMul", "GatherBlockQuantized", "Gelu", "GroupNorm", "GroupQueryAttention",
+                "MatMulIntegerToFloat", "MatMulNBits", "MultiHeadAttention", "QLinearConv", "QuickGelu", "RotaryEmbedding",
+                "SimplifiedLayerNormalization", "SkipLayerNormalization", "SkipSimplifiedLayerNormalization")
+
+
+@functools.lru_cache(maxsize=1)
+def _frontend_ops() -> frozenset[str]:
+    """The op types OpenVINO reads from ONNX: the standard opset (onnx's schemas) and _CONTRIB_OPS."""
+    import onnx
+
+    standard = {schema.name for schema in onnx.defs.get_all_schemas() if schema.domain in ("", "ai.onnx")}
+    return frozenset(standard | set(_CONTRIB_OPS))

@@ -1,0 +1,73 @@
+"""``onnxsmith profile MODEL``: per-layer times on a backend, in five formats."""
+
+from __future__ import annotations
+
+from enum import Enum
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from onnxsmith.cli.options import BackendOpt
+
+
+class Format(str, Enum):
+    table = "table"
+    json = "json"
+    md = "md"
+    csv = "csv"
+    html = "html"
+
+
+def profile(
+    model: Annotated[str, typer.Argument(help="An .onnx file (or a PyTorch source, as for optimize).", show_default=False)],
+    backend: BackendOpt = None,
+    runs: Annotated[int, typer.Option("--runs", "-n", min=1, help="Timed runs (median and p90 are over these).")] = 20,
+    warmup: Annotated[int, typer.Option("--warmup", "-w", min=0, help="Untimed runs first.")] = 3,
+    calib: Annotated[str | None, typer.Option("--calib", help="Inputs to run: .npz or folder (default: random, see --input-shape).")] = None,
+    input_shape: Annotated[list[str] | None, typer.Option("--input-shape", help="Input shape, e.g. 1x3x224x224; repeat per input.")] = None,
+    compare: Annotated[str | None, typer.Option("--compare", help="Another model (e.g. the original): per-layer before/after and SQNR.")] = None,
+    sqnr_threshold: Annotated[float, typer.Option("--sqnr-threshold", help="With --compare: the first layer below this SQNR (dB) is reported.")] = 30.0,
+    fmt: Annotated[Format, typer.Option("--format", "-f", help="Output format.")] = Format.table,
+    output: Annotated[Path | None, typer.Option("--output", "-o", help="Write to this file instead of stdout.")] = None,
+) -> None:
+    """Profile MODEL layer by layer: time, share, FLOPs, bytes, precision, named by the original layers."""
+    import json
+    import os
+
+    from onnxsmith import __version__
+    from onnxsmith.cli import render_profile
+    from onnxsmith.cli.console import stderr
+    from onnxsmith.cli.render_html import html_page
+    from onnxsmith.modelio import write_text_atomic
+    from onnxsmith.profile_run import ProfileOptions, profile_model
+    from onnxsmith.report import SCHEMA_VERSION
+    from onnxsmith.sources import parse_shape
+
+    options = ProfileOptions(
+        backend=backend or "cpu", runs=runs, warmup=warmup, calib=calib,
+        input_shapes=[parse_shape(s) for s in input_shape or []] or None,
+        compare=compare, threshold_db=sqnr_threshold,
+    )
+    data = profile_model(model, options).to_dict()
+    summary_file = os.environ.get("GITHUB_STEP_SUMMARY")
+    if summary_file:
+        with open(summary_file, "a", encoding="utf-8") as f:
+            f.write(render_profile.markdown(data) + "\n")
+    if fmt is Format.table and output is None:
+        render_profile.table(data)
+        return
+    texts = {
+        Format.json: lambda: json.dumps({"schema_version": SCHEMA_VERSION, "tool_version": __version__, "source": model,
+                                         "profile": data}, indent=2, allow_nan=False) + "\n",
+        Format.md: lambda: render_profile.markdown(data),
+        Format.csv: lambda: render_profile.csv_text(data),
+        Format.html: lambda: html_page(data, f"onnxsmith profile: {Path(model).name} on {data['backend']}"),
+        Format.table: lambda: render_profile.markdown(data),  # a table written to a file is its Markdown
+    }
+    text = texts[fmt]()
+    if output is None:
+        typer.echo(text, nl=False)
+    else:
+        write_text_atomic(output, text)
+        stderr.print(f"wrote {output}")

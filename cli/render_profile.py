@@ -1,0 +1,120 @@
+"""A profile (``Profile.to_dict()``) as a terminal table, Markdown or CSV.
+
+The Markdown is short on purpose (totals, the top layers, the top op types) so it fits a
+CI step summary; CSV has every layer and every field.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+from typing import Any
+
+from rich.markup import escape
+from rich.table import Table
+
+from onnxsmith.cli.console import stdout
+
+__all__ = ["csv_text", "markdown", "table"]
+
+TABLE_ROWS = 25
+MARKDOWN_ROWS = 10
+CSV_FIELDS = ("name", "origin", "op_type", "kernel", "provider", "precision", "median_ms", "p90_ms", "share", "flops", "params",
+              "bytes", "intensity", "gflops_per_s", "module", "inserted_by", "node", "tensor", "order",
+              "before_ms", "after_ms", "speedup", "sqnr_db")
+
+
+def table(profile: dict[str, Any], rows: int = TABLE_ROWS) -> None:
+    """Totals, the slowest layers and the time by op type, as rich tables on stdout."""
+    stdout.print(_totals_line(profile))
+    compare = profile.get("compare")
+    columns = ["layer", "op / kernel", "prec", "median ms", "p90 ms", "share", "GFLOP", "GFLOP/s", "origin"]
+    if compare:
+        columns[6:6] = ["before ms", "speedup", "SQNR dB"]
+    layers = Table(*columns, title=f"Slowest {min(rows, len(profile['layers']))} of {len(profile['layers'])} layers", title_justify="left")
+    for layer in profile["layers"][:rows]:
+        cells = [escape(layer["name"]), escape(f"{layer['op_type']} / {layer['kernel']}"), layer["precision"],
+                 f"{layer['median_ms']:.3f}", f"{layer['p90_ms']:.3f}", f"{layer['share']:.1%}",
+                 _num(layer["flops"] / 1e9 if layer["flops"] else None, ".3f"), _num(layer["gflops_per_s"], ".1f"), escape(_origin(layer))]
+        if compare:
+            cells[6:6] = [_num(layer.get("before_ms"), ".3f"), _speedup(layer.get("speedup")), _sqnr(layer, set(compare["exact"]))]
+        layers.add_row(*cells)
+    stdout.print(layers)
+    ops = Table("op type", "layers", "median ms", "share", title="Time by op type", title_justify="left")
+    for entry in profile["by_op_type"]:
+        ops.add_row(escape(entry["op_type"]), str(entry["count"]), f"{entry['median_ms']:.3f}", f"{entry['share']:.1%}")
+    stdout.print(ops)
+    if compare:
+        stdout.print(_divergence_line(compare))
+
+
+def markdown(profile: dict[str, Any], rows: int = MARKDOWN_ROWS) -> str:
+    """A short Markdown summary: totals, the top layers and op types (and the compare result)."""
+    total = profile["total"]
+    compare = profile.get("compare")
+    lines = [
+        f"### Profile on `{profile['backend']}` ({profile['runs']} runs)",
+        "",
+        f"End-to-end **{total['median_ms']:.3f} ms** median, {total['p90_ms']:.3f} ms p90; layers add up to "
+        f"{total['layers_sum_ms']:.3f} ms ({total['coverage']:.0%} coverage); session created in {total['session_ms']:.0f} ms.",
+    ]
+    if compare:
+        lines += ["", _divergence_line(compare)]
+    header = ["layer", "op", "kernel", "median ms", "share", "precision"] + (["before ms", "speedup", "SQNR dB"] if compare else [])
+    lines += ["", "| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    for layer in profile["layers"][:rows]:
+        cells = [f"`{layer['name']}`", layer["op_type"], f"`{layer['kernel']}`", f"{layer['median_ms']:.3f}", f"{layer['share']:.1%}", layer["precision"]]
+        if compare:
+            cells += [_num(layer.get("before_ms"), ".3f"), _speedup(layer.get("speedup")), _sqnr(layer, set(compare["exact"]))]
+        lines.append("| " + " | ".join(c.replace("|", "\\|") for c in cells) + " |")
+    top_ops = ", ".join(f"{e['op_type']} {e['share']:.0%}" for e in profile["by_op_type"][:6])
+    lines += ["", f"Time by op type: {top_ops}.", ""]
+    return "\n".join(lines)
+
+
+def csv_text(profile: dict[str, Any]) -> str:
+    """Every layer, one row each, every field (origin joined with ';')."""
+    buffer = io.StringIO()
+    fields = [f for f in CSV_FIELDS if profile.get("compare") or f not in ("before_ms", "after_ms", "speedup", "sqnr_db")]
+    writer = csv.DictWriter(buffer, fieldnames=fields, extrasaction="ignore", lineterminator="\n")
+    writer.writeheader()
+    for layer in profile["layers"]:
+        writer.writerow({**layer, "origin": ";".join(layer["origin"])})
+    return buffer.getvalue()
+
+
+def _totals_line(profile: dict[str, Any]) -> str:
+    t = profile["total"]
+    memory = f", peak RSS {t['peak_rss_mb']:.0f} MiB" if t.get("peak_rss_mb") else ""
+    return (f"[bold]{profile['backend']}[/bold]: {t['median_ms']:.3f} ms median, {t['p90_ms']:.3f} ms p90 over {profile['runs']} runs; "
+            f"layers sum {t['layers_sum_ms']:.3f} ms ({t['coverage']:.0%} coverage); session {t['session_ms']:.0f} ms{memory}")
+
+
+def _divergence_line(compare: dict[str, Any]) -> str:
+    speed = f"{compare['before_ms']:.3f} ms before, {compare['after_ms']:.3f} ms after ({_speedup(compare['speedup'])})"
+    first = compare.get("first_divergence")
+    if first is None:
+        return f"Compared with {compare['other']}: {speed}; every compared layer stays above {compare['threshold_db']:g} dB SQNR."
+    return (f"Compared with {compare['other']}: {speed}; first layer below {compare['threshold_db']:g} dB SQNR: "
+            f"{first['name']} ({_num(first['sqnr_db'], '.1f')} dB).")
+
+
+def _origin(layer: dict[str, Any]) -> str:
+    if layer.get("inserted_by"):
+        return f"(inserted by {layer['inserted_by']})"
+    origin = layer["origin"]
+    return ", ".join(origin[:3]) + (f" +{len(origin) - 3}" if len(origin) > 3 else "")
+
+
+def _sqnr(layer: dict[str, Any], exact: set[str]) -> str:
+    if layer.get("sqnr_db") is None:
+        return "exact" if layer["name"] in exact else "-"
+    return f"{layer['sqnr_db']:.1f}"
+
+
+def _speedup(value: float | None) -> str:
+    return f"{value:.2f}x" if value else "-"
+
+
+def _num(value: float | None, spec: str) -> str:
+    return "-" if value is None else format(value, spec)

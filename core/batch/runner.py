@@ -1,0 +1,214 @@
+"""``run_batch``: convert every model of a folder or manifest, resumably, with one recipe.
+
+The driver owns OUTDIR while it runs (an exclusive lock), the ledger, and the schedule:
+it hands at most ``slots`` models to the executor, records each final outcome in one
+ledger transaction, and retries transient failures. On start and at the end it removes
+temporary files that killed workers left in OUTDIR, so an interrupted batch never leaves
+a half-written artifact behind.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import logging
+import os
+import shutil
+import time
+from collections import deque
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal, Protocol
+
+from onnxsmith.batch.jobs import Job, discover_jobs
+from onnxsmith.batch.ledger import LEDGER_NAME, Ledger
+from onnxsmith.batch.outcome import NUMBER_KEYS, Outcome
+from onnxsmith.batch.summary import BatchSummary, ModelResult, write_summaries
+from onnxsmith.batch.worker import WorkerSettings
+from onnxsmith.errors import InputError, OnnxsmithError
+from onnxsmith.recipe import Recipe
+
+__all__ = ["BatchEvents", "BatchInterrupted", "BatchOptions", "run_batch"]
+
+logger = logging.getLogger(__name__)
+
+LOCK_NAME = ".batch.lock"
+LOG_DIR = "logs"
+TEMP_PREFIX = ".onnxsmith-"  # what modelio's atomic writes name their temporary files
+
+
+@dataclass(frozen=True)
+class BatchOptions:
+    """How to run a batch; none of these change the artifacts (the recipe does)."""
+
+    executor: Literal["local", "ray"] = "local"
+    workers: int | None = None  # local: CPU count; ray: the cluster's CPUs
+    timeout_s: float | None = 3600.0
+    memory_mb: int | None = None  # None: physical memory / workers; 0: no limit
+    retries: int = 1
+    resume: bool = True
+    latency_rounds: int = 15
+    ray_address: str | None = None
+
+
+class BatchEvents(Protocol):
+    """Progress callbacks, called on the driver's main thread."""
+
+    def planned(self, total: int, skipped: int) -> None: ...
+
+    def started(self, job: Job, attempt: int) -> None: ...
+
+    def finished(self, result: ModelResult) -> None: ...
+
+
+class Executor(Protocol):
+    slots: int
+
+    def submit(self, job: Job) -> None: ...
+
+    def next_done(self) -> tuple[Job, Outcome]: ...
+
+    def close(self) -> None: ...
+
+
+class BatchInterrupted(OnnxsmithError):
+    """Ctrl-C or SIGTERM stopped the batch; finished models are in the ledger."""
+
+    exit_code = 130
+
+
+def run_batch(source: Path, outdir: Path, recipe: Recipe, options: BatchOptions, events: BatchEvents | None = None) -> BatchSummary:
+    """Convert every model under ``source`` (a folder or a manifest) into ``outdir``."""
+    jobs = discover_jobs(source, outdir, recipe)
+    outdir.mkdir(parents=True, exist_ok=True)
+    with _exclusive(outdir):
+        _remove_temporaries(outdir)
+        ledger = Ledger(outdir / LEDGER_NAME)
+        try:
+            stale = ledger.interrupt_running("the batch stopped while this model was running")
+            if stale:
+                logger.warning("%d model(s) were running when the previous batch stopped; they run again", stale)
+            summary = _Schedule(jobs, ledger, options, outdir, events).run()
+        finally:
+            ledger.close()
+            _remove_temporaries(outdir)
+            _remove_empty_dirs(outdir / LOG_DIR)
+        write_summaries(summary, outdir)
+    return summary
+
+
+class _Schedule:
+    """The driver loop of one batch: skip what is done, keep the executor's slots full, record."""
+
+    def __init__(self, jobs: list[Job], ledger: Ledger, options: BatchOptions, outdir: Path, events: BatchEvents | None) -> None:
+        self.jobs, self.ledger, self.options, self.outdir, self.events = jobs, ledger, options, outdir, events
+        self.results: dict[str, ModelResult] = {}
+        self.attempts: dict[str, int] = {}
+        self.seconds: dict[str, float] = {}
+
+    def run(self) -> BatchSummary:
+        start = time.monotonic()
+        todo = deque(job for job in self.jobs if not self._skip(job))
+        planned = len(todo)
+        if self.events:
+            self.events.planned(len(self.jobs), len(self.jobs) - planned)
+        if todo:
+            executor = self._executor()
+            try:
+                self._drive(executor, todo)
+            except KeyboardInterrupt:
+                self.ledger.interrupt_running("interrupted (Ctrl-C or SIGTERM)")
+                done = sum(r.status != "skipped" for r in self.results.values())
+                raise BatchInterrupted(
+                    f"interrupted with {done} of {planned} models finished",
+                    f"run the same command again to finish the rest (ledger: {self.ledger.path})",
+                ) from None
+            finally:
+                executor.close()
+        return BatchSummary(outdir=str(self.outdir), executor=self.options.executor, seconds=time.monotonic() - start,
+                            models=[self.results[job.key] for job in self.jobs])
+
+    def _skip(self, job: Job) -> bool:
+        if not (self.options.resume and self.ledger.is_done(job) and job.output.is_file()):
+            return False
+        row = self.ledger.row(job.key) or {}
+        self.results[job.key] = ModelResult(job.key, job.source, "skipped", seconds=row.get("seconds"), attempts=row.get("attempts", 0),
+                                            numbers={k: row.get(k) for k in NUMBER_KEYS})
+        return True
+
+    def _drive(self, executor: Executor, todo: deque[Job]) -> None:
+        in_flight = 0
+        while todo or in_flight:
+            while todo and in_flight < executor.slots:
+                job = todo.popleft()
+                attempt = self.attempts[job.key] = self.attempts.get(job.key, 0) + 1
+                self.ledger.mark_running(job, attempt)
+                executor.submit(job)
+                in_flight += 1
+                if self.events:
+                    self.events.started(job, attempt)
+            job, outcome = executor.next_done()
+            in_flight -= 1
+            self.seconds[job.key] = self.seconds.get(job.key, 0.0) + outcome.seconds
+            if outcome.transient and self.attempts[job.key] <= self.options.retries:
+                logger.warning("%s: %s; retrying (attempt %d)", job.key, outcome.error, self.attempts[job.key] + 1)
+                todo.appendleft(job)
+                continue
+            self.ledger.record(job, outcome, self.seconds[job.key])
+            result = ModelResult(job.key, job.source, outcome.status, outcome.error, self.seconds[job.key],
+                                 self.attempts[job.key], dict(outcome.numbers))
+            self.results[job.key] = result
+            if self.events:
+                self.events.finished(result)
+
+    def _executor(self) -> Executor:
+        options = self.options
+        workers = options.workers
+        memory_mb = options.memory_mb
+        if memory_mb is None:
+            memory_mb = _physical_memory_mb() // (workers or os.cpu_count() or 1)
+        settings = WorkerSettings(timeout_s=options.timeout_s, memory_mb=memory_mb or None, latency_rounds=options.latency_rounds)
+        log_dir = self.outdir / LOG_DIR
+        if options.executor == "ray":
+            from onnxsmith.batch.ray_executor import RayExecutor
+
+            return RayExecutor(settings, log_dir, workers, options.ray_address)
+        from onnxsmith.batch.local import LocalExecutor
+
+        return LocalExecutor(settings, log_dir, workers or os.cpu_count() or 1)
+
+
+@contextlib.contextmanager
+def _exclusive(outdir: Path) -> Iterator[None]:
+    """Hold OUTDIR for this batch alone; the kernel drops the lock however the batch dies."""
+    with open(outdir / LOCK_NAME, "a") as lock:
+        try:
+            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise InputError(f"another batch is writing to {outdir}", "wait for it to finish, or choose another -o folder") from None
+        yield
+
+
+def _remove_temporaries(outdir: Path) -> None:
+    """Delete what killed workers left mid-write (only ever temporary files; artifacts are renamed in whole)."""
+    for path in sorted(outdir.rglob(TEMP_PREFIX + "*"), reverse=True):
+        if path.is_dir():
+            shutil.rmtree(path, ignore_errors=True)
+        else:
+            path.unlink(missing_ok=True)
+
+
+def _remove_empty_dirs(root: Path) -> None:
+    """Drop log folders left empty (logs are kept only for models that failed with output)."""
+    if not root.is_dir():
+        return
+    for folder in sorted((p for p in root.rglob("*") if p.is_dir()), key=lambda p: len(p.parts), reverse=True):
+        if not any(folder.iterdir()):
+            folder.rmdir()
+    if not any(root.iterdir()):
+        root.rmdir()
+
+
+def _physical_memory_mb() -> int:
+    return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") // (1024 * 1024)

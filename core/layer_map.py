@@ -1,0 +1,143 @@
+"""Naming what a runtime ran by the layers of the user's model.
+
+A runtime renames and fuses: ONNX Runtime's NCHWc Conv ``relu_nchwc`` computes the user's
+Conv, BatchNormalization and Relu; OpenVINO lists a fused layer's ``originalLayersNames``
+(node names, output tensor names or its own). Each runtime kernel brings *seeds*, the
+names it is known by; this module turns them into nodes of the profiled model, then into
+the original model's node names through the origin map stored in the model's metadata.
+
+1. A seed is a node name of the profiled model, or a tensor name (its producer), possibly
+   with a runtime suffix (``_nchwc``, ``/WithoutBiases``) that is stripped.
+2. A kernel owns the nodes its seeds name, plus the *cone* behind them: walking back from
+   their outputs, every producer of a tensor that no other kernel claims (a fused-away
+   BatchNormalization's input belongs to the Conv kernel that absorbed it).
+3. Its origin is the union of those nodes' origins; a kernel whose nodes all were inserted
+   by a pass says which; one with no node at all was inserted by the runtime (a layout
+   reorder).
+Dynamo-exported models name the PyTorch module of each node in metadata
+(``pkg.torch.onnx.name_scopes``); a layer reports its module when its nodes have one.
+"""
+
+from __future__ import annotations
+
+import ast
+from dataclasses import dataclass
+
+import onnx_ir as ir
+
+from onnxsmith.graph_stats import all_nodes
+from onnxsmith.origin import ORIGIN_METADATA_KEY, OriginMap
+
+__all__ = ["LayerMapper", "MappedLayer"]
+
+_SUFFIXES = ("_nchwc", "/WithoutBiases", "/sink_port_0")  # ORT NCHWc nodes; OpenVINO's split-off bias and results
+_NAME_SCOPES = "pkg.torch.onnx.name_scopes"
+_BOOKKEEPING = {"Constant", "Shape", "Squeeze", "Unsqueeze", "Reshape", "Concat", "Gather", "Cast", "Identity"}
+
+
+@dataclass(frozen=True)
+class MappedLayer:
+    """Where one runtime kernel comes from in the user's terms."""
+
+    nodes: tuple[str, ...]  # nodes of the profiled model, in graph order
+    op_types: tuple[str, ...]  # their op types
+    modules: tuple[str | None, ...]  # their PyTorch modules, for dynamo exports
+    origin: tuple[str, ...]  # node names of the original model
+    inserted_by: str | None  # the pass (or "runtime") that inserted it, when nothing original
+    tensor: str | None = None  # the layer's result: the first output of its last node
+
+    def head(self, op_type: str) -> int | None:
+        """Index of the node that names the layer: the first of the kernel's op type, else the
+        first that computes something (not Constant/Shape), else the first."""
+        if not self.nodes:
+            return None
+        for i, op in enumerate(self.op_types):
+            if op == op_type:
+                return i
+        return next((i for i, op in enumerate(self.op_types) if op not in _BOOKKEEPING), 0)
+
+    def name(self, op_type: str, fallback: str) -> str:
+        """The layer's name in the user's model: the head node when it stands for itself,
+        else its first original name; ``fallback`` (the runtime's name) when nothing maps."""
+        index = self.head(op_type)
+        if index is not None and self.nodes[index] in self.origin:
+            return self.nodes[index]
+        return self.origin[0] if self.origin else fallback
+
+    def module(self, op_type: str) -> str | None:
+        index = self.head(op_type)
+        return self.modules[index] if index is not None else None
+
+
+class LayerMapper:
+    """Maps seeds (runtime names) to the nodes and original names of ``model``."""
+
+    def __init__(self, model: ir.Model) -> None:
+        stored = model.metadata_props.get(ORIGIN_METADATA_KEY)
+        self._origin = OriginMap.from_json(stored) if stored else OriginMap()
+        self._nodes = {node.name: node for node in all_nodes(model) if node.name}
+        self._order = {name: i for i, name in enumerate(self._nodes)}
+        self._producer = {out.name: node.name for node in all_nodes(model) for out in node.outputs if node.name}
+
+    def resolve(self, seeds: list[str]) -> list[str]:
+        """Nodes of the model that ``seeds`` name (rule 1), in graph order."""
+        found: set[str] = set()
+        for seed in seeds:
+            for name in {seed, *(seed[: -len(s)] for s in _SUFFIXES if seed.endswith(s))}:
+                if name in self._nodes:
+                    found.add(name)
+                elif name in self._producer:
+                    found.add(self._producer[name])
+        return sorted(found, key=self._order.__getitem__)
+
+    def assign(self, seeds: dict[str, list[str]], fallback: dict[str, list[str]] | None = None) -> dict[str, MappedLayer]:
+        """Map every kernel (key) to its nodes and origins, cones included (rules 2 and 3).
+
+        ``fallback`` seeds are used for a kernel whose own seeds name nothing (the runtime's
+        tensors downstream of a kernel that only writes runtime-internal tensors)."""
+        fallback = fallback or {}
+        direct = {kernel: self.resolve(names) or self.resolve(fallback.get(kernel, [])) for kernel, names in seeds.items()}
+        claimed = {out.name for nodes in direct.values() for n in nodes for out in self._nodes[n].outputs}
+        return {kernel: self._describe(self._cone(nodes, claimed)) for kernel, nodes in direct.items()}
+
+    def _cone(self, nodes: list[str], claimed: set[str]) -> list[str]:
+        owned = set(nodes)
+        stack = list(nodes)
+        while stack:
+            for value in self._nodes[stack.pop()].inputs:
+                producer = self._producer.get(value.name) if value is not None else None
+                if producer is None or producer in owned or value.name in claimed:
+                    continue
+                owned.add(producer)
+                stack.append(producer)
+        return sorted(owned, key=self._order.__getitem__)
+
+    def _describe(self, nodes: list[str]) -> MappedLayer:
+        if not nodes:
+            return MappedLayer((), (), (), (), "runtime")
+        origin: list[str] = []
+        inserted = []
+        for name in nodes:
+            if name in self._origin.inserted_by:
+                inserted.append(self._origin.inserted_by[name])
+            for original in self._origin.origins.get(name, [name]):
+                if original not in origin:
+                    origin.append(original)
+        op_types = tuple(self._nodes[n].op_type for n in nodes)
+        modules = tuple(self._module(n) for n in nodes)
+        outputs = self._nodes[nodes[-1]].outputs
+        tensor = outputs[0].name if outputs else None
+        if len(inserted) == len(nodes):
+            return MappedLayer(tuple(nodes), op_types, modules, (), inserted[0], tensor)
+        return MappedLayer(tuple(nodes), op_types, modules, tuple(origin), None, tensor)
+
+    def _module(self, node: str) -> str | None:
+        """The PyTorch module a dynamo-exported node came from (its deepest name scope but the op's own)."""
+        text = self._nodes[node].metadata_props.get(_NAME_SCOPES)
+        if not text:
+            return None
+        try:
+            scopes = [s for s in ast.literal_eval(text) if s]
+        except (ValueError, SyntaxError):
+            return None
+        return scopes[-2] if len(scopes) >= 2 else None

@@ -1,0 +1,146 @@
+"""Two profiles side by side: per layer before/after time, and where accuracy breaks.
+
+Layers are matched through their original node names (``origin``): each layer of the
+*before* profile goes to the *after* layer sharing the most original names with it (ties:
+the earlier one), so a fusion of three layers into one gets the three layers' time as its
+``before_ms`` and no time is counted twice. Before layers that match nothing (removed by
+the optimization) are listed under ``compare.removed``.
+
+``sqnr_db`` compares each after layer's result tensor with the same tensor of the before
+model (fusions keep their pattern's output names) on the same feeds: 10*log10(|ref|^2 /
+|after - ref|^2), accumulated over the feeds. The tensors are read a chunk at a time, each
+chunk made graph outputs of a copy of the model, so memory stays bounded on big models
+(marking every tensor as an output at once runs out of memory). ``first_divergence`` is the
+first layer, in execution order, whose SQNR is below the threshold: where to look first.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterator
+
+import numpy as np
+import onnx_ir as ir
+
+from onnxsmith.backend import Backend
+from onnxsmith.profile import Layer, Profile
+from onnxsmith.runtime import with_outputs
+
+__all__ = ["DEFAULT_THRESHOLD_DB", "compare_profiles", "tensor_sqnr"]
+
+DEFAULT_THRESHOLD_DB = 30.0
+CHUNK = 64  # intermediate tensors read per session
+
+
+def compare_profiles(
+    before: Profile,
+    after: Profile,
+    *,
+    sqnr: dict[str, float],
+    other: str,
+    threshold_db: float = DEFAULT_THRESHOLD_DB,
+) -> Profile:
+    """``after`` with every layer's before/after times, speedup and SQNR filled in, and a
+    ``compare`` summary naming ``other`` (the before model) and the first divergence."""
+    owner = _match(before.layers, after.layers)
+    before_ms: dict[str, float] = {}
+    removed = []
+    for layer in before.layers:
+        target = owner.get(layer.name)
+        if target is None:
+            removed.append({"name": layer.name, "op_type": layer.op_type, "before_ms": layer.median_ms})
+        else:
+            before_ms[target] = before_ms.get(target, 0.0) + layer.median_ms
+    for layer in after.layers:
+        layer.after_ms = layer.median_ms
+        layer.before_ms = before_ms.get(layer.name)
+        if layer.before_ms is not None and layer.after_ms > 0:
+            layer.speedup = layer.before_ms / layer.after_ms
+        layer.sqnr_db = sqnr.get(layer.tensor) if layer.tensor else None
+    diverged = next(
+        (layer for layer in sorted(after.layers, key=lambda l: l.order) if layer.sqnr_db is not None and layer.sqnr_db < threshold_db),
+        None,
+    )
+    after.compare = {
+        "other": other,
+        "before_ms": before.total.median_ms,
+        "after_ms": after.total.median_ms,
+        "speedup": before.total.median_ms / after.total.median_ms if after.total.median_ms > 0 else None,
+        "threshold_db": threshold_db,
+        "first_divergence": None if diverged is None else {"name": diverged.name, "tensor": diverged.tensor, "sqnr_db": diverged.sqnr_db},
+        "removed": removed,
+        # JSON writes an infinite SQNR as null, like a tensor not compared: name the identical ones
+        "exact": [layer.name for layer in after.layers if layer.sqnr_db == math.inf],
+    }
+    return after
+
+
+def _match(before: list[Layer], after: list[Layer]) -> dict[str, str]:
+    """Before layer name -> the after layer sharing the most original node names with it."""
+    by_origin: dict[str, list[Layer]] = {}
+    for layer in sorted(after, key=lambda l: l.order):
+        for name in layer.origin:
+            by_origin.setdefault(name, []).append(layer)
+    owner = {}
+    for layer in before:
+        counts: dict[str, tuple[int, int]] = {}
+        for name in layer.origin:
+            for candidate in by_origin.get(name, []):
+                shared, _ = counts.get(candidate.name, (0, candidate.order))
+                counts[candidate.name] = (shared + 1, candidate.order)
+        if counts:
+            owner[layer.name] = max(counts, key=lambda n: (counts[n][0], -counts[n][1]))
+    return owner
+
+
+def tensor_sqnr(
+    backend: Backend,
+    reference: ir.Model,
+    candidate: ir.Model,
+    feeds: list[dict[str, np.ndarray]],
+    names: list[str],
+    *,
+    chunk: int = CHUNK,
+) -> dict[str, float]:
+    """SQNR in dB of each float tensor in ``names`` that both models compute (+inf when equal)."""
+    available = _float_tensors(reference) & _float_tensors(candidate)
+    shared = [n for n in dict.fromkeys(names) if n in available]
+    result: dict[str, float] = {}
+    for part in _chunks(shared, chunk):
+        ref_session = backend.create_session(with_outputs(reference, part))
+        got_session = backend.create_session(with_outputs(candidate, part))
+        signal = dict.fromkeys(part, 0.0)
+        noise = dict.fromkeys(part, 0.0)
+        for feed in feeds:
+            for name, ref, got in zip(part, ref_session.run(part, feed), got_session.run(part, feed)):
+                if not np.issubdtype(np.asarray(ref).dtype, np.floating):
+                    continue  # a tensor whose type the model did not declare turned out not to be float
+                ref64, got64 = np.asarray(ref, np.float64), np.asarray(got, np.float64)
+                if ref64.shape != got64.shape:
+                    noise[name] = math.inf
+                    continue
+                signal[name] += float(np.sum(ref64 * ref64))
+                noise[name] += float(np.sum((got64 - ref64) ** 2)) if np.isfinite(got64).all() else math.inf
+        result.update({n: _db(signal[n], noise[n]) for n in part if signal[n] or noise[n]})
+    return result
+
+
+def _float_tensors(model: ir.Model) -> set[str]:
+    """Main-graph tensors that are float, or whose type the model does not declare."""
+    return {
+        out.name for node in model.graph for out in node.outputs
+        if out.name and (out.dtype is None or out.dtype.is_floating_point())
+    }
+
+
+def _chunks(items: list[str], size: int) -> Iterator[list[str]]:
+    for start in range(0, len(items), size):
+        yield items[start:start + size]
+
+
+def _db(signal: float, noise: float) -> float:
+    if noise == 0:
+        return math.inf
+    if signal == 0 or math.isinf(noise):
+        return -math.inf
+    return 10.0 * math.log10(signal / noise)

@@ -1,0 +1,43 @@
+"""Did ONNX Runtime really run integer kernels, or dequantize and run the float op?
+
+We let ONNX Runtime optimize the QDQ model for the provider (as it will at deployment),
+save the optimized graph, and count its integer ops against the float compute ops still
+fed by a DequantizeLinear.
+"""
+
+from __future__ import annotations
+
+import tempfile
+from pathlib import Path
+
+import onnx
+import onnx_ir as ir
+import onnxruntime as ort
+
+from onnxsmith.modelio import session_source
+
+__all__ = ["INTEGER_OPS", "integer_kernel_check"]
+
+INTEGER_OPS = frozenset({
+    "QLinearConv", "QLinearMatMul", "MatMulIntegerToFloat", "QGemm", "QLinearAdd", "QLinearMul", "QLinearConcat",
+    "QLinearSigmoid", "QLinearLeakyRelu", "QLinearSoftmax", "QLinearAveragePool", "QLinearGlobalAveragePool",
+    "QLinearWhere", "QLinearReduceMean", "ConvInteger", "MatMulInteger", "DynamicQuantizeMatMul", "NhwcQLinearConv",
+})
+COMPUTE_OPS = frozenset({"Conv", "ConvTranspose", "MatMul", "Gemm", "FusedConv", "FusedMatMul"})
+
+
+def integer_kernel_check(model: ir.Model, provider: str) -> tuple[dict[str, int], list[str]]:
+    """(counts of integer kernels and of float fallbacks, names of the fallback nodes)."""
+    with tempfile.TemporaryDirectory(prefix="onnxsmith-kernels-") as tmp:
+        target = Path(tmp) / "optimized.onnx"
+        options = ort.SessionOptions()
+        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_EXTENDED
+        options.optimized_model_filepath = str(target)
+        options.log_severity_level = 3
+        with session_source(model) as source:
+            ort.InferenceSession(source, sess_options=options, providers=[provider])
+        graph = onnx.load(str(target)).graph
+    produced_by_dq = {out for node in graph.node if node.op_type == "DequantizeLinear" for out in node.output}
+    integer = [n for n in graph.node if n.op_type in INTEGER_OPS]
+    fallback = [n.name for n in graph.node if n.op_type in COMPUTE_OPS and n.input and n.input[0] in produced_by_dq]
+    return {"int8_kernels": len(integer), "float_fallbacks": len(fallback)}, fallback

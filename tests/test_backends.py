@@ -1,0 +1,84 @@
+"""Backends: the registry and `onnxsmith backends`, capabilities, OpenVINO for real, and the
+GPU providers (which skip, with the reason, where no GPU or onnxruntime-gpu is present)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from conftest import FIXTURES, fixture_feeds, ort_outputs, run_cli
+from onnxsmith.backend import available_backends, get_backend
+from onnxsmith.errors import RecipeError
+from onnxsmith.modelio import load_onnx
+
+ALL = {"cpu", "cuda", "tensorrt", "openvino", "dml", "coreml"}
+
+
+def _usable(name: str):
+    ok, why = available_backends()[name]().available()
+    if not ok:
+        pytest.skip(f"backend '{name}' is not available here: {why}")
+    return get_backend(name)
+
+
+def test_backends_command_lists_every_backend_with_the_reason():
+    result = run_cli("backends", "--json")
+    assert result.code == 0, result.stderr
+    rows = {row["name"]: row for row in result.json()}
+    assert set(rows) >= ALL
+    assert rows["cpu"]["available"] and rows["cpu"]["reason"] == ""
+    for row in rows.values():
+        assert row["available"] or row["reason"], row
+    assert rows["tensorrt"]["gains_from_nm_sparsity"] and not rows["cpu"]["gains_from_nm_sparsity"]
+    assert "int8" in rows["tensorrt"]["precisions"] and "fp16" in rows["cuda"]["precisions"]
+    table = run_cli("backends")
+    assert table.code == 0 and "openvino" in table.stdout
+
+
+def test_unavailable_backend_is_a_one_line_error_naming_the_reason():
+    for name in ("dml", "coreml"):  # never on this Linux CPU machine
+        ok, why = available_backends()[name]().available()
+        assert not ok and why
+        with pytest.raises(RecipeError, match=name):
+            get_backend(name)
+
+
+def test_ort_capabilities_come_from_the_kernel_registry():
+    caps = get_backend("cpu").capabilities
+    assert {"Conv", "FusedConv", "QLinearConv", "MatMulNBits"} <= caps.ops
+    assert caps.quant_format == "qdq" and not caps.gains_from_nm_sparsity
+
+
+def test_openvino_runs_the_onnx_model_like_onnxruntime():
+    backend = _usable("openvino")
+    model, _ = load_onnx(FIXTURES / "cnn.onnx")
+    session = backend.create_session(model)
+    feeds = fixture_feeds("cnn", count=2)
+    for feed, expected in zip(feeds, ort_outputs(FIXTURES / "cnn.onnx", feeds), strict=True):
+        np.testing.assert_allclose(session.run(None, feed)[0], expected[0], rtol=1e-4, atol=1e-4)
+
+
+def test_openvino_profile_reports_exec_types_per_layer():
+    backend = _usable("openvino")
+    model, _ = load_onnx(FIXTURES / "cnn.onnx")
+    profile = backend.profile(model, fixture_feeds("cnn", count=2), runs=5, warmup=1)
+    assert profile.backend == "openvino" and profile.runs == 5
+    convs = [layer for layer in profile.layers if layer.op_type == "Conv"]
+    assert len(convs) == 3
+    for layer in convs:
+        assert layer.kernel.lower().endswith("_f32") and layer.precision == "fp32"  # the kernel OpenVINO chose
+        assert layer.provider == "openvino:CPU" and layer.flops > 0 and layer.params > 0
+    assert {"node_conv2d", "node_conv2d_1", "node_conv2d_2"} <= {n for layer in convs for n in layer.origin}
+    assert all(layer.origin or layer.inserted_by == "runtime" for layer in profile.layers)
+
+
+@pytest.mark.parametrize("name", ["cuda", "tensorrt"])
+def test_gpu_provider_profiles_on_the_gpu(name):
+    backend = _usable(name)  # skips with the reason where onnxruntime-gpu or a GPU is missing
+    model, _ = load_onnx(FIXTURES / "cnn.onnx")
+    profile = backend.profile(model, fixture_feeds("cnn", count=2), runs=5, warmup=2)
+    providers = {layer.provider for layer in profile.layers}
+    assert backend.provider in providers, providers
+    feeds = fixture_feeds("cnn", count=1)
+    np.testing.assert_allclose(backend.create_session(model).run(None, feeds[0])[0],
+                               ort_outputs(FIXTURES / "cnn.onnx", feeds)[0][0], rtol=1e-2, atol=1e-2)
