@@ -22,6 +22,7 @@ import onnx_ir as ir
 
 from onnxsmith.flops import TensorInfo, kernel_bytes, kernel_flops, precision_of
 from onnxsmith.layer_map import LayerMapper
+from onnxsmith.report import json_safe
 
 __all__ = ["KernelRun", "Layer", "Measurement", "Profile", "Totals", "build_profile", "peak_rss_mb"]
 
@@ -135,7 +136,7 @@ class Profile:
         }
         if self.compare is not None:
             result["compare"] = self.compare
-        return _finite(result)
+        return json_safe(result)
 
 
 def build_profile(measurement: Measurement, model: ir.Model, *, warmup: int) -> Profile:
@@ -203,17 +204,6 @@ def peak_rss_mb() -> float | None:
         return None
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     return peak / 1024 / 1024 if sys.platform == "darwin" else peak / 1024  # bytes on macOS, KiB on Linux
-
-
-def _finite(value: Any) -> Any:
-    """JSON has no infinity: an SQNR of identical tensors (+inf) is written as null."""
-    if isinstance(value, float):
-        return value if math.isfinite(value) else None
-    if isinstance(value, dict):
-        return {k: _finite(v) for k, v in value.items()}
-    if isinstance(value, list):
-        return [_finite(v) for v in value]
-    return value
 
 
 def _percentile(values: list[float], q: float) -> float:

@@ -13,7 +13,7 @@ import math
 from dataclasses import dataclass, field
 from typing import Any
 
-__all__ = ["SCHEMA_VERSION", "OutputReport", "PassRecord", "Report", "Summary"]
+__all__ = ["SCHEMA_VERSION", "OutputReport", "PassRecord", "Report", "Summary", "json_safe"]
 
 SCHEMA_VERSION = 1
 
@@ -74,17 +74,18 @@ class Report:
         data = dataclasses.asdict(self)
         ordered = {"schema_version": data.pop("schema_version")}
         ordered.update(data)
-        return _finite(ordered)
+        return json_safe(ordered)
 
     def to_json(self) -> str:
         return json.dumps(self.to_dict(), indent=2, allow_nan=False) + "\n"
 
 
-def _finite(value: Any) -> Any:
+def json_safe(value: Any) -> Any:
+    """``value`` with non-finite floats replaced by None: JSON has no infinity or NaN."""
     if isinstance(value, float):
         return value if math.isfinite(value) else None
     if isinstance(value, dict):
-        return {k: _finite(v) for k, v in value.items()}
+        return {k: json_safe(v) for k, v in value.items()}
     if isinstance(value, (list, tuple)):
-        return [_finite(v) for v in value]
+        return [json_safe(v) for v in value]
     return value

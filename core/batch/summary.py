@@ -10,13 +10,13 @@ import csv
 import dataclasses
 import io
 import json
-import math
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
 from onnxsmith.batch.outcome import NUMBER_KEYS
 from onnxsmith.modelio import write_text_atomic
+from onnxsmith.report import json_safe
 
 __all__ = ["SUMMARY_SCHEMA_VERSION", "BatchSummary", "ModelResult", "write_summaries"]
 
@@ -54,7 +54,7 @@ class BatchSummary:
         return {status: sum(m.status == status for m in self.models) for status in STATUSES}
 
     def to_dict(self) -> dict[str, Any]:
-        return _finite({
+        return json_safe({
             "schema_version": SUMMARY_SCHEMA_VERSION,
             "outdir": self.outdir,
             "executor": self.executor,
@@ -111,12 +111,3 @@ def _num(n: int | None) -> str:
     return "" if n is None else f"{n:,}"
 
 
-def _finite(value: Any) -> Any:
-    """JSON has no infinity or NaN: write null (as the run report does)."""
-    if isinstance(value, float):
-        return value if math.isfinite(value) else None
-    if isinstance(value, dict):
-        return {k: _finite(v) for k, v in value.items()}
-    if isinstance(value, list):
-        return [_finite(v) for v in value]
-    return value
