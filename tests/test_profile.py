@@ -222,7 +222,8 @@ def test_every_format_is_written(tmp_path):
     keys = {"name", "origin", "op_type", "kernel", "provider", "median_ms", "p90_ms", "share", "flops", "params", "bytes", "precision"}
     assert all(keys <= layer.keys() and "sqnr_db" not in layer for layer in profile["layers"])
     rows = list(csv.DictReader(io.StringIO(outputs["csv"])))
-    assert [r["name"] for r in rows] == [layer["name"] for layer in profile["layers"]]
+    # separate profiling runs: layers of near-equal time may swap places, so compare as sets
+    assert sorted(r["name"] for r in rows) == sorted(layer["name"] for layer in profile["layers"])
     assert outputs["md"].startswith("### Profile on `cpu`") and len(outputs["md"].splitlines()) < 30
     assert summary.read_text().count("### Profile on `cpu`") == 4  # appended by every run
     assert "<svg" in outputs["html"] and "<script" not in outputs["html"] and "http://" not in outputs["html"].replace(
