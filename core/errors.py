@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 __all__ = [
+    "first_line",
     "OnnxsmithError",
     "InputError",
     "RecipeError",
@@ -52,3 +53,9 @@ class AccuracyBudgetExceeded(OnnxsmithError):
     """The optimized model drifted further from the original than the budget allows."""
 
     exit_code = 4
+
+
+def first_line(error: BaseException, limit: int = 200) -> str:
+    """The first line of an exception's message (its type name if it has none), for one-line errors."""
+    text = str(error).strip()
+    return text.splitlines()[0][:limit] if text else type(error).__name__

@@ -16,7 +16,7 @@ import numpy as np
 
 from onnxsmith.backend import Session
 
-__all__ = ["LatencyStats", "measure_interleaved"]
+__all__ = ["LatencyStats", "measure_interleaved", "percentile"]
 
 
 @dataclass
@@ -45,7 +45,7 @@ def measure_interleaved(
     for r in range(rounds):
         for name in names if r % 2 == 0 else reversed(names):
             samples[name].append(_time_block(sessions[name], feed, inner) * 1000.0)
-    return {n: LatencyStats(statistics.median(s), _percentile(s, 90), rounds) for n, s in samples.items()}
+    return {n: LatencyStats(statistics.median(s), percentile(s, 90), rounds) for n, s in samples.items()}
 
 
 def _time_block(session: Session, feed: dict[str, np.ndarray], inner: int) -> float:
@@ -55,5 +55,6 @@ def _time_block(session: Session, feed: dict[str, np.ndarray], inner: int) -> fl
     return (time.perf_counter() - start) / inner
 
 
-def _percentile(values: list[float], q: float) -> float:
-    return float(np.percentile(np.asarray(values), q))
+def percentile(values: list[float], q: float) -> float:
+    """The q-th percentile of ``values`` (NaN when there are none)."""
+    return float(np.percentile(np.asarray(values), q)) if values else math.nan

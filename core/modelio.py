@@ -21,7 +21,7 @@ import onnx
 import onnx_ir as ir
 from google.protobuf.message import DecodeError
 
-from onnxsmith.errors import InputError
+from onnxsmith.errors import InputError, first_line
 
 __all__ = [
     "EXTERNAL_DATA_THRESHOLD",
@@ -98,7 +98,7 @@ def load_onnx(path: str | os.PathLike) -> tuple[ir.Model, list[Path]]:
     try:
         onnx.checker.check_model(str(path))  # by path, so external data resolves beside the model
     except onnx.checker.ValidationError as e:
-        first = str(e).strip().splitlines()[0][:200]
+        first = first_line(e)
         raise InputError(
             f"{path} is not a valid ONNX model: {first}",
             "re-export it; if it was copied, it may be truncated",

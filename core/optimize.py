@@ -15,7 +15,7 @@ from onnxsmith import __version__
 from onnxsmith.backend import get_backend
 from onnxsmith.context import Context
 from onnxsmith.data import Dataset, ImageOptions, InputSpec, load_dataset, model_inputs, random_dataset, split_dataset
-from onnxsmith.errors import AccuracyBudgetExceeded, DataError, InputError
+from onnxsmith.errors import AccuracyBudgetExceeded, DataError, InputError, first_line
 from onnxsmith.graph_stats import graph_stats
 from onnxsmith.latency import measure_interleaved
 from onnxsmith.metrics import OutputDrift
@@ -137,13 +137,13 @@ def _reference_outputs(model: Model, evaluation: Dataset) -> list:
     try:
         session = make_session(model.ir, optimize=False)
     except Exception as e:  # onnxruntime raises its own Fail/InvalidGraph types
-        first = str(e).strip().splitlines()[0][:200]
+        first = first_line(e)
         raise InputError(f"ONNX Runtime cannot load the model: {first}", "check that every op and opset it uses is one ONNX Runtime supports") from None
     try:
         return run_all(session, evaluation.feeds())
     except Exception as e:  # onnxruntime raises its own Fail/InvalidArgument types
         shapes = ", ".join(f"{k} {'x'.join(map(str, v.shape))}" for k, v in evaluation.feeds()[0].items())
-        first = str(e).strip().splitlines()[0][:200]
+        first = first_line(e)
         fix = ("give real sizes for its dynamic dims with --input-shape (or data with --calib)" if evaluation.random
                else "check that the data matches what the model expects")
         raise DataError(f"the original model fails on the evaluation feeds ({shapes}): {first}", fix) from None

@@ -18,7 +18,7 @@ import onnx
 import onnx_ir as ir
 
 from onnxsmith.context import Context
-from onnxsmith.errors import OnnxsmithError, PassFailure
+from onnxsmith.errors import OnnxsmithError, PassFailure, first_line
 from onnxsmith.graph_stats import count_nodes
 from onnxsmith.metrics import OutputDrift, compare_outputs, drift, within_tolerance
 from onnxsmith.model import Model
@@ -92,7 +92,7 @@ class Pipeline:
             except Exception as e:
                 logger.debug("pass %s raised", pass_.name, exc_info=True)
                 raise PassFailure(
-                    f"pass '{pass_.name}' failed: {type(e).__name__}: {str(e).strip().splitlines()[0] if str(e).strip() else ''}",
+                    f"pass '{pass_.name}' failed: {type(e).__name__}: {first_line(e)}",
                     "leave it out of the pipeline, or rerun with --debug and report the traceback",
                 ) from e
             seconds = time.perf_counter() - start
@@ -124,7 +124,7 @@ class Pipeline:
                 onnx.checker.check_model(ir.to_proto(model.ir))
             session = make_session(model.ir, optimize=False)
         except Exception as e:
-            first = str(e).strip().splitlines()[0][:300] if str(e).strip() else type(e).__name__
+            first = first_line(e, 300)
             raise PassFailure(
                 f"pass '{pass_.name}' produced a model that does not load: {first}",
                 "leave the pass out and report the problem with --debug output",

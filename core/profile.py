@@ -11,17 +11,16 @@ layers explain. JSON keys are part of the report schema: rename nothing.
 
 from __future__ import annotations
 
-import math
 import statistics
 import sys
 from dataclasses import dataclass, field
 from typing import Any
 
-import numpy as np
 import onnx_ir as ir
 
 from onnxsmith.flops import TensorInfo, kernel_bytes, kernel_flops, precision_of
 from onnxsmith.layer_map import LayerMapper
+from onnxsmith.latency import percentile
 from onnxsmith.report import json_safe
 
 __all__ = ["KernelRun", "Layer", "Measurement", "Profile", "Totals", "build_profile", "peak_rss_mb"]
@@ -169,7 +168,7 @@ def build_profile(measurement: Measurement, model: ir.Model, *, warmup: int) -> 
             kernel=kernel.kernel,
             provider=kernel.provider,
             median_ms=median,
-            p90_ms=_percentile(kernel.times_ms, 90),
+            p90_ms=percentile(kernel.times_ms, 90),
             share=median / medians_sum if medians_sum > 0 else 0.0,
             flops=flops,
             params=kernel.params,
@@ -187,7 +186,7 @@ def build_profile(measurement: Measurement, model: ir.Model, *, warmup: int) -> 
     e2e = statistics.median(measurement.e2e_ms) if runs else 0.0
     totals = Totals(
         median_ms=e2e,
-        p90_ms=_percentile(measurement.e2e_ms, 90),
+        p90_ms=percentile(measurement.e2e_ms, 90),
         layers_sum_ms=layers_sum,
         coverage=layers_sum / e2e if e2e > 0 else 0.0,
         session_ms=measurement.session_ms,
@@ -205,6 +204,3 @@ def peak_rss_mb() -> float | None:
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     return peak / 1024 / 1024 if sys.platform == "darwin" else peak / 1024  # bytes on macOS, KiB on Linux
 
-
-def _percentile(values: list[float], q: float) -> float:
-    return float(np.percentile(np.asarray(values), q)) if values else math.nan

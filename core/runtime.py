@@ -7,6 +7,7 @@ session options are set in one place.
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
+from pathlib import Path
 
 import numpy as np
 import onnx_ir as ir
@@ -14,7 +15,7 @@ import onnxruntime as ort
 
 from onnxsmith.modelio import session_source
 
-__all__ = ["Outputs", "make_session", "run_all", "with_outputs"]
+__all__ = ["Outputs", "make_session", "run_all", "save_runtime_graph", "with_outputs"]
 
 Outputs = dict[str, np.ndarray]
 
@@ -64,3 +65,16 @@ def with_outputs(model: ir.Model, names: list[str]) -> ir.Model:
     copy.graph.outputs.clear()
     copy.graph.outputs.extend(values[n] for n in names)
     return copy
+
+
+def save_runtime_graph(
+    model: ir.Model, target: Path, *, providers: Sequence[str | tuple[str, dict]], level: ort.GraphOptimizationLevel
+) -> None:
+    """Let ONNX Runtime optimize ``model`` for ``providers`` at ``level`` and save the graph it
+    would run to ``target`` (weights over 1 GiB go to ``<target>.data``)."""
+    options = ort.SessionOptions()
+    options.graph_optimization_level = level
+    options.optimized_model_filepath = str(target)
+    options.add_session_config_entry("session.optimized_model_external_initializers_file_name", target.name + ".data")
+    options.add_session_config_entry("session.optimized_model_external_initializers_min_size_in_bytes", str(1 << 30))
+    make_session(model, providers=providers, session_options=options)

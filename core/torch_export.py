@@ -16,7 +16,7 @@ from typing import Any
 
 import onnx_ir as ir
 
-from onnxsmith.errors import InputError
+from onnxsmith.errors import InputError, first_line
 
 __all__ = ["export_factory", "export_pt2"]
 
@@ -65,7 +65,7 @@ def _export(model: Any, args: tuple | None) -> ir.Model:
     try:
         program = torch.onnx.export(model, args, dynamo=True, verbose=False)
     except Exception as e:
-        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        first = first_line(e)
         raise InputError(f"torch.onnx.export failed: {first}", "check that the model runs on the given input shapes") from None
     return program.model
 

@@ -9,7 +9,7 @@ import onnx.version_converter
 import onnx_ir as ir
 
 from onnxsmith.context import Context
-from onnxsmith.errors import PassFailure
+from onnxsmith.errors import PassFailure, first_line
 from onnxsmith.pass_base import Pass, PassResult
 from onnxsmith.registry import register_pass
 
@@ -48,7 +48,7 @@ class OpsetPass(Pass):
         try:
             converted = onnx.version_converter.convert_version(proto, self.version)
         except Exception as e:  # the converter raises RuntimeError or bare C++ errors
-            reason = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+            reason = first_line(e)
             raise PassFailure(
                 f"pass 'opset': onnx's version converter cannot take this model from opset {current} to {self.version}: {reason}",
                 "choose a version that has every op the model uses (often: no lower than the model's own)",

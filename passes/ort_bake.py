@@ -20,9 +20,9 @@ import onnxruntime as ort
 from onnxsmith.context import Context
 from onnxsmith.errors import RecipeError
 from onnxsmith.graph_stats import count_nodes
-from onnxsmith.modelio import session_source
 from onnxsmith.pass_base import Pass, PassResult
 from onnxsmith.registry import register_pass
+from onnxsmith.runtime import save_runtime_graph
 
 __all__ = ["OrtBakePass"]
 
@@ -53,14 +53,7 @@ class OrtBakePass(Pass):
             raise RecipeError(f"ort-bake needs an ONNX Runtime backend, not '{name}'", "use --backend cpu (or cuda/tensorrt)")
         with tempfile.TemporaryDirectory(prefix="onnxsmith-bake-") as tmp:
             target = Path(tmp) / "baked.onnx"
-            options = ort.SessionOptions()
-            options.graph_optimization_level = _LEVELS[self.level]
-            options.optimized_model_filepath = str(target)
-            options.add_session_config_entry("session.optimized_model_external_initializers_file_name", "baked.onnx.data")
-            options.add_session_config_entry("session.optimized_model_external_initializers_min_size_in_bytes", str(1 << 30))
-            options.log_severity_level = 3
-            with session_source(model) as source:
-                ort.InferenceSession(source, sess_options=options, providers=[provider])
+            save_runtime_graph(model, target, providers=[provider], level=_LEVELS[self.level])
             baked = ir.load(target)
             ir.external_data.load_to_model(baked)
         baked.metadata_props.update(model.metadata_props)

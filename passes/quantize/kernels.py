@@ -14,7 +14,7 @@ import onnx
 import onnx_ir as ir
 import onnxruntime as ort
 
-from onnxsmith.modelio import session_source
+from onnxsmith.runtime import save_runtime_graph
 
 __all__ = ["INTEGER_OPS", "integer_kernel_check"]
 
@@ -30,13 +30,8 @@ def integer_kernel_check(model: ir.Model, provider: str) -> tuple[dict[str, int]
     """(counts of integer kernels and of float fallbacks, names of the fallback nodes)."""
     with tempfile.TemporaryDirectory(prefix="onnxsmith-kernels-") as tmp:
         target = Path(tmp) / "optimized.onnx"
-        options = ort.SessionOptions()
-        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_EXTENDED
-        options.optimized_model_filepath = str(target)
-        options.log_severity_level = 3
-        with session_source(model) as source:
-            ort.InferenceSession(source, sess_options=options, providers=[provider])
-        graph = onnx.load(str(target)).graph
+        save_runtime_graph(model, target, providers=[provider], level=ort.GraphOptimizationLevel.ORT_ENABLE_EXTENDED)
+        graph = onnx.load(str(target), load_external_data=False).graph
     produced_by_dq = {out for node in graph.node if node.op_type == "DequantizeLinear" for out in node.output}
     integer = [n for n in graph.node if n.op_type in INTEGER_OPS]
     fallback = [n.name for n in graph.node if n.op_type in COMPUTE_OPS and n.input and n.input[0] in produced_by_dq]
