@@ -27,6 +27,9 @@ class PassResult(ir.passes.PassResult):
     counts: dict[str, int] = dataclasses.field(default_factory=dict)
     notes: list[str] = dataclasses.field(default_factory=list)
     warnings: list[str] = dataclasses.field(default_factory=list)  # things the user must know
+    # One JSON-able dict per layer the pass touched, keyed by the layer's node name, e.g.
+    # {"layer": "conv1", "sparsity": 0.5, "params_before": 864, "params_after": 432, ...}.
+    layers: list[dict[str, Any]] = dataclasses.field(default_factory=list)
 
 
 @dataclasses.dataclass(frozen=True)

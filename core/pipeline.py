@@ -111,6 +111,7 @@ class Pipeline:
                 counts=result.counts,
                 notes=result.notes,
                 warnings=result.warnings,
+                layers=result.layers,
             )
             records.append(record)
             for instrument in self.instruments:

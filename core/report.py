@@ -33,6 +33,7 @@ class PassRecord:
     counts: dict[str, int] = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
+    layers: list[dict[str, Any]] = field(default_factory=list)  # per-layer records of the pass
 
 
 @dataclass
