@@ -17,9 +17,13 @@ from dataclasses import dataclass, field
 import numpy as np
 import onnx_ir as ir
 
-from onnxsmith.runtime import make_session, with_outputs
+from onnxsmith.context import Context
+from onnxsmith.metrics import compare_outputs, drift
+from onnxsmith.runtime import make_session, run_all, with_outputs
 
-__all__ = ["GuardResult", "layer_sensitivity", "search_float_layers"]
+__all__ = ["DEFAULT_BUDGET", "GuardResult", "guard_budget", "layer_sensitivity", "search_float_layers"]
+
+DEFAULT_BUDGET = 0.05  # drift (onnxsmith.metrics.drift) the guard allows when the recipe sets none
 
 
 @dataclass
@@ -28,6 +32,44 @@ class GuardResult:
     drift: float
     kept_float: list[tuple[str, float]] = field(default_factory=list)  # (node, sensitivity)
     probes: int = 1
+    notes: list[str] = field(default_factory=list)
+
+
+def guard_budget(
+    float_model: ir.Model,
+    quantized: ir.Model,
+    layers: list[ir.Node],
+    quantize: Callable[[list[str]], ir.Model],
+    ctx: Context,
+) -> GuardResult:
+    """Keep the fewest, most sensitive ``layers`` in float so the held-out drift meets the budget.
+
+    ``quantize(names)`` rebuilds the quantized model with ``names`` left in float; any mode
+    (int8 static, dynamic...) can be guarded this way. Without evaluation data the model
+    is returned as is, with a note saying the guard could not run.
+    """
+    if ctx.evaluation is None or ctx.reference is None:
+        return GuardResult(quantized, float("nan"), probes=0, notes=["guard: no held-out data, so the drift was not checked"])
+    budget = ctx.max_drift if ctx.max_drift is not None else DEFAULT_BUDGET
+    feeds = ctx.evaluation.feeds()
+
+    def evaluate(candidate: ir.Model) -> float:
+        return drift(compare_outputs(ctx.reference, run_all(make_session(candidate, optimize=False), feeds)))
+
+    value = evaluate(quantized)
+    if value <= budget:
+        return GuardResult(quantized, value, probes=1)
+    calibration = ctx.require_calibration("quantize")
+    sensitivity = layer_sensitivity(float_model, quantized, layers, calibration.feeds())
+    ranked = sorted(sensitivity.items(), key=lambda item: -item[1])
+    result = search_float_layers(ranked, quantize, evaluate, budget)
+    result.probes += 1
+    result.notes.append(f"guard: drift {value:.4g} with every layer quantized exceeds the budget {budget:g}; "
+                        f"{len(result.kept_float)} most sensitive layer(s) kept in float, drift now {result.drift:.4g}")
+    if result.drift > budget:
+        result.notes.append(f"guard: the budget {budget:g} is not reachable on this model; the artifact is mostly float")
+    result.notes.extend(f"kept in float: {name} (sensitivity {s:.4g})" for name, s in result.kept_float)
+    return result
 
 
 def layer_sensitivity(

@@ -1,0 +1,97 @@
+"""int8 static quantization (QDQ): calibrate, write QDQ, guard the budget, check kernels.
+
+1. Convert to opset 13 if per-channel weights need it (quantize_static does not, and
+   writes an invalid model).
+2. Calibrate the activations around the ops the backend runs in integer kernels
+   (``Capabilities.int8_ops``), with ``calibration=minmax|percentile|entropy|mse``.
+3. Write QDQ: int8 symmetric per-channel weights, activations as the backend prefers
+   (uint8 asymmetric on ONNX Runtime CPU), int32 biases.
+4. Guard (on by default): if the held-out drift exceeds the budget (``accuracy.max_drift``,
+   default DEFAULT_BUDGET), keep the most sensitive layers in float (guard.py).
+5. Check with ONNX Runtime's optimized graph that integer kernels really run.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+import onnx
+import onnx_ir as ir
+
+from onnxsmith.context import Context
+from onnxsmith.pass_base import PassResult
+from onnxsmith.passes.quantize.calibration import collect_ranges
+from onnxsmith.passes.quantize.guard import guard_budget
+from onnxsmith.passes.quantize.kernels import integer_kernel_check
+from onnxsmith.passes.quantize.qdq import quantize_qdq, upgrade_for_per_channel
+
+if TYPE_CHECKING:
+    from onnxsmith.passes.quantize.quantize_pass import QuantizePass
+
+__all__ = ["WEIGHTED_OPS", "quantize_int8"]
+
+WEIGHTED_OPS = ("Conv", "ConvTranspose", "MatMul", "Gemm")
+
+
+def quantize_int8(options: QuantizePass, model: ir.Model, ctx: Context) -> PassResult:
+    """``model`` (untouched) quantized to int8 QDQ as ``self``'s options say."""
+    calibration = ctx.require_calibration(options.name)
+    capabilities = ctx.backend.capabilities if ctx.backend is not None else None
+    op_types = list(options.ops or (capabilities.int8_ops if capabilities else WEIGHTED_OPS))
+    activations = options.activations if options.activations != "auto" else (capabilities.int8_activations if capabilities else "uint8")
+    notes: list[str] = []
+    counts: dict[str, int] = {}
+
+    work = ir.from_proto(ir.to_proto(model))  # never touch the caller's model
+    if options.per_channel:
+        work, from_opset = upgrade_for_per_channel(work)
+        if from_opset is not None:
+            notes.append(f"converted from opset {from_opset} to 13: per-channel DequantizeLinear needs it")
+    tensors = _activation_tensors(work, op_types)
+    ranges = collect_ranges(work, tensors, calibration.feeds(), method=options.calibration, percentile=options.percentile,
+                            cache=ctx.activations)
+
+    def quantize(exclude: list[str]) -> ir.Model:
+        return quantize_qdq(work, ranges, op_types=op_types, exclude=[*options.exclude, *exclude],
+                            per_channel=options.per_channel, activations=activations)
+
+    quantized = quantize([])
+    kept: list[tuple[str, float]] = []
+    if options.guard:
+        layers = [n for n in work.graph if n.op_type in op_types and n.name not in options.exclude]
+        outcome = guard_budget(work, quantized, layers, quantize, ctx)
+        quantized, kept = outcome.model, outcome.kept_float
+        counts["guard_probes"] = outcome.probes
+        notes.extend(outcome.notes)
+
+    provider = getattr(ctx.backend, "provider", None)
+    if provider is not None:
+        kernel_counts, fallbacks = integer_kernel_check(quantized, provider)
+        counts.update(kernel_counts)
+        notes.extend(f"runs as float after DequantizeLinear on {provider}: {name}" for name in fallbacks[:10])
+    counts["layers_quantized"] = sum(1 for n in quantized.graph if n.op_type in WEIGHTED_OPS and _fed_by_dq(n))
+    counts["layers_float"] = len(kept) + len(options.exclude)
+    quantized.metadata_props.update(model.metadata_props)
+    return PassResult(quantized, modified=True, counts=counts, notes=notes)
+
+
+def _activation_tensors(model: ir.Model, op_types: list[str]) -> list[str]:
+    """Float tensors entering or leaving the ops to quantize (the ones needing a range)."""
+    inferred = onnx.shape_inference.infer_shapes(ir.to_proto(model))
+    types = {v.name: v.type.tensor_type.elem_type for v in [*inferred.graph.value_info, *inferred.graph.input, *inferred.graph.output]}
+    names: list[str] = []
+    for node in model.graph:
+        if node.op_type not in op_types:
+            continue
+        for value in [*node.inputs, *node.outputs]:
+            if value is None or value.const_value is not None or value.name in model.graph.initializers:
+                continue
+            if types.get(value.name) == onnx.TensorProto.FLOAT and value.name not in names:
+                names.append(value.name)
+    return names
+
+
+def _fed_by_dq(node: ir.Node) -> bool:
+    value = node.inputs[0] if node.inputs else None
+    producer = value.producer() if value is not None else None
+    return producer is not None and producer.op_type == "DequantizeLinear"
