@@ -22,6 +22,7 @@ def optimize(
     image_size: Annotated[str | None, typer.Option("--image-size", help="HxW that calibration images are resized to.")] = None,
     input_shape: Annotated[list[str] | None, typer.Option("--input-shape", help="Input shape, e.g. 1x3x224x224; repeat per input, in order.")] = None,
     max_drift: Annotated[float | None, typer.Option("--max-drift", help="Fail (exit 4) when the output drift exceeds this.")] = None,
+    metric: Annotated[str | None, typer.Option("--metric", help="Drift metric as package.module:function(reference, candidate) -> float (default: per-channel relative error).")] = None,
     seed: Annotated[int | None, typer.Option("--seed", help="Seed for data splits and random feeds.")] = None,
     latency_rounds: Annotated[int, typer.Option("--latency-rounds", min=0, help="Interleaved timing rounds (0 skips timing).")] = 15,
     profile_runs: Annotated[int, typer.Option("--profile-runs", min=0, help="Profile per layer before and after, this many runs each, into the report (0: off).")] = 0,
@@ -55,8 +56,9 @@ def optimize(
                        "image_size": list(parse_shape(image_size)) if image_size else None}
     calibration.update({k: v for k, v in calib_overrides.items() if v is not None})
     data["calibration"] = calibration
-    if max_drift is not None:
-        data["accuracy"] = {**(data.get("accuracy") or {}), "max_drift": max_drift}
+    accuracy_overrides = {"max_drift": max_drift, "metric": metric}
+    if any(v is not None for v in accuracy_overrides.values()):
+        data["accuracy"] = {**(data.get("accuracy") or {}), **{k: v for k, v in accuracy_overrides.items() if v is not None}}
     resolved_recipe = validate_recipe(data, where="command line" if recipe is None else str(recipe))
     resolved = resolved_recipe.resolved()
 

@@ -6,6 +6,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from onnxsmith.errors import DataError
+from onnxsmith.metrics import DriftMetric, default_drift
 
 if TYPE_CHECKING:
     from onnxsmith.backend import Backend
@@ -30,6 +31,13 @@ class Context:
     seed: int = 0
     max_drift: float | None = None  # the accuracy budget (recipe accuracy.max_drift); lossy passes guard it
     activations: dict[str, Any] = field(default_factory=dict)
+    metric: DriftMetric = default_drift  # what max_drift budgets; --metric package.module:function
+
+    def drift(self, candidate: list[Outputs]) -> float:
+        """The metric of ``candidate`` outputs (on ``evaluation``) against ``reference``."""
+        if self.reference is None:
+            raise ValueError("drift needs ctx.reference")
+        return self.metric(self.reference, candidate)
 
     def require_calibration(self, pass_name: str) -> Dataset:
         """The calibration set, or a DataError telling the user how to give one."""

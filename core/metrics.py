@@ -10,14 +10,30 @@ output we also report max abs error, cosine similarity and SQNR in dB over all s
 
 from __future__ import annotations
 
+import importlib
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
 
+from onnxsmith.errors import RecipeError
 from onnxsmith.runtime import Outputs
 
-__all__ = ["OutputDrift", "channel_error", "compare_outputs", "drift", "within_tolerance"]
+__all__ = [
+    "DriftMetric",
+    "OutputDrift",
+    "channel_error",
+    "compare_outputs",
+    "default_drift",
+    "drift",
+    "load_metric",
+    "within_tolerance",
+]
+
+# (reference outputs, candidate outputs), one dict per evaluation sample -> drift (0 = identical;
+# larger = worse). The accuracy budget ``max_drift`` is compared with this number.
+DriftMetric = Callable[[list[Outputs], list[Outputs]], float]
 
 
 @dataclass
@@ -79,6 +95,41 @@ def _sqnr_db(signal: float, noise: float) -> float:
 def drift(per_output: dict[str, OutputDrift]) -> float:
     """The single budgeted number: the worst output's per-channel relative error."""
     return max((d.channel_error for d in per_output.values()), default=0.0)
+
+
+def default_drift(reference: list[Outputs], candidate: list[Outputs]) -> float:
+    """The built-in DriftMetric: ``drift`` of ``compare_outputs``."""
+    return drift(compare_outputs(reference, candidate))
+
+
+def load_metric(spec: str | None) -> DriftMetric:
+    """The metric named ``package.module:function`` (imported only now), or the default for None.
+
+    The function takes (reference, candidate), two lists of {output name: ndarray}, one
+    dict per evaluation sample, and returns a float drift where 0 means identical.
+    """
+    if spec is None:
+        return default_drift
+    module_name, _, function_name = spec.partition(":")
+    fix = "give --metric as package.module:function, importable from where onnxsmith runs"
+    if not module_name or not function_name:
+        raise RecipeError(f"metric '{spec}' is not of the form package.module:function", fix)
+    try:
+        module = importlib.import_module(module_name)
+    except ImportError as e:
+        raise RecipeError(f"metric module '{module_name}' cannot be imported: {e}", fix) from e
+    function = getattr(module, function_name, None)
+    if not callable(function):
+        raise RecipeError(f"metric module '{module_name}' has no function '{function_name}'", fix)
+
+    def checked(reference: list[Outputs], candidate: list[Outputs]) -> float:
+        value = function(reference, candidate)
+        if isinstance(value, bool) or not isinstance(value, (int, float, np.floating, np.integer)) or math.isnan(value):
+            raise RecipeError(f"metric '{spec}' returned {value!r}, not a number", "return a float drift (0 = identical)")
+        return float(value)
+
+    checked.__name__ = spec
+    return checked
 
 
 def within_tolerance(reference: list[Outputs], candidate: list[Outputs], *, rtol: float, atol: float) -> str | None:

@@ -18,7 +18,7 @@ from onnxsmith.data import Dataset, ImageOptions, InputSpec, load_dataset, model
 from onnxsmith.errors import AccuracyBudgetExceeded, DataError, InputError, first_line
 from onnxsmith.graph_stats import graph_stats
 from onnxsmith.latency import measure_interleaved
-from onnxsmith.metrics import OutputDrift
+from onnxsmith.metrics import OutputDrift, load_metric
 from onnxsmith.model import Model
 from onnxsmith.modelio import EXTERNAL_DATA_THRESHOLD, model_bytes, save_onnx, write_text_atomic
 from onnxsmith.pipeline import Instrument, Pipeline
@@ -56,6 +56,7 @@ def optimize(source: str, output: str | Path, recipe: Recipe, options: OptimizeO
     output = Path(output)
     _refuse_overwriting_input(source, output)
     passes = recipe.build_passes()
+    metric = load_metric(recipe.accuracy.metric)
     backend = get_backend(recipe.backend)
     model = load_source(source, options.input_shapes)
     inputs = model_inputs(model.ir)
@@ -68,7 +69,7 @@ def optimize(source: str, output: str | Path, recipe: Recipe, options: OptimizeO
     profile_before = backend.profile(model.ir, evaluation.feeds(), runs=options.profile_runs) if options.profile_runs else None
 
     ctx = Context(backend=backend, calibration=calibration, evaluation=evaluation, reference=reference, seed=recipe.seed,
-                  max_drift=recipe.accuracy.max_drift)
+                  max_drift=recipe.accuracy.max_drift, metric=metric)
     result = Pipeline(passes, instruments=options.instruments).run(model, ctx)
 
     budget = recipe.accuracy.max_drift

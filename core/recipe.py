@@ -52,6 +52,11 @@ class CalibrationSpec(_Strict):
 
 class AccuracySpec(_Strict):
     max_drift: float | None = Field(None, ge=0, description="fail when the output drift exceeds this")
+    metric: str | None = Field(
+        None,
+        pattern=r"^[A-Za-z_][\w.]*:[A-Za-z_]\w*$",
+        description="package.module:function(reference, candidate) -> drift; default: onnxsmith's per-channel drift",
+    )
 
 
 class Recipe(_Strict):

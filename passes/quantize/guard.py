@@ -18,12 +18,11 @@ import numpy as np
 import onnx_ir as ir
 
 from onnxsmith.context import Context
-from onnxsmith.metrics import compare_outputs, drift
 from onnxsmith.runtime import make_session, run_all, with_outputs
 
 __all__ = ["DEFAULT_BUDGET", "GuardResult", "guard_budget", "layer_sensitivity", "search_float_layers"]
 
-DEFAULT_BUDGET = 0.05  # drift (onnxsmith.metrics.drift) the guard allows when the recipe sets none
+DEFAULT_BUDGET = 0.05  # drift (ctx.metric) the guard allows when the recipe sets none
 
 
 @dataclass
@@ -54,7 +53,7 @@ def guard_budget(
     feeds = ctx.evaluation.feeds()
 
     def evaluate(candidate: ir.Model) -> float:
-        return drift(compare_outputs(ctx.reference, run_all(make_session(candidate, optimize=False), feeds)))
+        return ctx.drift(run_all(make_session(candidate, optimize=False), feeds))
 
     value = evaluate(quantized)
     if value <= budget:
