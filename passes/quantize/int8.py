@@ -5,7 +5,8 @@
 2. Calibrate the activations around the ops the backend runs in integer kernels
    (``Capabilities.int8_ops``), with ``calibration=minmax|percentile|entropy|mse``.
 3. Write QDQ: int8 symmetric per-channel weights, activations as the backend prefers
-   (uint8 asymmetric on ONNX Runtime CPU), int32 biases.
+   (uint8 asymmetric on ONNX Runtime CPU), int32 biases; then correct the biases for the
+   mean shift the rounded weights cause (bias_correction.py) and write QDQ again.
 4. Guard (on by default): if the held-out drift exceeds the budget (``accuracy.max_drift``,
    default DEFAULT_BUDGET), keep the most sensitive layers in float (guard.py).
 5. Check with ONNX Runtime's optimized graph that integer kernels really run.
@@ -15,11 +16,13 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
+import numpy as np
 import onnx
 import onnx_ir as ir
 
 from onnxsmith.context import Context
 from onnxsmith.pass_base import PassResult
+from onnxsmith.passes.quantize.bias_correction import apply_bias_corrections, bias_corrections
 from onnxsmith.passes.quantize.calibration import collect_ranges
 from onnxsmith.passes.quantize.guard import guard_budget
 from onnxsmith.passes.quantize.kernels import integer_kernel_check
@@ -51,11 +54,23 @@ def quantize_int8(options: QuantizePass, model: ir.Model, ctx: Context) -> PassR
     ranges = collect_ranges(work, tensors, calibration.feeds(), method=options.calibration, percentile=options.percentile,
                             cache=ctx.activations)
 
+    corrections: dict[str, np.ndarray] = {}
+
     def quantize(exclude: list[str]) -> ir.Model:
-        return quantize_qdq(work, ranges, op_types=op_types, exclude=[*options.exclude, *exclude],
+        excluded = [*options.exclude, *exclude]
+        source = work
+        if corrections:
+            source = apply_bias_corrections(work, {k: v for k, v in corrections.items() if k not in excluded})
+        return quantize_qdq(source, ranges, op_types=op_types, exclude=excluded,
                             per_channel=options.per_channel, activations=activations)
 
     quantized = quantize([])
+    if options.bias_correction:
+        layers = [n.name for n in work.graph if n.op_type in WEIGHTED_OPS and n.name not in options.exclude]
+        corrections.update(bias_corrections(work, quantized, layers, calibration.feeds()))
+        if corrections:
+            quantized = quantize([])
+        counts["biases_corrected"] = len(corrections)
     kept: list[tuple[str, float]] = []
     if options.guard:
         layers = [n for n in work.graph if n.op_type in op_types and n.name not in options.exclude]
