@@ -50,6 +50,7 @@ class QuantizePass(Pass):
     ops: tuple[str, ...] = dataclasses.field(default=(), metadata={"doc": "op types to quantize (default: the mode's and backend's)"})
     exclude: tuple[str, ...] = dataclasses.field(default=(), metadata={"doc": "node names to keep in float"})
     guard: bool = dataclasses.field(default=True, metadata={"doc": "keep sensitive layers in float to meet the budget"})
+    bias_correction: bool = dataclasses.field(default=True, metadata={"doc": "int8: cancel the mean output shift of int8 weights (dW . E[x])"})
     keep_io_types: bool = dataclasses.field(default=True, metadata={"doc": "fp16/bf16: model inputs and outputs stay float32"})
     block: int = dataclasses.field(default=32, metadata={"doc": "int4: weights per scale along the reduction axis (16..256, power of 2)"})
     method: Literal["rtn", "gptq"] = dataclasses.field(default="rtn", metadata={"doc": "int4: rounding (round-to-nearest or GPTQ error compensation)"})
