@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import platform
+import re
+from pathlib import Path
+
 from onnxsmith.backend import Capabilities, register_backend
 from onnxsmith.backends.ort_base import OrtBackend
 
-__all__ = ["OrtCpuBackend"]
+__all__ = ["OrtCpuBackend", "u8s8_saturates"]
 
 
 @register_backend
@@ -25,6 +29,28 @@ class OrtCpuBackend(OrtBackend):
                       "Resize", "Sigmoid", "LeakyRelu", "Softmax", "Transpose", "Reshape", "Squeeze", "Unsqueeze",
                       "Split", "Gather", "Pad", "Slice", "Flatten"),
             int8_activations="uint8",  # u8s8: what MLAS's VNNI/AVX2 integer GEMMs are fastest with
+            # DynamicQuantizeMatMul and DynamicQuantizeLSTM beat float; ConvInteger is 2-6x slower
+            # than the float Conv, so dynamic int8 leaves convolutions alone; QAttention in place
+            # of fuse's Attention broke MiniLM (embedding cosine 0.57), so Attention stays float
+            dynamic_ops=("MatMul", "Gemm", "LSTM"),
+            int8_reduce_range=u8s8_saturates(),
+            # Measured on ORT 1.31 (MiniLM shapes, 128x384): SkipLayerNormalization's CPU kernel is a
+            # scalar loop, ~4x slower than Sum + LayerNormalization; a channel Split between Convs
+            # cannot stay in the NCHWc blocked layout, so ORT reorders data on both sides of it.
+            slow_ops=frozenset({"SkipLayerNormalization", "Split"}),
             notes=("fp16/bf16 kernels are slow or missing on CPU: these precisions save size, not time",),
         )
 
+
+def u8s8_saturates() -> bool:
+    """Whether MLAS's u8 x s8 GEMM saturates here: on x86 without VNNI it multiplies with
+    vpmaddubsw, which adds two u8*s8 products into int16 (255*127*2 > 32767), so full-range
+    int8 weights lose accuracy (a 3-layer MLP's dynamic int8 drift: 0.54, with 7-bit weights
+    0.04). VNNI (AVX512-VNNI, AVX-VNNI, AMX) accumulates in int32; ARM does not pair in int16."""
+    if platform.machine().lower() not in ("x86_64", "amd64", "i386", "i686", "x86"):
+        return False
+    try:
+        cpuinfo = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return True  # x86 of unknown features (macOS, Windows): assume no VNNI
+    return re.search(r"\b(avx512_vnni|avx_vnni|amx_int8)\b", cpuinfo) is None

@@ -4,12 +4,16 @@ Sessions compile the model for OpenVINO's CPU device with the latency hint. A pr
 reads OpenVINO's performance counters (``PERF_COUNT``) after every run: per executed
 layer of the compiled (fused) graph its time and the kernel it chose (``exec_type``, such
 as ``brgconv_avx2_f32`` or ``jit_avx512_I8``: whether an int8 kernel really ran). The
-compiled graph's ``originalLayersNames`` say which nodes each layer fused.
+compiled graph's ``originalLayersNames`` say which nodes each layer fused. A layer the
+frontend made while translating a node (a contrib op such as Attention becomes a Gemm, a
+split and a fused subgraph named ``Add_825``, ``VariadicSplit_466``...) has no name of the
+model; it is found by the first layers downstream of it that have one.
 """
 
 from __future__ import annotations
 
 import functools
+import re
 import tempfile
 import time
 from pathlib import Path
@@ -20,6 +24,7 @@ import onnx_ir as ir
 
 from onnxsmith.backend import Backend, Capabilities, register_backend
 from onnxsmith.flops import TensorInfo
+from onnxsmith.graph_stats import all_nodes
 from onnxsmith.profile import KernelRun, Measurement, Profile, build_profile, peak_rss_mb
 
 __all__ = ["OpenVINOBackend"]
@@ -30,6 +35,9 @@ _CONFIG = {"PERFORMANCE_HINT": "LATENCY"}
 _OP_TYPES = {"Convolution": "Conv", "GroupConvolution": "Conv", "Deconvolution": "ConvTranspose", "FullyConnected": "Gemm",
              "Eltwise": "Add", "Reduce": "ReduceMean", "Pooling": "MaxPool", "Interpolate": "Resize", "SoftMax": "Softmax",
              "MVN": "MVN", "ScaledDotProductAttention": "ScaledDotProductAttention"}
+_PART_SUFFIX = re.compile(r"_\d+$")  # the frontend names the ops it splits a node into NODE_1, NODE_2, ...
+_DOWNSTREAM_HOPS = 8
+_LAYOUT_TYPES = frozenset({"Reorder"})  # layout conversions the runtime inserts: not layers of the model
 
 
 @register_backend
@@ -83,7 +91,8 @@ class OpenVINOBackend(Backend):
                     continue
                 names[index] = (info.node_name, info.node_type, info.exec_type)
                 times.setdefault(index, []).append(info.real_time.total_seconds() * 1000.0)
-        kernels = [_kernel(*names[i], times[i], layers.get(names[i][0])) for i in sorted(times)]
+        known = _model_names(model)
+        kernels = [_kernel(*names[i], times[i], layers.get(names[i][0]), known) for i in sorted(times)]
         measured = Measurement(self.name, kernels, e2e, session_ms, peak_rss_mb())
         return build_profile(measured, model, warmup=warmup)
 
@@ -129,15 +138,44 @@ def _runtime_layers(compiled: Any) -> dict[str, Any]:
     return {op.get_friendly_name(): op for op in compiled.get_runtime_model().get_ordered_ops()}
 
 
-def _kernel(name: str, layer_type: str, exec_type: str, times: list[float], op: Any | None) -> KernelRun:
+def _model_names(model: ir.Model) -> frozenset[str]:
+    """Node and tensor names of the model: what a runtime layer may be known by."""
+    return frozenset(name for node in all_nodes(model) for name in (node.name, *(v.name for v in node.outputs)) if name)
+
+
+def _layer_names(op: Any, known: frozenset[str]) -> list[str]:
+    """The names ``op`` goes by (its own, ``originalLayersNames``, its output tensors), plus
+    ``NODE`` for a ``NODE_3`` the model does not have but whose ``NODE`` it has."""
+    names = [op.get_friendly_name(), *(n for n in op.get_rt_info()["originalLayersNames"].astype(str).split(",") if n),
+             *(n for port in op.outputs() for n in port.get_names())]
+    return names + [_PART_SUFFIX.sub("", n) for n in names if n not in known and _PART_SUFFIX.sub("", n) in known]
+
+
+def _downstream_names(op: Any, known: frozenset[str]) -> list[str]:
+    """The model names of the nearest layers downstream of ``op`` that have any (breadth first)."""
+    level, seen = [op], {op.get_friendly_name()}
+    for _ in range(_DOWNSTREAM_HOPS):
+        level = [target.get_node() for node in level for port in node.outputs() for target in port.get_target_inputs()]
+        level = [node for node in level if node.get_friendly_name() not in seen and not seen.add(node.get_friendly_name())]
+        found = [name for node in level for name in _layer_names(node, known) if name in known]
+        if found or not level:
+            return found
+    return []
+
+
+def _kernel(name: str, layer_type: str, exec_type: str, times: list[float], op: Any | None,
+            known: frozenset[str] = frozenset()) -> KernelRun:
     inputs: list[TensorInfo] = []
     outputs: list[TensorInfo] = []
     params = 0
     seeds = [name]
+    fallback: list[str] = []
     precision = None
     if op is not None:
         info = op.get_rt_info()
-        seeds += [n for n in info["originalLayersNames"].astype(str).split(",") if n]
+        seeds = _layer_names(op, known)
+        if layer_type not in _LAYOUT_TYPES and not any(seed in known for seed in seeds):
+            fallback = _downstream_names(op, known)
         precision = info["runtimePrecision"].astype(str) if "runtimePrecision" in info else None
         for port in op.inputs():
             tensor = _tensor(port.get_partial_shape(), port.get_element_type().get_type_name())
@@ -146,7 +184,6 @@ def _kernel(name: str, layer_type: str, exec_type: str, times: list[float], op: 
             if source.get_rt_info()["layerType"].astype(str) == "Const":
                 params += tensor.size
         outputs = [_tensor(port.get_partial_shape(), port.get_element_type().get_type_name()) for port in op.outputs()]
-        seeds += [n for port in op.outputs() for n in port.get_names()]
     return KernelRun(
         node=name,
         op_type=_OP_TYPES.get(layer_type, layer_type),
@@ -157,6 +194,7 @@ def _kernel(name: str, layer_type: str, exec_type: str, times: list[float], op: 
         params=params,
         times_ms=times,
         seeds=seeds,
+        fallback_seeds=fallback,
         precision=_precision(precision, exec_type),
     )
 

@@ -20,7 +20,7 @@ from onnxsmith.backend import Backend, Capabilities
 from onnxsmith.profile import Profile, build_profile
 from onnxsmith.runtime import make_session
 
-__all__ = ["OrtBackend", "gpu_present", "kernel_ops"]
+__all__ = ["OrtBackend", "gpu_present", "kernel_ops", "typed_kernel_ops"]
 
 
 class OrtBackend(Backend):
@@ -46,7 +46,12 @@ class OrtBackend(Backend):
     def capabilities(self) -> Capabilities:
         declared = self.declared_capabilities()
         registered = kernel_ops(self.provider)
-        return Capabilities(**{**vars(declared), "ops": registered or declared.ops})
+        return Capabilities(**{
+            **vars(declared),
+            "ops": registered or declared.ops,
+            "fp16_ops": typed_kernel_ops(self.provider, "tensor(float16)") or declared.fp16_ops,
+            "bf16_ops": typed_kernel_ops(self.provider, "tensor(bfloat16)") or declared.bf16_ops,
+        })
 
     def available(self) -> tuple[bool, str]:
         import onnxruntime as ort
@@ -74,6 +79,19 @@ def kernel_ops(provider: str) -> frozenset[str]:
     from onnxruntime.capi import onnxruntime_pybind11_state as ort_state
 
     return frozenset(k.op_name for k in ort_state.get_all_opkernel_def() if k.provider == provider)
+
+
+def typed_kernel_ops(provider: str, type_str: str) -> frozenset[str]:
+    """The op types ONNX Runtime has a kernel for on ``provider`` taking ``type_str`` (e.g.
+    ``"tensor(float16)"``): ai.onnx ops by name, others as ``domain::name`` (the CPU has an
+    fp16 ai.onnx Attention but only a float com.microsoft one)."""
+    from onnxruntime.capi import onnxruntime_pybind11_state as ort_state
+
+    return frozenset(
+        f"{k.domain}::{k.op_name}" if k.domain not in ("", "ai.onnx") else k.op_name
+        for k in ort_state.get_all_opkernel_def()
+        if k.provider == provider and any(type_str in t for t in k.type_constraints.values())
+    )
 
 
 def gpu_present() -> str:

@@ -376,11 +376,11 @@ def render_section(results: list[tuple[Case, dict[str, Variant]]], passes: list[
     return "\n".join(lines) + "\n"
 
 
-def write_section(doc: Path, section: str) -> None:
-    """Replace the section (up to the next ``## `` heading) in ``doc``, or append it; the
-    file is created with a title when missing. Written atomically."""
+def write_section(doc: Path, section: str, heading: str = SECTION) -> None:
+    """Replace the section ``heading`` (up to the next ``## `` heading) in ``doc``, or append
+    it; the file is created with a title when missing. Written atomically."""
     text = doc.read_text() if doc.exists() else "# Benchmarks\n\nMeasured by the scripts in bench/; every table says how it was made.\n"
-    pattern = re.compile(rf"^{re.escape(SECTION)}\s*\n.*?(?=^## |\Z)", re.M | re.S)
+    pattern = re.compile(rf"^{re.escape(heading)}\s*\n.*?(?=^## |\Z)", re.M | re.S)
     if pattern.search(text):
         text = pattern.sub(lambda _: section + "\n", text, count=1)
     else:

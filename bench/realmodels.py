@@ -71,6 +71,7 @@ __all__ = [
     "cache_dir",
     "det_input",
     "det_size",
+    "lfw_faces",
     "line_input",
     "minilm_dir",
     "minilm_inputs",
@@ -173,6 +174,7 @@ SKIMAGE_DATA: dict[str, str] = {
     "moon.png": "78739619d11f7eb9c165bb5d2efd4772cee557812ec847532dbb1d92ef71f577",
     "page.png": "341a6f0a61557662b02734a9b6e56ec33a915b2c41886b97509dedf2a43b47a3",
     "text.png": "bd84aa3a6e3c9887850d45d606c96b2e59433fbef50338570b63c319e668e6d1",
+    "lfw_subset.npy": "9560ec2f5edfac01973f63a8a99d00053fecd11e21877e18038fbe500f8e872c",
 }
 # Photographs, in the order photos() returns them (people and objects first; grey ones are
 # returned as RGB), and the two scans of printed text.
@@ -564,6 +566,13 @@ def page_lines(*, pad: int = 4) -> list[np.ndarray]:
             cols = np.flatnonzero(ink[top:bottom].any(axis=0))
             lines.append(rgb[top:bottom, max(0, cols[0] - pad):cols[-1] + pad + 1].copy())
     return lines
+
+
+def lfw_faces() -> np.ndarray:
+    """scikit-image's ``lfw_subset.npy``: 200 grey 25x25 face crops from Labeled Faces in the
+    Wild (the first 100 faces, the other 100 non-faces), as uint8 [200, 25, 25]."""
+    faces = np.load(_skimage_file("lfw_subset.npy"), allow_pickle=False)
+    return np.clip(np.rint(faces * 255.0), 0, 255).astype(np.uint8)
 
 
 def _skimage_image(name: str) -> np.ndarray:

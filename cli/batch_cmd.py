@@ -7,7 +7,7 @@ from typing import Annotated, Literal
 
 import typer
 
-from onnxsmith.cli.options import BackendOpt, JsonFlag
+from onnxsmith.cli.options import BackendOpt, JsonFlag, PresetOpt
 
 
 def batch(
@@ -15,6 +15,7 @@ def batch(
     output: Annotated[Path, typer.Option("--output", "-o", help="Folder for the artifacts (mirroring SOURCE), ledger and summaries.", show_default=False)],
     passes: Annotated[str | None, typer.Option("--passes", "-p", help='Pipeline for every model, e.g. "cleanup,fuse" (default: cleanup).')] = None,
     recipe: Annotated[Path | None, typer.Option("--recipe", "-r", help="A YAML or JSON recipe; flags given here override it.")] = None,
+    preset: PresetOpt = None,
     backend: BackendOpt = None,
     calib: Annotated[str | None, typer.Option("--calib", help="Calibration/evaluation data for every model (a manifest can set its own).")] = None,
     max_drift: Annotated[float | None, typer.Option("--max-drift", help="A model whose output drift exceeds this fails.")] = None,
@@ -35,9 +36,9 @@ def batch(
     from onnxsmith.batch import BatchOptions, run_batch
     from onnxsmith.cli.batch_view import BatchProgress, batch_summary
     from onnxsmith.cli.console import print_json
-    from onnxsmith.recipe import load_recipe, parse_pipeline, validate_recipe
+    from onnxsmith.recipe import base_recipe_data, parse_pipeline, validate_recipe
 
-    data = load_recipe(recipe).model_dump(mode="json") if recipe else {}
+    data = base_recipe_data(recipe, preset, passes_given=passes is not None)
     if backend is not None:
         data["backend"] = backend
     if passes is not None:
@@ -46,7 +47,7 @@ def batch(
         data["calibration"] = {**(data.get("calibration") or {}), "data": calib}
     if max_drift is not None:
         data["accuracy"] = {**(data.get("accuracy") or {}), "max_drift": max_drift}
-    batch_recipe = validate_recipe(data, where="command line" if recipe is None else str(recipe))
+    batch_recipe = validate_recipe(data, where=str(recipe) if recipe else f"preset {preset}" if preset else "command line")
     options = BatchOptions(executor=executor, workers=workers, timeout_s=timeout or None, memory_mb=memory_limit,
                            retries=retries, resume=resume, latency_rounds=latency_rounds, ray_address=ray_address)
 

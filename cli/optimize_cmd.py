@@ -7,7 +7,7 @@ from typing import Annotated
 
 import typer
 
-from onnxsmith.cli.options import BackendOpt, JsonFlag
+from onnxsmith.cli.options import BackendOpt, JsonFlag, PresetOpt
 
 
 def optimize(
@@ -15,6 +15,7 @@ def optimize(
     output: Annotated[Path | None, typer.Option("--output", "-o", help="Where to write the optimized .onnx (the report goes beside it).")] = None,
     passes: Annotated[str | None, typer.Option("--passes", "-p", help='Pipeline, e.g. "cleanup,opset{version=17}" (default: cleanup).')] = None,
     recipe: Annotated[Path | None, typer.Option("--recipe", "-r", help="A YAML or JSON recipe; flags given here override it.")] = None,
+    preset: PresetOpt = None,
     backend: BackendOpt = None,
     calib: Annotated[str | None, typer.Option("--calib", help="Calibration/evaluation data: .npz, folder of .npz/.npy/images, or 'random'.")] = None,
     calib_samples: Annotated[int | None, typer.Option("--calib-samples", help="Use at most this many samples.")] = None,
@@ -43,10 +44,10 @@ def optimize(
     from onnxsmith.modelio import write_text_atomic
     from onnxsmith.optimize import OptimizeOptions, optimize as run_optimize, report_path_for
     from onnxsmith.pipeline import DumpInstrument
-    from onnxsmith.recipe import load_recipe, parse_pipeline, validate_recipe
+    from onnxsmith.recipe import base_recipe_data, parse_pipeline, validate_recipe
     from onnxsmith.sources import parse_shape
 
-    data = load_recipe(recipe).model_dump(mode="json") if recipe else {}
+    data = base_recipe_data(recipe, preset, passes_given=passes is not None)
     overrides = {"backend": backend, "seed": seed}
     data.update({k: v for k, v in overrides.items() if v is not None})
     if passes is not None:
@@ -59,7 +60,7 @@ def optimize(
     accuracy_overrides = {"max_drift": max_drift, "metric": metric}
     if any(v is not None for v in accuracy_overrides.values()):
         data["accuracy"] = {**(data.get("accuracy") or {}), **{k: v for k, v in accuracy_overrides.items() if v is not None}}
-    resolved_recipe = validate_recipe(data, where="command line" if recipe is None else str(recipe))
+    resolved_recipe = validate_recipe(data, where=str(recipe) if recipe else f"preset {preset}" if preset else "command line")
     resolved = resolved_recipe.resolved()
 
     if save_recipe is not None:
@@ -69,7 +70,7 @@ def optimize(
         if json_output:
             print_json(resolved)
         else:
-            stdout.print(yaml.safe_dump(resolved, sort_keys=False), end="")
+            stdout.print(yaml.safe_dump(resolved, sort_keys=False), end="", soft_wrap=True, markup=False, highlight=False)
         return
     if output is None:
         raise InputError("no output path given", "add -o OUT.onnx (or --dry-run to only check the recipe)")

@@ -11,7 +11,7 @@ import math
 from html import escape
 from typing import Any
 
-from onnxsmith.cli.render_profile import CSV_FIELDS
+from onnxsmith.cli.render_profile import CSV_FIELDS, divergence_line
 
 __all__ = ["html_page"]
 
@@ -30,9 +30,7 @@ def html_page(profile: dict[str, Any], title: str) -> str:
                f"{profile['runs']} runs; layers sum {total['layers_sum_ms']:.3f} ms ({total['coverage']:.0%} coverage); "
                f"session {total['session_ms']:.0f} ms")
     if compare:
-        first = compare.get("first_divergence")
-        summary += (f"<br>compared with {escape(compare['other'])}: {compare['before_ms']:.3f} ms before; first layer below "
-                    f"{compare['threshold_db']:g} dB SQNR: {escape(first['name']) if first else 'none'}")
+        summary += f"<br>{escape(divergence_line(compare))}"
     legend = (f'<p class="legend"><span style="color:{_AFTER}">&#9632; this model</span>'
               f'<span style="color:{_BEFORE}">&#9632; {escape(compare["other"])}</span></p>') if compare else ""
     parts = [

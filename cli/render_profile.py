@@ -15,7 +15,7 @@ from rich.table import Table
 
 from onnxsmith.cli.console import stdout
 
-__all__ = ["csv_text", "markdown", "table"]
+__all__ = ["csv_text", "divergence_line", "markdown", "table"]
 
 TABLE_ROWS = 25
 MARKDOWN_ROWS = 10
@@ -45,7 +45,7 @@ def table(profile: dict[str, Any], rows: int = TABLE_ROWS) -> None:
         ops.add_row(escape(entry["op_type"]), str(entry["count"]), f"{entry['median_ms']:.3f}", f"{entry['share']:.1%}")
     stdout.print(ops)
     if compare:
-        stdout.print(_divergence_line(compare))
+        stdout.print(escape(divergence_line(compare)))
 
 
 def markdown(profile: dict[str, Any], rows: int = MARKDOWN_ROWS) -> str:
@@ -59,7 +59,7 @@ def markdown(profile: dict[str, Any], rows: int = MARKDOWN_ROWS) -> str:
         f"{total['layers_sum_ms']:.3f} ms ({total['coverage']:.0%} coverage); session created in {total['session_ms']:.0f} ms.",
     ]
     if compare:
-        lines += ["", _divergence_line(compare)]
+        lines += ["", divergence_line(compare)]
     header = ["layer", "op", "kernel", "median ms", "share", "precision"] + (["before ms", "speedup", "SQNR dB"] if compare else [])
     lines += ["", "| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     for layer in profile["layers"][:rows]:
@@ -86,12 +86,17 @@ def csv_text(profile: dict[str, Any]) -> str:
 def _totals_line(profile: dict[str, Any]) -> str:
     t = profile["total"]
     memory = f", peak RSS {t['peak_rss_mb']:.0f} MiB" if t.get("peak_rss_mb") else ""
+    if t.get("kernel_overhead_us"):
+        memory += f"; profiler overhead {t['kernel_overhead_us']:.1f} us/kernel taken off"
     return (f"[bold]{profile['backend']}[/bold]: {t['median_ms']:.3f} ms median, {t['p90_ms']:.3f} ms p90 over {profile['runs']} runs; "
             f"layers sum {t['layers_sum_ms']:.3f} ms ({t['coverage']:.0%} coverage); session {t['session_ms']:.0f} ms{memory}")
 
 
-def _divergence_line(compare: dict[str, Any]) -> str:
-    speed = f"{compare['before_ms']:.3f} ms before, {compare['after_ms']:.3f} ms after ({_speedup(compare['speedup'])})"
+def divergence_line(compare: dict[str, Any]) -> str:
+    """The compare result in one sentence: end-to-end before/after and where accuracy breaks."""
+    timing = compare.get("timing") or {}
+    how = f"timed interleaved, {timing['rounds']} rounds" if timing.get("method") == "interleaved" else "from the two profiles"
+    speed = f"{compare['before_ms']:.3f} ms before, {compare['after_ms']:.3f} ms after ({_speedup(compare['speedup'])}, {how})"
     first = compare.get("first_divergence")
     if first is None:
         return f"Compared with {compare['other']}: {speed}; every compared layer stays above {compare['threshold_db']:g} dB SQNR."

@@ -35,9 +35,22 @@ class Capabilities:
     precisions: tuple[str, ...] = ("fp32",)
     quant_format: str = "qdq"
     ops: frozenset[str] = frozenset()  # op types it has kernels for, fused/contrib ops included
+    # ops it has kernels for that run slower than the standard ops they stand for, or that
+    # break its fast paths; fuse avoids forming them (catalogue.FuseRule.instead_of)
+    slow_ops: frozenset[str] = frozenset()
     # int8: the op types it runs in integer kernels when wrapped in QDQ, and the activation type it prefers
     int8_ops: tuple[str, ...] = ()
     int8_activations: str = "uint8"
+    # fp16/bf16: op types it has kernels for in that precision (ai.onnx ops by name, others as
+    # "domain::name"; ONNX Runtime: read from its kernel registry); the quantize pass keeps the
+    # other ops in fp32 (weights still stored low)
+    fp16_ops: frozenset[str] = frozenset()
+    bf16_ops: frozenset[str] = frozenset()
+    # int8 dynamic: op types whose run-time-quantized kernels beat float (empty: MatMul, Gemm)
+    dynamic_ops: tuple[str, ...] = ()
+    # int8 weights limited to 7 bits: u8 x s8 GEMMs that add product pairs in int16 saturate
+    # with full-range weights (MLAS on x86 CPUs without VNNI)
+    int8_reduce_range: bool = False
     gains_from_nm_sparsity: bool = False
     notes: tuple[str, ...] = field(default_factory=tuple)
 

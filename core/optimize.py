@@ -80,6 +80,7 @@ def optimize(source: str, output: str | Path, recipe: Recipe, options: OptimizeO
         )
 
     latency: dict[str, float | None] = {"before": None, "after": None, "speedup": None}
+    timed = None
     if baseline is not None:
         timed = measure_interleaved(
             {"before": baseline, "after": backend.create_session(model.ir)},
@@ -97,7 +98,8 @@ def optimize(source: str, output: str | Path, recipe: Recipe, options: OptimizeO
     profile = None
     if profile_before is not None:  # after stamping: the artifact's origin map names its layers
         profile_after = backend.profile(model.ir, evaluation.feeds(), runs=options.profile_runs)
-        compared = compare_profiles(profile_before, profile_after, sqnr={}, other=str(model.source or source))
+        compared = compare_profiles(profile_before, profile_after, sqnr={}, other=str(model.source or source),
+                                    latency=(timed["before"], timed["after"]) if timed else None)
         profile = {"before": profile_before.to_dict(), "after": compared.to_dict()}
     external = model.used_external_data or model_bytes(model.ir) >= EXTERNAL_DATA_THRESHOLD
     written = save_onnx(model.ir, output, external_data=external)

@@ -78,6 +78,11 @@ class Pass(ir.passes.PassBase):
             raise ir.passes.PassError(f"pass '{self.name}' is declared in place but returned a new model")
         return result
 
+    def requires_calibration(self) -> bool:
+        """Whether this configuration needs calibration data (``needs_calibration`` unless an
+        option changes it, e.g. ``quantize{mode=fp16}`` needs none)."""
+        return self.needs_calibration
+
     @classmethod
     def catalogue(cls) -> dict[str, str]:
         """Named sub-rules of a pass family with one line each (``onnxsmith passes`` lists them)."""

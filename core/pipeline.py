@@ -77,7 +77,7 @@ class Pipeline:
         outputs = compare_outputs(ctx.reference, ctx.reference)
         final_drift = 0.0
         for pass_ in self.passes:
-            if pass_.needs_calibration:
+            if pass_.requires_calibration():
                 ctx.require_calibration(pass_.name)
             for instrument in self.instruments:
                 instrument.before_pass(pass_, model)

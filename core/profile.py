@@ -54,6 +54,7 @@ class Measurement:
     e2e_ms: list[float]  # wall-clock time of each timed run
     session_ms: float
     peak_rss_mb: float | None
+    kernel_overhead_ms: float | None = None  # the profiler's cost per kernel event, already taken off each
 
 
 @dataclass
@@ -91,6 +92,7 @@ class Totals:
     coverage: float  # layers_sum_ms / median_ms
     session_ms: float
     peak_rss_mb: float | None
+    kernel_overhead_us: float | None = None  # taken off every kernel event (see backends/ort_profiler.py)
 
 
 @dataclass
@@ -191,6 +193,7 @@ def build_profile(measurement: Measurement, model: ir.Model, *, warmup: int) -> 
         coverage=layers_sum / e2e if e2e > 0 else 0.0,
         session_ms=measurement.session_ms,
         peak_rss_mb=measurement.peak_rss_mb,
+        kernel_overhead_us=None if measurement.kernel_overhead_ms is None else measurement.kernel_overhead_ms * 1000.0,
     )
     return Profile(backend=measurement.backend, runs=runs, warmup=warmup, total=totals, layers=layers)
 

@@ -12,6 +12,11 @@ model (fusions keep their pattern's output names) on the same feeds: 10*log10(|r
 chunk made graph outputs of a copy of the model, so memory stays bounded on big models
 (marking every tensor as an output at once runs out of memory). ``first_divergence`` is the
 first layer, in execution order, whose SQNR is below the threshold: where to look first.
+
+End to end, ``compare.before_ms``/``after_ms``/``speedup`` come from ``latency``, the two
+models timed in one interleaved run, when the caller measured it (``timing``:
+``interleaved``); only without it from the two profiles' own totals (``profiles``),
+which were measured one after the other and so under different machine noise.
 """
 
 from __future__ import annotations
@@ -23,6 +28,7 @@ import numpy as np
 import onnx_ir as ir
 
 from onnxsmith.backend import Backend
+from onnxsmith.latency import LatencyStats
 from onnxsmith.profile import Layer, Profile
 from onnxsmith.runtime import with_outputs
 
@@ -39,9 +45,12 @@ def compare_profiles(
     sqnr: dict[str, float],
     other: str,
     threshold_db: float = DEFAULT_THRESHOLD_DB,
+    latency: tuple[LatencyStats, LatencyStats] | None = None,
 ) -> Profile:
     """``after`` with every layer's before/after times, speedup and SQNR filled in, and a
-    ``compare`` summary naming ``other`` (the before model) and the first divergence."""
+    ``compare`` summary naming ``other`` (the before model) and the first divergence.
+
+    ``latency``: (before, after) end-to-end times measured interleaved, for the summary."""
     owner = _match(before.layers, after.layers)
     before_ms: dict[str, float] = {}
     removed = []
@@ -61,11 +70,14 @@ def compare_profiles(
         (layer for layer in sorted(after.layers, key=lambda l: l.order) if layer.sqnr_db is not None and layer.sqnr_db < threshold_db),
         None,
     )
+    before_e2e, after_e2e = (latency[0].median_ms, latency[1].median_ms) if latency else (before.total.median_ms, after.total.median_ms)
     after.compare = {
         "other": other,
-        "before_ms": before.total.median_ms,
-        "after_ms": after.total.median_ms,
-        "speedup": before.total.median_ms / after.total.median_ms if after.total.median_ms > 0 else None,
+        "before_ms": before_e2e,
+        "after_ms": after_e2e,
+        "speedup": before_e2e / after_e2e if after_e2e > 0 else None,
+        "timing": {"method": "interleaved", "rounds": latency[0].rounds,
+                   "before_p90_ms": latency[0].p90_ms, "after_p90_ms": latency[1].p90_ms} if latency else {"method": "profiles"},
         "threshold_db": threshold_db,
         "first_divergence": None if diverged is None else {"name": diverged.name, "tensor": diverged.tensor, "sqnr_db": diverged.sqnr_db},
         "removed": removed,

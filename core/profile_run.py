@@ -1,6 +1,9 @@
 """``profile``: load a model and its feeds, profile it on a backend, optionally against another.
 
 The library entry point behind ``onnxsmith profile``; the CLI only parses and renders.
+With ``compare``, each model is profiled for its per-layer times, then the two are timed
+end to end in one interleaved run (other, model, model, other, ... after warm-up, as
+every speed comparison here is): that run gives the before/after latency and speedup.
 """
 
 from __future__ import annotations
@@ -12,6 +15,7 @@ import numpy as np
 from onnxsmith.backend import get_backend
 from onnxsmith.data import load_dataset, model_inputs, random_dataset
 from onnxsmith.errors import InputError
+from onnxsmith.latency import measure_interleaved
 from onnxsmith.model import Model
 from onnxsmith.profile import Profile
 from onnxsmith.profile_compare import DEFAULT_THRESHOLD_DB, compare_profiles, tensor_sqnr
@@ -47,9 +51,12 @@ def profile_model(source: str, options: ProfileOptions) -> Profile:
         return profile
     other = load_source(options.compare, options.input_shapes)
     before = backend.profile(other.ir, feeds, runs=options.runs, warmup=options.warmup)
+    timed = measure_interleaved({"before": backend.create_session(other.ir), "after": backend.create_session(model.ir)},
+                                feeds[0], rounds=options.runs, warmup=options.warmup)
     tensors = [layer.tensor for layer in profile.layers if layer.tensor]
     sqnr = tensor_sqnr(backend, other.ir, model.ir, feeds[:SQNR_FEEDS], tensors)
-    return compare_profiles(before, profile, sqnr=sqnr, other=options.compare, threshold_db=options.threshold_db)
+    return compare_profiles(before, profile, sqnr=sqnr, other=options.compare, threshold_db=options.threshold_db,
+                            latency=(timed["before"], timed["after"]))
 
 
 def _feeds(model: Model, options: ProfileOptions) -> list[dict[str, np.ndarray]]:

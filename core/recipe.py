@@ -4,11 +4,15 @@ The same pipeline can be written on the command line, MLIR/xDSL style
 (``cleanup,opset{version=17}``; list values in brackets: ``fuse{disable=[attention,gelu]}``),
 or as a YAML/JSON file validated with pydantic. Unknown keys, passes and options are
 RecipeErrors that list the valid choices.
+
+Presets are recipe files shipped in the package (``presets/NAME.yaml`` beside this
+module), validated like any other: adding one is adding one file.
 """
 
 from __future__ import annotations
 
 import json
+from importlib import resources
 from pathlib import Path
 from typing import Any, Literal
 
@@ -22,15 +26,24 @@ from onnxsmith.registry import available_passes, create_pass
 
 __all__ = [
     "DEFAULT_PIPELINE",
+    "RUN_ONLY_KEYS",
     "AccuracySpec",
     "CalibrationSpec",
     "Recipe",
+    "ResourcesSpec",
+    "available_presets",
+    "base_recipe_data",
+    "load_preset",
     "load_recipe",
     "parse_pipeline",
     "recipe_json_schema",
 ]
 
 DEFAULT_PIPELINE = "cleanup"
+PRESETS_DIR = "presets"  # folder of the onnxsmith package holding the shipped presets
+# Recipe keys that change how a model is converted, not what comes out: a batch's recipe
+# hash leaves them out, so a resumed batch does not redo models for them.
+RUN_ONLY_KEYS = ("description", "resources")
 
 
 class _Strict(BaseModel):
@@ -59,14 +72,26 @@ class AccuracySpec(_Strict):
     )
 
 
+class ResourcesSpec(_Strict):
+    """What one model's conversion may use; the artifact does not depend on it."""
+
+    cpus: int | None = Field(
+        None, ge=1,
+        description="CPUs per model: a batch's Ray task asks for this many (default 1), and the model's "
+                    "ONNX Runtime sessions use this many intra-op threads (default: the batch's share of the machine)",
+    )
+
+
 class Recipe(_Strict):
     """A whole run. ``passes`` items are a pass name, or ``{name: {option: value}}``."""
 
+    description: str | None = Field(None, description="what the recipe is for, in one sentence")
     backend: str = "cpu"
     seed: int = 0
     calibration: CalibrationSpec = CalibrationSpec()
     passes: list[str | dict[str, dict[str, Any] | None]] = Field(default_factory=lambda: [DEFAULT_PIPELINE])
     accuracy: AccuracySpec = AccuracySpec()
+    resources: ResourcesSpec = ResourcesSpec()
 
     def build_passes(self) -> list[Pass]:
         """Instantiate and validate every pass."""
@@ -151,6 +176,32 @@ def load_recipe(path: str | Path) -> Recipe:
     if not isinstance(data, dict):
         raise RecipeError(f"recipe {path.name} must be a mapping with keys backend, calibration, passes, accuracy", "see `onnxsmith recipe schema`")
     return validate_recipe(data, where=path.name)
+
+
+def available_presets() -> dict[str, Path]:
+    """The shipped presets, name -> file (``presets/*.yaml`` in the package), sorted by name."""
+    folder = resources.files("onnxsmith") / PRESETS_DIR
+    return {Path(entry.name).stem: Path(str(entry)) for entry in sorted(folder.iterdir(), key=lambda e: e.name)
+            if entry.name.endswith(".yaml")}
+
+
+def load_preset(name: str) -> Recipe:
+    """The shipped preset ``name``, validated; an unknown name lists the presets."""
+    presets = available_presets()
+    if name not in presets:
+        raise RecipeError(f"unknown preset '{name}'", f"choose one of: {', '.join(presets)} (see `onnxsmith recipe presets`)")
+    return load_recipe(presets[name])
+
+
+def base_recipe_data(recipe: str | Path | None, preset: str | None, *, passes_given: bool = False) -> dict[str, Any]:
+    """The recipe a command starts from, as data its flags then override: a recipe file, a
+    preset, or nothing. A preset is a whole recipe, so it excludes ``--recipe`` and ``--passes``."""
+    if preset is not None and (recipe is not None or passes_given):
+        other = "--recipe" if recipe is not None else "--passes"
+        raise RecipeError(f"--preset {preset} and {other} both say what to run", "give one of --preset, --recipe, --passes")
+    if preset is not None:
+        return load_preset(preset).model_dump(mode="json")
+    return load_recipe(recipe).model_dump(mode="json") if recipe is not None else {}
 
 
 def validate_recipe(data: dict[str, Any], *, where: str = "recipe") -> Recipe:

@@ -6,7 +6,9 @@ session options are set in one place.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+import contextlib
+from collections.abc import Iterable, Iterator, Sequence
+from contextvars import ContextVar
 from pathlib import Path
 
 import numpy as np
@@ -15,9 +17,23 @@ import onnxruntime as ort
 
 from onnxsmith.modelio import session_source
 
-__all__ = ["Outputs", "make_session", "run_all", "save_runtime_graph", "with_outputs"]
+__all__ = ["Outputs", "make_session", "run_all", "save_runtime_graph", "session_threads", "with_outputs"]
 
 Outputs = dict[str, np.ndarray]
+
+_THREADS: ContextVar[int] = ContextVar("onnxsmith_session_threads", default=0)
+
+
+@contextlib.contextmanager
+def session_threads(count: int) -> Iterator[None]:
+    """Within this block, sessions made here use ``count`` intra-op threads unless a caller
+    asks otherwise (0: ONNX Runtime's default, one per core). A batch worker converts its
+    model inside one, so N workers on N cores do not each start a thread per core."""
+    token = _THREADS.set(count)
+    try:
+        yield
+    finally:
+        _THREADS.reset(token)
 
 
 def make_session(
@@ -41,6 +57,7 @@ def make_session(
     options.add_session_config_entry("session.intra_op.allow_spinning", "0")
     if not optimize:
         options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
+    threads = threads or _THREADS.get()
     if threads:
         options.intra_op_num_threads = threads
     with session_source(model) as source:

@@ -5,6 +5,7 @@ Each runs inside a batch worker process, after onnxsmith imported torch to expor
 
 from __future__ import annotations
 
+import json
 import os
 import time
 from pathlib import Path
@@ -51,3 +52,37 @@ def pause() -> torch.nn.Module:
         Path(pidfile).write_text(str(os.getpid()))
         hang()
     return tiny()
+
+
+def _probe(name: str) -> torch.nn.Module:
+    """Records, in $BATCH_PROBE_DIR/NAME.json, the intra-op threads an onnxsmith session made
+    in this worker gets; with $BATCH_PROBE_HOLD set, then waits (up to 120 s) for the file
+    $BATCH_PROBE_DIR/release, so a test can look at the batch while the model runs."""
+    import onnx
+    import onnx_ir as ir
+    from onnx import TensorProto, helper
+
+    from onnxsmith.runtime import make_session
+
+    graph = helper.make_graph([helper.make_node("Relu", ["x"], ["y"])], "probe",
+                              [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 4])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 4])])
+    proto = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], ir_version=9)
+    onnx.checker.check_model(proto)
+    threads = make_session(ir.from_proto(proto)).get_session_options().intra_op_num_threads
+    folder = Path(os.environ["BATCH_PROBE_DIR"])
+    (folder / f"{name}.part").write_text(json.dumps({"threads": threads, "pid": os.getpid()}))
+    (folder / f"{name}.part").replace(folder / f"{name}.json")
+    if os.environ.get("BATCH_PROBE_HOLD"):
+        deadline = time.monotonic() + 120
+        while not (folder / "release").exists() and time.monotonic() < deadline:
+            time.sleep(0.05)
+    return tiny()
+
+
+def probe() -> torch.nn.Module:
+    return _probe("probe")
+
+
+def probe_cpus() -> torch.nn.Module:
+    return _probe("probe_cpus")

@@ -25,11 +25,13 @@ from conftest import FIXTURES, ROOT, fixture_feeds, ort_outputs, run_cli
 from onnxsmith.batch.jobs import discover_jobs
 from onnxsmith.batch.ledger import Ledger
 from onnxsmith.batch.outcome import Outcome
+from onnxsmith.batch.worker import WorkerSettings
 from onnxsmith.modelio import hash_files
 from onnxsmith.recipe import validate_recipe
 
 TESTS = ROOT / "tests"
-GOOD = {"a/cnn.onnx": "cnn", "a/b/mlp.onnx": "mlp", "transformer.onnx": "transformer", "ext/external.onnx": "external"}
+GOOD = {"a/cnn.onnx": "cnn", "a/b/mlp.onnx": "mlp", "transformer.onnx": "transformer", "ext/external.onnx": "external",
+        "old/opset11.onnx": "opset11", "a/b/c/mlp_again.onnx": "mlp"}  # with the 2 broken ones: the issue's zoo of 8
 
 
 def make_zoo(root: Path, models: dict[str, str] = GOOD, broken: bool = True) -> Path:
@@ -75,7 +77,7 @@ def test_folder_batch_converts_good_models_records_failures_and_resumes(tmp_path
     assert result.code == 1, result.stderr  # two models failed
     summary = result.json()
     assert summary == json.loads((out / "summary.json").read_text())
-    assert summary["counts"] == {"ok": 4, "failed": 2, "skipped": 0}
+    assert summary["counts"] == {"ok": 6, "failed": 2, "skipped": 0}
     models = by_path(summary)
     assert "not a readable ONNX model" in models["broken/truncated.onnx"]["error"]
     assert "Frobnicate" in models["broken/unknown_op.onnx"]["error"]
@@ -93,7 +95,7 @@ def test_folder_batch_converts_good_models_records_failures_and_resumes(tmp_path
     assert not (out / "broken/truncated.onnx").exists()
 
     md = (out / "summary.md").read_text()
-    assert "4 ok, 2 failed, 0 skipped" in md and "| `a/b/mlp.onnx` | ok |" in md and "| `broken/truncated.onnx` | failed |" in md
+    assert "6 ok, 2 failed, 0 skipped" in md and "| `a/b/mlp.onnx` | ok |" in md and "| `broken/truncated.onnx` | failed |" in md
     rows = list(csv.DictReader((out / "summary.csv").open()))
     assert [(r["path"], r["status"]) for r in rows] == [(m["path"], m["status"]) for m in summary["models"]]
     assert float(rows[0]["bytes_after"]) == summary["models"][0]["bytes_after"]
@@ -102,8 +104,9 @@ def test_folder_batch_converts_good_models_records_failures_and_resumes(tmp_path
     assert {k: r["status"] for k, r in ledger.items()} == {k: m["status"] for k, m in models.items()}
     assert ledger["ext/external.onnx"]["model_hash"] == hash_files([zoo / "ext/external.onnx", zoo / "ext/external.onnx.data"])
     resolved = validate_recipe({"passes": ["cleanup"]}).resolved()
+    artifact_keys = {k: v for k, v in resolved.items() if k not in ("description", "resources")}
     assert ledger["a/cnn.onnx"]["recipe_hash"] == hashlib.sha256(
-        json.dumps(resolved, sort_keys=True, separators=(",", ":")).encode()).hexdigest()
+        json.dumps(artifact_keys, sort_keys=True, separators=(",", ":")).encode()).hexdigest()
     assert ledger["broken/truncated.onnx"]["error"] == models["broken/truncated.onnx"]["error"]
     assert ledger["a/cnn.onnx"]["bytes_after"] == models["a/cnn.onnx"]["bytes_after"]
     assert not temporaries(out)
@@ -111,7 +114,7 @@ def test_folder_batch_converts_good_models_records_failures_and_resumes(tmp_path
     mtime = (out / "a/cnn.onnx").stat().st_mtime_ns
     again = run_cli("batch", str(zoo), "-o", str(out), "--allow-failures", "--json")
     assert again.code == 0, again.stderr
-    assert again.json()["counts"] == {"ok": 0, "failed": 2, "skipped": 4}
+    assert again.json()["counts"] == {"ok": 0, "failed": 2, "skipped": 6}
     assert by_path(again.json())["a/cnn.onnx"]["bytes_after"] == models["a/cnn.onnx"]["bytes_after"]  # from the ledger
     assert (out / "a/cnn.onnx").stat().st_mtime_ns == mtime  # not converted again
 
@@ -132,7 +135,7 @@ def test_manifest_isolates_hang_crash_and_memory_and_retries_a_crash(tmp_path):
                      "--retries", "1", "--latency-rounds", "2", "--json", env=env)
     assert result.code == 1, result.stderr
     models = by_path(result.json())
-    assert result.json()["counts"] == {"ok": 2, "failed": 3, "skipped": 0}
+    assert result.json()["counts"] == {"ok": 2, "failed": 3, "skipped": 0}, [(m["path"], m["error"]) for m in result.json()["models"]]
 
     hang = models["batch_models.hang.onnx"]
     assert hang["status"] == "failed" and hang["error"] == "timed out after 15 s (--timeout)" and hang["attempts"] == 1
@@ -282,3 +285,70 @@ def test_ray_executor_on_a_real_local_ray(tmp_path):
     assert summary["executor"] == "ray" and summary["counts"] == {"ok": 2, "failed": 0, "skipped": 0}
     assert (out / "a/cnn.onnx").is_file() and (out / "b/mlp.onnx").is_file()
     assert {r["status"] for r in ledger_rows(out).values()} == {"ok"}
+
+
+def _probe_manifest(folder: Path, cpus: int) -> Path:
+    """Two probe models (tests/batch_models.py): one as the batch says, one asking ``cpus`` CPUs."""
+    manifest = folder / "zoo.yaml"
+    manifest.write_text(yaml.safe_dump([
+        {"model": "batch_models:probe", "input_shape": ["1x4"]},
+        {"model": "batch_models:probe_cpus", "input_shape": ["1x4"], "recipe": {"resources": {"cpus": cpus}}},
+    ]))
+    return manifest
+
+
+def _probed(folder: Path, name: str, limit_s: float = 120) -> dict:
+    deadline = time.monotonic() + limit_s
+    while not (folder / f"{name}.json").exists():
+        assert time.monotonic() < deadline, f"the {name} model never ran"
+        time.sleep(0.1)
+    return json.loads((folder / f"{name}.json").read_text())
+
+
+def test_two_workers_share_the_cores_and_a_recipe_can_ask_for_more_threads(tmp_path):
+    manifest = _probe_manifest(tmp_path, cpus=3)
+    env = {"PYTHONPATH": str(TESTS), "BATCH_PROBE_DIR": str(tmp_path)}
+    result = run_cli("batch", str(manifest), "-o", str(tmp_path / "out"), "-j", "2", "--preset", "fast",
+                     "--latency-rounds", "0", "--json", env=env)
+    assert result.code == 0, result.stderr
+    assert result.json()["counts"] == {"ok": 2, "failed": 0, "skipped": 0}
+    cores = len(os.sched_getaffinity(0))
+    assert _probed(tmp_path, "probe")["threads"] == max(1, cores // 2)  # not ONNX Runtime's one thread per core each
+    assert _probed(tmp_path, "probe_cpus")["threads"] == 3  # resources.cpus
+    report = json.loads((tmp_path / "out/batch_models.probe.report.json").read_text())
+    assert [p["name"] for p in report["passes"]] == ["cleanup", "fuse"]  # --preset fast
+
+
+@pytest.mark.ray
+def test_ray_task_holds_the_cpus_its_recipe_asks_for(tmp_path, monkeypatch):
+    ray = pytest.importorskip("ray")
+    from onnxsmith.batch.ray_executor import RayExecutor
+
+    probes = tmp_path / "probes"
+    probes.mkdir()
+    for name, value in {"PYTHONPATH": str(TESTS), "BATCH_PROBE_DIR": str(probes), "BATCH_PROBE_HOLD": "1"}.items():
+        monkeypatch.setenv(name, value)  # before ray.init: Ray's workers inherit the driver's environment
+    _, greedy = discover_jobs(_probe_manifest(tmp_path, cpus=2), tmp_path / "out", validate_recipe({}))
+    too_big = replace(greedy, recipe={**greedy.recipe, "resources": {"cpus": 3}})
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)  # an existing Ray, as with --ray-address
+    try:
+        executor = RayExecutor(WorkerSettings(timeout_s=180, latency_rounds=0), tmp_path / "logs", None, None)
+        try:
+            executor.submit(too_big)
+            job, outcome = executor.next_done()
+            assert job is too_big and outcome.status == "failed"
+            assert outcome.error == "its recipe asks for 3 CPUs (resources.cpus) but the largest Ray node has 2"
+            executor.submit(greedy)
+            assert _probed(probes, "probe_cpus")["threads"] == 2
+            deadline = time.monotonic() + 15
+            while ray.available_resources().get("CPU", 0) != 0:  # the running task holds both CPUs
+                assert time.monotonic() < deadline, ray.available_resources()
+                time.sleep(0.2)
+            (probes / "release").touch()
+            job, outcome = executor.next_done()
+            assert job is greedy and outcome.status == "ok", outcome.error
+            assert (tmp_path / "out" / greedy.key).is_file()
+        finally:
+            executor.close()
+    finally:
+        ray.shutdown()

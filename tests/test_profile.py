@@ -18,8 +18,8 @@ import onnxruntime as ort
 import pytest
 from PIL import Image
 
-from conftest import FIXTURES, run_cli
-from onnxsmith.backend import get_backend
+from conftest import FIXTURES, fixture_feeds, run_cli
+from onnxsmith.backend import available_backends, get_backend
 from onnxsmith.backends import ort_profiler
 from onnxsmith.flops import TensorInfo, kernel_flops
 from onnxsmith.modelio import load_onnx
@@ -78,6 +78,43 @@ def test_runs_are_split_at_model_run_and_warmup_is_dropped():
     assert by_name["a"].times_ms == [0.1, 0.3]
     assert by_name["loop"].times_ms == [0.03, 0.0]  # summed inside a run, 0 where it did not run
     assert by_name["a"].inputs[1] == TensorInfo((4, 3, 3, 3), "float")
+    # the profiler's own cost is taken off every event (a Loop's kernel pays it per iteration), never below zero
+    corrected, _ = ort_profiler.kernel_runs_from_trace(io.StringIO(json.dumps(events)), warmup=1, overhead_ms=0.015)
+    by_name = {k.node: k for k in corrected}
+    assert by_name["a"].times_ms == pytest.approx([0.085, 0.285])
+    assert by_name["loop"].times_ms == pytest.approx([0.0 + 0.005, 0.0])
+
+
+def test_end_to_end_time_comes_from_a_plain_session_run_interleaved_with_the_profiled_one(monkeypatch):
+    calls = []
+
+    class Recorded:
+        def __init__(self, session, kind):
+            self.session, self.kind = session, kind
+
+        def run(self, names, feed):
+            calls.append(self.kind)
+            return self.session.run(names, feed)
+
+        def end_profiling(self):
+            return self.session.end_profiling()
+
+    real = ort_profiler.make_session
+
+    def recording(model, **kwargs):
+        options = kwargs.get("session_options")
+        return Recorded(real(model, **kwargs), "profiled" if options is not None and options.enable_profiling else "plain")
+
+    overhead = ort_profiler.kernel_overhead_ms()  # calibrated once per process, before the recording starts
+    monkeypatch.setattr(ort_profiler, "make_session", recording)
+    model, _ = load_onnx(FIXTURES / "cnn.onnx")
+    measured = ort_profiler.profile_session(model, [_cnn_batch(2)], backend="cpu", providers=["CPUExecutionProvider"],
+                                            runs=4, warmup=2)
+    assert calls[0] == "plain"  # its first run, before the profiled session exists
+    rounds = [calls[i:i + 2] for i in range(1, len(calls), 2)]
+    assert rounds == [["plain", "profiled"], ["profiled", "plain"]] * 3  # warm-up and timed rounds, order alternating
+    assert len(measured.e2e_ms) == 4 and all(len(k.times_ms) == 4 for k in measured.kernels)
+    assert measured.kernel_overhead_ms == overhead > 0
 
 
 def test_layer_times_cover_end_to_end_latency_on_cnn_at_batch_64():
@@ -132,12 +169,37 @@ def test_fused_layers_are_named_by_the_original_nodes(tmp_path):
         assert layer["origin"] or layer["inserted_by"]
 
 
+def test_openvino_names_the_layers_it_made_from_a_fused_node_by_that_node(tmp_path):
+    """OpenVINO translates contrib ops (MultiHeadAttention, SkipLayerNormalization) into layers
+    of its own naming (``MVN_29``, ``Transpose_104``); they are found by what lies downstream."""
+    ok, why = available_backends()["openvino"]().available()
+    if not ok:
+        pytest.skip(why)
+    backend = get_backend("openvino")
+    out = tmp_path / "transformer_fused.onnx"
+    result = run_cli("optimize", str(FIXTURES / "transformer.onnx"), "-o", str(out), "--passes", "fuse",
+                     "--calib", str(FIXTURES / "transformer.npz"), "--latency-rounds", "0")
+    assert result.code == 0, result.stderr
+    model, _ = load_onnx(out)
+    assert {"MultiHeadAttention", "SkipLayerNormalization"} <= {node.op_type for node in model.graph}
+    original = {n.name for n in onnx.load(str(FIXTURES / "transformer.onnx")).graph.node}
+    profile = backend.profile(model, fixture_feeds("transformer", count=1), runs=2, warmup=1)
+    assert [layer.node for layer in profile.layers if layer.inserted_by == "runtime"] == []
+    assert all(set(layer.origin) <= original and (layer.origin or layer.inserted_by) for layer in profile.layers)
+    made = [layer for layer in profile.layers if layer.op_type == "MVN" and not layer.node.startswith("node_")]
+    assert made and all(layer.origin for layer in made)  # layer norms OpenVINO split out of SkipLayerNormalization
+
+
 def test_optimize_puts_before_and_after_profiles_into_the_report(tmp_path):
     recipe = validate_recipe({"passes": ["fuse"], "calibration": {"data": str(FIXTURES / "cnn.npz")}})
-    report = optimize(str(FIXTURES / "cnn.onnx"), tmp_path / "out.onnx", recipe, OptimizeOptions(latency_rounds=0, profile_runs=3))
+    report = optimize(str(FIXTURES / "cnn.onnx"), tmp_path / "out.onnx", recipe, OptimizeOptions(latency_rounds=3, profile_runs=3))
     data = report.to_dict()["profile"]
     assert data["before"]["runs"] == 3 and data["after"]["runs"] == 3
     assert any(layer["before_ms"] is not None for layer in data["after"]["layers"])
+    # end to end, the compare reuses optimize's interleaved before/after timing
+    compare, latency = data["after"]["compare"], report.to_dict()["summary"]["latency_ms"]
+    assert compare["timing"]["method"] == "interleaved"
+    assert (compare["before_ms"], compare["after_ms"], compare["speedup"]) == (latency["before"], latency["after"], latency["speedup"])
     plain = optimize(str(FIXTURES / "cnn.onnx"), tmp_path / "plain.onnx", recipe, OptimizeOptions(latency_rounds=0))
     assert plain.profile is None
 
@@ -163,6 +225,8 @@ def test_compare_finds_the_first_broken_layer(tmp_path):
     assert result.code == 0, result.stderr
     profile = result.json()["profile"]
     first = profile["compare"]["first_divergence"]
+    assert profile["compare"]["timing"]["method"] == "interleaved" and profile["compare"]["timing"]["rounds"] == 3
+    assert profile["compare"]["speedup"] == pytest.approx(profile["compare"]["before_ms"] / profile["compare"]["after_ms"])
     layers = {layer["name"]: layer for layer in profile["layers"]}
     assert "node_conv2d_1" in layers[first["name"]]["origin"]
     assert first["sqnr_db"] < 10

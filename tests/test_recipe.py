@@ -82,3 +82,73 @@ def test_schema_lists_every_pass_and_its_options():
     opset_schema = items[1]["properties"]["opset"]["anyOf"][0]
     assert opset_schema["properties"]["version"]["type"] == "integer"
     assert schema["additionalProperties"] is False
+
+
+# --- presets and resources ------------------------------------------------------------------
+
+
+def test_every_shipped_preset_is_a_valid_recipe_and_is_listed():
+    from onnxsmith.recipe import available_presets, load_preset
+
+    presets = available_presets()
+    assert {"fast", "int8"} <= set(presets)
+    for name, path in presets.items():
+        recipe = load_preset(name)  # validated: known keys, passes and options
+        assert recipe.description, f"preset {name} ({path.name}) says what it is for"
+        assert recipe.build_passes()
+    fast = [p.name for p in load_preset("fast").build_passes()]
+    assert fast == ["cleanup", "fuse"]
+    quantize = load_preset("int8").build_passes()[-1]
+    assert (quantize.name, quantize.mode, quantize.guard) == ("quantize", "int8", True)
+    assert load_preset("int8").accuracy.max_drift == 0.05
+
+    from conftest import run_cli
+
+    listed = run_cli("recipe", "presets", "--json")
+    assert listed.code == 0, listed.stderr
+    rows = {row["name"]: row for row in listed.json()}
+    assert rows.keys() == presets.keys()
+    assert rows["fast"]["pipeline"] == "cleanup,fuse"
+    assert rows["int8"]["pipeline"] == "cleanup,fuse,quantize{mode=int8,guard=true}"
+
+
+def test_preset_errors_name_the_choices():
+    from onnxsmith.recipe import base_recipe_data, load_preset
+
+    with pytest.raises(RecipeError, match="unknown preset 'fastest'.*fast, int8"):
+        load_preset("fastest")
+    with pytest.raises(RecipeError, match="--preset fast and --passes"):
+        base_recipe_data(None, "fast", passes_given=True)
+    with pytest.raises(RecipeError, match="--preset fast and --recipe"):
+        base_recipe_data("r.yaml", "fast")
+    assert base_recipe_data(None, "fast")["passes"] == ["cleanup", "fuse"]
+
+
+def test_resources_are_validated_and_do_not_change_a_batch_recipe_hash():
+    from onnxsmith.batch.jobs import recipe_hash
+
+    assert validate_recipe({"resources": {"cpus": 2}}).resources.cpus == 2
+    with pytest.raises(RecipeError, match="resources.cpus"):
+        validate_recipe({"resources": {"cpus": 0}})
+    with pytest.raises(RecipeError, match="unknown key 'resources.gpus'.*cpus"):
+        validate_recipe({"resources": {"gpus": 1}})
+    plain = validate_recipe({"passes": ["cleanup"]}).resolved()
+    more_cpus = validate_recipe({"passes": ["cleanup"], "resources": {"cpus": 4}, "description": "x"}).resolved()
+    other_passes = validate_recipe({"passes": ["cleanup", "fuse"]}).resolved()
+    assert recipe_hash(plain) == recipe_hash(more_cpus) != recipe_hash(other_passes)
+
+
+def test_optimize_with_the_int8_preset_quantizes_within_its_budget(tmp_path):
+    import onnx
+
+    from conftest import FIXTURES, run_cli
+
+    out = tmp_path / "cnn.onnx"
+    result = run_cli("optimize", str(FIXTURES / "cnn.onnx"), "--preset", "int8", "--calib", str(FIXTURES / "cnn.npz"),
+                     "-o", str(out), "--latency-rounds", "0", "--json")
+    assert result.code == 0, result.stderr
+    report = result.json()
+    assert [p["name"] for p in report["passes"]] == ["cleanup", "fuse", "quantize"]
+    assert report["recipe"]["accuracy"]["max_drift"] == 0.05 and report["summary"]["drift"] <= 0.05
+    ops = {node.op_type for node in onnx.load(str(out)).graph.node}
+    assert {"QuantizeLinear", "DequantizeLinear"} <= ops

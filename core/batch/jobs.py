@@ -22,7 +22,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field
 
 from onnxsmith.errors import InputError
-from onnxsmith.recipe import Recipe, parse_pipeline, validate_recipe
+from onnxsmith.recipe import RUN_ONLY_KEYS, Recipe, parse_pipeline, validate_recipe
 from onnxsmith.sources import is_torch_factory, parse_shape
 
 __all__ = ["Job", "ManifestEntry", "discover_jobs", "model_hash", "recipe_hash"]
@@ -47,6 +47,11 @@ class Job:
     model_hash: str
     recipe_hash: str
 
+    @property
+    def cpus(self) -> int | None:
+        """The CPUs its recipe asks for (``resources.cpus``), None when it leaves it to the batch."""
+        return (self.recipe.get("resources") or {}).get("cpus")
+
 
 class ManifestEntry(BaseModel):
     """One manifest row. Paths are relative to the manifest's folder."""
@@ -62,8 +67,12 @@ class ManifestEntry(BaseModel):
 
 
 def recipe_hash(resolved: dict[str, Any]) -> str:
-    """sha256 of the resolved recipe's JSON with sorted keys: equal recipes, equal hashes."""
-    return hashlib.sha256(json.dumps(resolved, sort_keys=True, separators=(",", ":")).encode()).hexdigest()
+    """sha256 of the resolved recipe's JSON with sorted keys: equal recipes, equal hashes.
+
+    Keys that do not change the artifact (``RUN_ONLY_KEYS``: description, resources) are
+    left out, so giving a model more CPUs does not make a resumed batch convert it again."""
+    kept = {key: value for key, value in resolved.items() if key not in RUN_ONLY_KEYS}
+    return hashlib.sha256(json.dumps(kept, sort_keys=True, separators=(",", ":")).encode()).hexdigest()
 
 
 def model_hash(source: str, input_shapes: tuple[tuple[int, ...], ...] = ()) -> str:

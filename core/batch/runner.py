@@ -17,7 +17,7 @@ import shutil
 import time
 from collections import deque
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Literal, Protocol
 
@@ -114,7 +114,7 @@ class _Schedule:
         if self.events:
             self.events.planned(len(self.jobs), len(self.jobs) - planned)
         if todo:
-            executor = self._executor()
+            executor = self._executor(todo)
             try:
                 self._drive(executor, todo)
             except KeyboardInterrupt:
@@ -162,21 +162,32 @@ class _Schedule:
             if self.events:
                 self.events.finished(result)
 
-    def _executor(self) -> Executor:
+    def _executor(self, jobs: deque[Job]) -> Executor:
+        """The executor for this batch, and what each worker may use.
+
+        Locally, N workers share the machine's cores: each model's ONNX Runtime sessions get
+        cores / N intra-op threads (one worker: ONNX Runtime's default, a thread per core),
+        so two workers on two cores do not run four busy threads. On Ray a task has one CPU,
+        so one thread. A recipe's ``resources.cpus`` overrides both for its models.
+        """
         options = self.options
         workers = options.workers
+        cpus = _usable_cpus()
         memory_mb = options.memory_mb
         if memory_mb is None:
-            memory_mb = _physical_memory_mb() // (workers or os.cpu_count() or 1)
+            memory_mb = _physical_memory_mb() // (workers or cpus)
         settings = WorkerSettings(timeout_s=options.timeout_s, memory_mb=memory_mb or None, latency_rounds=options.latency_rounds)
         log_dir = self.outdir / LOG_DIR
         if options.executor == "ray":
             from onnxsmith.batch.ray_executor import RayExecutor
 
-            return RayExecutor(settings, log_dir, workers, options.ray_address)
+            largest = max((job.cpus or 1 for job in jobs), default=1)
+            return RayExecutor(replace(settings, threads=1), log_dir, workers, options.ray_address, largest_request=largest)
         from onnxsmith.batch.local import LocalExecutor
 
-        return LocalExecutor(settings, log_dir, workers or os.cpu_count() or 1)
+        slots = workers or cpus
+        threads = 0 if slots == 1 else max(1, cpus // slots)
+        return LocalExecutor(replace(settings, threads=threads), log_dir, slots)
 
 
 @contextlib.contextmanager
@@ -208,6 +219,13 @@ def _remove_empty_dirs(root: Path) -> None:
             folder.rmdir()
     if not any(root.iterdir()):
         root.rmdir()
+
+
+def _usable_cpus() -> int:
+    """The CPUs this process may run on (its affinity mask, where the OS has one)."""
+    if hasattr(os, "sched_getaffinity"):
+        return len(os.sched_getaffinity(0))
+    return os.cpu_count() or 1
 
 
 def _physical_memory_mb() -> int:

@@ -21,6 +21,7 @@ from onnxsmith.batch.outcome import Outcome, numbers_from_summary
 from onnxsmith.errors import OnnxsmithError
 from onnxsmith.optimize import OptimizeOptions, optimize
 from onnxsmith.recipe import validate_recipe
+from onnxsmith.runtime import session_threads
 
 __all__ = ["WorkerSettings", "child_main", "convert"]
 
@@ -34,6 +35,7 @@ class WorkerSettings:
     timeout_s: float | None = None
     memory_mb: int | None = None
     latency_rounds: int = 15
+    threads: int = 0  # intra-op threads of the model's sessions unless its recipe asks (0: one per core)
 
 
 def child_main(job: Job, settings: WorkerSettings, conn: Connection, lifeline: Connection, log_path: Path) -> None:
@@ -47,11 +49,15 @@ def child_main(job: Job, settings: WorkerSettings, conn: Connection, lifeline: C
 
 
 def convert(job: Job, settings: WorkerSettings) -> Outcome:
-    """Run ``optimize`` on one model; every error the model can cause becomes a failed Outcome."""
+    """Run ``optimize`` on one model; every error the model can cause becomes a failed Outcome.
+
+    Its ONNX Runtime sessions use the recipe's ``resources.cpus`` intra-op threads, else the
+    batch's share of the machine (``settings.threads``)."""
     try:
         recipe = validate_recipe(job.recipe, where=job.key)
         options = OptimizeOptions(input_shapes=list(job.input_shapes) or None, latency_rounds=settings.latency_rounds)
-        report = optimize(job.source, job.output, recipe, options)
+        with session_threads(job.cpus or settings.threads):
+            report = optimize(job.source, job.output, recipe, options)
     except OnnxsmithError as e:
         return Outcome("failed", e.one_line())
     except MemoryError:

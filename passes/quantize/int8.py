@@ -2,6 +2,8 @@
 
 1. Convert to opset 13 if per-channel weights need it (quantize_static does not, and
    writes an invalid model).
+   With ``smooth=ALPHA``, SmoothQuant first (passes/smooth.py); the Mul nodes smoothing
+   inserted (here or by an earlier ``smooth`` pass) stay float.
 2. Calibrate the activations around the ops the backend runs in integer kernels
    (``Capabilities.int8_ops``), with ``calibration=minmax|percentile|entropy|mse``.
 3. Write QDQ: int8 symmetric per-channel weights, activations as the backend prefers
@@ -27,6 +29,7 @@ from onnxsmith.passes.quantize.calibration import collect_ranges
 from onnxsmith.passes.quantize.guard import guard_budget
 from onnxsmith.passes.quantize.kernels import integer_kernel_check
 from onnxsmith.passes.quantize.qdq import quantize_qdq, upgrade_for_per_channel
+from onnxsmith.passes.smooth import smooth_model, smoothing_nodes
 
 if TYPE_CHECKING:
     from onnxsmith.passes.quantize.quantize_pass import QuantizePass
@@ -50,6 +53,10 @@ def quantize_int8(options: QuantizePass, model: ir.Model, ctx: Context) -> PassR
         work, from_opset = upgrade_for_per_channel(work)
         if from_opset is not None:
             notes.append(f"converted from opset {from_opset} to 13: per-channel DequantizeLinear needs it")
+    if options.smooth:
+        smoothed = smooth_model(work, calibration.feeds(), alpha=options.smooth, exclude=options.exclude, cache=ctx.activations)
+        counts["layers_smoothed"] = sum(len(record["layers"]) for record in smoothed)
+    smoothing = smoothing_nodes(work)  # smooth's Muls stay float: quantizing their input would undo them
     tensors = _activation_tensors(work, op_types)
     ranges = collect_ranges(work, tensors, calibration.feeds(), method=options.calibration, percentile=options.percentile,
                             cache=ctx.activations)
@@ -57,7 +64,7 @@ def quantize_int8(options: QuantizePass, model: ir.Model, ctx: Context) -> PassR
     corrections: dict[str, np.ndarray] = {}
 
     def quantize(exclude: list[str]) -> ir.Model:
-        excluded = [*options.exclude, *exclude]
+        excluded = [*options.exclude, *smoothing, *exclude]
         source = work
         if corrections:
             source = apply_bias_corrections(work, {k: v for k, v in corrections.items() if k not in excluded})
@@ -73,7 +80,7 @@ def quantize_int8(options: QuantizePass, model: ir.Model, ctx: Context) -> PassR
         counts["biases_corrected"] = len(corrections)
     kept: list[tuple[str, float]] = []
     if options.guard:
-        layers = [n for n in work.graph if n.op_type in op_types and n.name not in options.exclude]
+        layers = [n for n in work.graph if n.op_type in op_types and n.name not in [*options.exclude, *smoothing]]
         outcome = guard_budget(work, quantized, layers, quantize, ctx)
         quantized, kept = outcome.model, outcome.kept_float
         counts["guard_probes"] = outcome.probes

@@ -19,7 +19,7 @@ from onnxsmith.pass_base import Pass, PassResult
 from onnxsmith.passes.quantize.calibration import Method
 from onnxsmith.registry import register_pass
 
-__all__ = ["MODES", "QuantizePass"]
+__all__ = ["MODES", "NEEDS_CALIBRATION", "QuantizePass"]
 
 Mode = Literal["int8", "dynamic", "fp16", "bf16", "int4"]
 # mode -> (module, function) of its implementation
@@ -30,6 +30,10 @@ MODES: dict[str, tuple[str, str]] = {
     "bf16": ("onnxsmith.passes.quantize.float16", "quantize_float16"),
     "int4": ("onnxsmith.passes.quantize.int4", "quantize_int4"),
 }
+# mode -> whether the pipeline must refuse to start without calibration data; a mode that
+# needs it only for some options (int4 method=gptq) says False and calls
+# ``ctx.require_calibration`` itself
+NEEDS_CALIBRATION: dict[str, bool] = {"int8": True, "dynamic": False, "fp16": False, "bf16": False, "int4": False}
 
 
 @register_pass
@@ -38,7 +42,7 @@ class QuantizePass(Pass):
     name = "quantize"
     summary = "Lower precision: int8 static (QDQ, calibrated), dynamic int8, fp16/bf16, int4 weight-only; guarded by the accuracy budget."
     exact = False
-    needs_calibration = True
+    needs_calibration = True  # in the default mode, int8; requires_calibration() answers per mode
     in_place = False  # type: ignore[assignment]
     changes_input = False  # type: ignore[assignment]
 
@@ -55,12 +59,18 @@ class QuantizePass(Pass):
     block: int = dataclasses.field(default=32, metadata={"doc": "int4: weights per scale along the reduction axis (16..256, power of 2)"})
     method: Literal["rtn", "gptq"] = dataclasses.field(default="rtn", metadata={"doc": "int4: rounding (round-to-nearest or GPTQ error compensation)"})
     symmetric: bool = dataclasses.field(default=True, metadata={"doc": "int4: symmetric blocks (no zero point)"})
+    smooth: float = dataclasses.field(default=0.0, metadata={"doc": "int8: SmoothQuant alpha applied first (0: off; as a smooth{alpha=...} pass before)"})
 
     def __post_init__(self) -> None:
         if not 90.0 <= self.percentile <= 100.0:
             raise ValueError("percentile must be between 90 and 100")
+        if not 0.0 <= self.smooth <= 1.0:
+            raise ValueError("smooth must be between 0 (off) and 1")
         if self.block < 16 or self.block > 256 or self.block & (self.block - 1):
             raise ValueError("block must be a power of 2 between 16 and 256")
+
+    def requires_calibration(self) -> bool:
+        return NEEDS_CALIBRATION[self.mode]
 
     def run(self, model: ir.Model, ctx: Context) -> PassResult:
         module, function = MODES[self.mode]
