@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import argparse
 import datetime
+import json
 import os
 import platform
 import re
@@ -172,6 +173,14 @@ def render(results: dict[str, dict], ratio: float, rounds: int, command: str) ->
     return "\n".join(lines) + "\n"
 
 
+def _numbers(results: dict[str, dict]) -> dict:
+    """What was measured, as JSON: counts, task scores, latency medians, per-layer records."""
+    return {name: {"latency_ms": {k: s.median_ms for k, s in r["latency"].items()},
+                   "variants": {v.name: {"counts": v.counts, "scores": v.scores, "seconds": v.seconds, "layers": v.layers}
+                                for v in r["variants"]}}
+            for name, r in results.items()}
+
+
 def _big(n) -> str:
     if n is None:
         return "-"
@@ -201,6 +210,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--rounds", type=int, default=ROUNDS)
     parser.add_argument("--doc", type=Path, default=DOC)
     parser.add_argument("--no-doc", action="store_true")
+    parser.add_argument("--json", type=Path, help="also save the measured numbers here")
     args = parser.parse_args(argv)
     models = [m for m in args.models.split(",") if m]
     results = {}
@@ -210,6 +220,8 @@ def main(argv: list[str] | None = None) -> int:
     command = "python bench/channel_bench.py " + shlex.join(argv if argv is not None else sys.argv[1:])
     section = render(results, args.ratio, args.rounds, command.strip())
     print(section)
+    if args.json:
+        args.json.write_text(json.dumps(_numbers(results), indent=1))
     if not args.no_doc:
         write_section(args.doc, section)
     return 0

@@ -166,6 +166,25 @@ def _f(value, fmt: str) -> str:
     return "-" if value is None else format(value, fmt)
 
 
+def findings(rows: list[Row], metric: str) -> list[str]:
+    """One line per pair that differs only in the method (magnitude/wanda, svd/asvd): which
+    one kept the task metric closer to the original's, by how much."""
+    by_label = {r.label: r for r in rows if r.error is None and metric in r.scores}
+    lines = []
+    for a, b in (("magnitude", "wanda"), ("lowrank svd", "lowrank asvd")):
+        for label, row in by_label.items():
+            if not label.startswith(a + " "):
+                continue
+            other = by_label.get(b + label[len(a):])
+            if other is None:
+                continue
+            x, y = row.scores[metric], other.scores[metric]
+            better = other.label if y > x else row.label
+            lines.append(f"- {other.label} vs {row.label}: {metric} {y:.4f} vs {x:.4f}: {better} is closer to the original "
+                         f"(by {abs(y - x):.4f}).")
+    return lines
+
+
 def render(results: list[tuple[str, list[Row], dict]], rounds: int, command: str) -> str:
     lines = [
         SECTION,
@@ -185,7 +204,9 @@ def render(results: list[tuple[str, list[Row], dict]], rounds: int, command: str
         "  file does not shrink: only compression sees them.",
         f"- Latency: ONNX Runtime CPU, median of {rounds} interleaved rounds (every variant, the original and",
         "  a second session of the original as an A/A control, order alternating) after warm-up;",
-        "  ratio = original / variant.",
+        "  ratio = original / variant. Zeros, unstructured or N:M, do not make ONNX Runtime CPU's dense",
+        "  kernels faster: their ratios only show the noise (compare the A/A control). N:M patterns run",
+        "  faster only on backends with sparse kernels (TensorRT on NVIDIA Ampere or newer), not here.",
         "",
     ]
     for name, rows, info in results:
@@ -213,6 +234,7 @@ def render(results: list[tuple[str, list[Row], dict]], rounds: int, command: str
                 f"| {r.label} | {_f(metric, '.4f')}" + (f" ({low:.4f})" if low is not None else "")
                 + f" | {_f(r.layer_error, '.3f')} | {params} | {macs} | {r.bytes / 1e6:.1f} | {r.zipped / 1e6:.1f} | {ratio} |"
             )
+        lines += ["", *findings(rows, task.metric)]
         lines += ["", f"Original: {original.bytes / 1e6:.1f} MB, zipped {original.zipped / 1e6:.1f} MB, "
                       f"{_f(original.ms, '.2f')} ms. Pipelines and what they did:", ""]
         lines += [f"- {r.label}: `{r.pipeline}`" + (f"; {'; '.join(r.notes)}" if r.notes else "") + "." for r in rows[1:]]

@@ -71,7 +71,7 @@ def _cell(result: dict, key: str) -> str:
         return "-"
     if row["status"] != "ok":
         return row["status"]
-    return f"{_metric(row, result['metric'])} / {_speedup(row)}"
+    return f"{_metric(row, result['metric'])} / {_speedup(row)} / {_f(row.get('size_mb'), '.1f')} MB"
 
 
 def render(models: dict[str, dict], runs: dict[str, dict]) -> tuple[str, str]:
@@ -81,18 +81,19 @@ def render(models: dict[str, dict], runs: dict[str, dict]) -> tuple[str, str]:
     summary = [
         "## summary",
         "",
-        "Written by `bench/run.py` (how each number is made: see \"## per model\"). Task metric vs",
-        "the fp32 model on held-out real inputs (✓ within the bound of issue 4, ✗ not) / latency",
-        "speedup over fp32 on ONNX Runtime CPU, interleaved in one run. \"Fastest within bound\"",
-        "compares onnxsmith's fastest recipe that keeps the bound with every other tool's.",
+        "Written by `bench/run.py` (how each number is made: see \"## per model\"). Each cell: task",
+        "metric vs the fp32 model on held-out real inputs (✓ within the bound of issue 4, ✗ not) /",
+        "latency speedup over fp32 on ONNX Runtime CPU, interleaved in one run / artifact size. The",
+        "fp32 column: size, and median latency under the load of that run. The last column",
+        "compares onnxsmith's fastest recipe that keeps the bound with the fastest other tool's.",
         "",
-        "| model | bound | ours int8 (guard) | ours int8 (no guard) | ORT quantize_static (opset 13) | NNCF | OpenVINO fp32 model | onnxsmith vs the others, within bound |",
-        "|---|---|---|---|---|---|---|---|",
+        "| model | bound | fp32 | ours int8 (guard) | ours int8 (no guard) | ORT quantize_static (opset 13) | NNCF | OpenVINO fp32 model | onnxsmith vs the others, within bound |",
+        "|---|---|---|---|---|---|---|---|---|",
     ]
     for m in order:
         r = models[m]
         summary.append(
-            f"| {m} | {r['metric']} >= {r['bound']:g} | {_cell(r, 'ours-int8')} | {_cell(r, 'ours-int8-noguard')} "
+            f"| {m} | {r['metric']} >= {r['bound']:g} | {r['fp32_mb']:.1f} MB, {r['fp32_ms']:.0f} ms on {r['timed_shape']} | {_cell(r, 'ours-int8')} | {_cell(r, 'ours-int8-noguard')} "
             f"| {_cell(r, 'ort-qdq-opset13')} | {_cell(r, 'nncf')} | {_cell(r, 'openvino')} | {verdict(r)} |"
         )
     summary += ["", "Runs:", ""]

@@ -141,6 +141,19 @@ def test_nm_patterns_are_exact_along_the_reduction_axis(tmp_path, n, m):
     assert result.counts["weight_bytes_nm_compressed"] < result.counts["weight_bytes"]
 
 
+def test_nm_report_follows_the_target_backends_capabilities(tmp_path):
+    from onnxsmith.backend import Capabilities
+
+    rng = np.random.default_rng(11)
+    path = _dense(tmp_path, rng)
+    target = types.SimpleNamespace(name="sparse-gpu", capabilities=Capabilities(gains_from_nm_sparsity=True))
+    result, _ = _run(path, "prune{method=nm,importance=l2}", Context(backend=target))
+    assert any("the target backend sparse-gpu gains speed from them" in note for note in result.notes)
+    assert not any("expect no speedup" in note for note in result.notes)
+    result, _ = _run(path, "prune{method=nm,importance=l2}", Context())
+    assert any("the target backend cpu runs them as dense weights, no faster" in note for note in result.notes)
+
+
 def test_nm_on_convs_groups_input_channels_at_each_kernel_position(tmp_path):
     rng = np.random.default_rng(5)
     path = conv_model(tmp_path / "c.onnx", rng)

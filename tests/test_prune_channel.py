@@ -163,7 +163,8 @@ def test_adaptive_saves_as_much_as_uniform_and_errs_less():
 
 
 def test_refit_lowers_the_layer_error_and_the_output_error():
-    model = cm.residual()
+    """Against the no-refit baseline (sliced weights, removed channels' mean folded into the bias)."""
+    model = cm.concat()
     ctx = _ctx(model, n=8)
     refit, plain = _copy(model), _copy(model)
     with_refit = prune_channels(refit, ctx, ratio=0.5, allocation="uniform")
@@ -171,7 +172,7 @@ def test_refit_lowers_the_layer_error_and_the_output_error():
     readers = [r for r in with_refit.layers if r["in_channels_after"] is not None and r["in_channels_after"] < r["in_channels_before"]]
     assert readers and with_refit.counts["layers_refit"] == len(readers)
     for record in readers:
-        assert record["error"] < 0.95 * record["error_no_refit"]
+        assert record["error"] < 0.9 * record["error_no_refit"]
     assert all(r["error"] == r["error_no_refit"] for r in without.layers if r["error"] is not None)
     feeds = cm.feeds(model, 4, seed=11)  # held out: not the calibration feeds
     reference = _outputs(model, feeds)
@@ -179,7 +180,7 @@ def test_refit_lowers_the_layer_error_and_the_output_error():
     def error(m):
         return np.mean([np.sum((o - r) ** 2) / np.sum(r**2) for o, r in zip(_outputs(m, feeds), reference, strict=True)])
 
-    assert error(refit) < 0.5 * error(plain)
+    assert error(refit) < 0.8 * error(plain)
 
 
 def test_bad_options_are_user_errors():

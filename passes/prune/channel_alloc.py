@@ -6,8 +6,8 @@ it owns, each layer's scores normalised to mean 1 so no single layer dominates a
 - ``l2``: the squared L2 norm of the weight slices: a producer's output filter (a
   depthwise filter too), a consumer's input column (``||W[:, j]||^2``);
 - ``activation``: for every consumer, ``||W[:, j]||^2 * Var(x_j)``, the energy channel j
-  contributes to the consumer's output beyond its mean (the mean is absorbed by the bias
-  when the consumer is refit), with x_j measured on the calibration data.
+  contributes to the consumer's output beyond its mean (the mean is folded into the
+  consumer's bias when the channel goes), with x_j measured on the calibration data.
 
 Allocation, for a target ``ratio``:
 
@@ -33,7 +33,9 @@ import numpy as np
 from onnxsmith.passes.prune.channel_groups import ChannelAnalysis, Group, const_array
 from onnxsmith.passes.prune.channel_stats import LayerCost, Moments
 
-__all__ = ["ALIGN", "CostModel", "adaptive_counts", "kept_count", "interpolate", "levels", "rank_units", "uniform_counts", "unit_scores"]
+__all__ = [
+    "ALIGN", "CostModel", "adaptive_counts", "interpolate", "kept_count", "levels", "rank_units", "uniform_counts", "unit_scores",
+]
 
 ALIGN = 8
 ALIGN_FROM = 32
@@ -60,6 +62,8 @@ def levels(size: int, ratio: float) -> tuple[list[int], list[int]]:
 
 def interpolate(measured: dict[int, float], counts: list[int]) -> dict[int, float]:
     """Distortion at every count, piecewise linear through (0, 0) and the measured points."""
+    if not measured:
+        return {}
     xs = np.array([0, *sorted(measured)], dtype=np.float64)
     ys = np.array([0.0, *(measured[k] for k in sorted(measured))])
     table = {}

@@ -11,9 +11,13 @@ already-refit pruned model gives it, so it also corrects what earlier layers got
 
 solved in closed form from accumulated statistics (float64 normal equations). The ridge is
 scale-free (D^2 = diag of P'P^T) and pulls toward ``prior``, the sliced weights with the
-removed channels' mean contribution folded into the bias, not toward zero: with few
-calibration rows per weight a plain least-squares fit overfits. ``alpha`` is chosen per layer
-by two-fold cross-validation over the calibration feeds.
+removed channels' calibration mean contribution folded into the bias, not toward zero: with
+few calibration rows per weight a plain least-squares fit overfits. ``alpha`` is chosen per
+layer by two-fold cross-validation over the calibration feeds.
+
+Without refit (``apply=False``) each layer gets ``prior`` itself: the bias correction that
+costs nothing and that the allocation's distortion measurement assumes; its error is
+``error_no_refit`` in both modes, so the two compare the least-squares fit with it.
 
 Rows (output positions) are subsampled, evenly over the feeds, to about
 ``max(ROW_BUDGET, ROWS_PER_WEIGHT * K)`` per layer: enough for the normal equations, and the
@@ -171,27 +175,23 @@ def _fit(graph: ir.Graph, layer: WeightLayer, orig: Original, kept, stats: _Stat
     has_bias = orig.bias_index is not None
     sliced = orig.matrix[out][:, columns]
     bias = orig.bias[out] if orig.bias is not None else np.zeros(len(out))
-    plain = np.concatenate([sliced, bias[:, None]], axis=1) if has_bias else sliced
-    removed = np.setdiff1d(np.arange(orig.matrix.shape[1]), columns)
-    mean = stats.mean_sum / max(stats.rows, 1)
-    prior = plain.copy()
+    # without refit: the sliced weights, the removed channels' mean contribution folded into the bias
+    corrected = np.concatenate([sliced, bias[:, None]], axis=1) if has_bias else sliced
     if has_bias:
-        prior[:, -1] += orig.matrix[out][:, removed] @ mean[removed]
-    gram = _total(stats.gram)
-    cross = _total(stats.cross)
-    energy = sum(stats.energy)
-    no_refit = _error(plain, gram, cross, energy)
-    if not apply:
-        return LayerFit(no_refit, no_refit, None)
-    if all(isinstance(g, np.ndarray) for g in stats.gram):
-        alpha = _choose_alpha([_Ridge(stats.gram[i], stats.cross[i], prior) for i in (0, 1)], stats)
-    else:
-        alpha = DEFAULT_ALPHA
-    fitted = _Ridge(gram, cross, prior).solve(alpha)
-    logger.debug("refit %s: alpha %g", layer.node.name, alpha)
-    error = _error(fitted, gram, cross, energy)
-    if error >= no_refit:  # never make a layer worse on its own calibration data
-        fitted, error = plain, no_refit
+        removed = np.setdiff1d(np.arange(orig.matrix.shape[1]), columns)
+        corrected[:, -1] += orig.matrix[out][:, removed] @ (stats.mean_sum / max(stats.rows, 1))[removed]
+    gram, cross, energy = _total(stats.gram), _total(stats.cross), sum(stats.energy)
+    no_refit = _error(corrected, gram, cross, energy)
+    fitted, error, alpha = corrected, no_refit, None
+    if apply:
+        if all(isinstance(g, np.ndarray) for g in stats.gram):
+            alpha = _choose_alpha([_Ridge(stats.gram[i], stats.cross[i], corrected) for i in (0, 1)], stats)
+        else:
+            alpha = DEFAULT_ALPHA
+        solution = _Ridge(gram, cross, corrected).solve(alpha)
+        logger.debug("refit %s: alpha %g", layer.node.name, alpha)
+        if _error(solution, gram, cross, energy) < no_refit:  # never worse on its own calibration data
+            fitted, error = solution, _error(solution, gram, cross, energy)
     _write(graph, layer, orig, fitted, has_bias)
     return LayerFit(error, no_refit, alpha)
 

@@ -222,19 +222,30 @@ def nm_backends() -> list[tuple[str, bool]]:
     return found
 
 
+def _target_gains_from_nm(ctx: Context) -> bool:
+    try:
+        return ctx.backend is not None and ctx.backend.capabilities.gains_from_nm_sparsity
+    except Exception:
+        logger.debug("target backend: capabilities unavailable", exc_info=True)
+        return False
+
+
 def _nm_note(options: PrunePass, ctx: Context, compressed: int) -> str:
     gaining = nm_backends()
     names = ", ".join(f"{name} ({'available here' if ok else 'not available here'})" for name, ok in gaining) or "none known"
     target = ctx.backend.name if ctx.backend is not None else "cpu"
-    gains = ctx.backend is not None and ctx.backend.capabilities.gains_from_nm_sparsity
-    verdict = "gains speed from them" if gains else "runs them as dense weights, no faster"
+    verdict = "gains speed from them" if _target_gains_from_nm(ctx) else "runs them as dense weights, no faster"
     return (f"{options.n}:{options.m} patterns run faster on sparse kernels of: {names}; the target backend {target} {verdict}; "
             f"in the compressed N:M format the weights take {compressed / 1e6:.2f} MB")
 
 
 def _size_note(options: PrunePass, sparsity: float, dense: int, before: int, after: int, csr: int, ctx: Context) -> str:
     target = ctx.backend.name if ctx.backend is not None else "cpu"
-    return (f"{sparsity:.1%} of the pruned layers' weights are zero. The {target} backend's dense kernels multiply zeros like "
-            f"any weight, so expect no speedup, and the artifact stores them densely ({dense / 1e6:.2f} MB). Compressed "
+    if options.method == "nm" and _target_gains_from_nm(ctx):
+        speed = f"The {target} backend runs N:M patterns on sparse kernels; the artifact still stores them densely"
+    else:
+        speed = (f"The {target} backend's dense kernels multiply zeros like any weight, so expect no speedup, "
+                 f"and the artifact stores them densely")
+    return (f"{sparsity:.1%} of the pruned layers' weights are zero. {speed} ({dense / 1e6:.2f} MB). Compressed "
             f"(deflate, as in a zip of the artifact) they take {after / 1e6:.2f} MB instead of {before / 1e6:.2f} MB; "
             f"in CSR {csr / 1e6:.2f} MB")
