@@ -13,13 +13,12 @@ Profiling is not free, and ONNX Runtime charges part of its cost to the kernels:
 event's clock starts before the profiler formats the kernel's input shapes and stops
 after it sized its outputs, about 4 microseconds per kernel on a 2-core x86 machine, while
 a Reshape really costs well under one. On a model of 200 small kernels that is a fifth
-of its latency. ``kernel_overhead_ms`` measures that cost on a chain of trivial kernels,
-once per process, and it is subtracted from every kernel event.
+of its latency. ``OverheadProbe`` measures that cost on a chain of trivial kernels, alongside
+every profile, and it is subtracted from every kernel event.
 """
 
 from __future__ import annotations
 
-import functools
 import json
 import logging
 import math
@@ -40,7 +39,7 @@ from onnxsmith.flops import TensorInfo
 from onnxsmith.profile import KernelRun, Measurement, peak_rss_mb
 from onnxsmith.runtime import make_session
 
-__all__ = ["RuntimeGraph", "iter_trace_events", "kernel_overhead_ms", "kernel_runs_from_trace", "profile_session"]
+__all__ = ["OverheadProbe", "RuntimeGraph", "iter_trace_events", "kernel_runs_from_trace", "profile_session"]
 
 logger = logging.getLogger(__name__)
 
@@ -178,36 +177,45 @@ def _tensors(entries: list[dict[str, list[int]]]) -> list[TensorInfo]:
     return [TensorInfo(tuple(int(d) for d in shape), dtype) for entry in entries for dtype, shape in entry.items()]
 
 
-@functools.cache
-def kernel_overhead_ms() -> float:
-    """What the profiler adds to one kernel event, in ms, measured once per process.
+class OverheadProbe:
+    """Measures what the profiler adds to one kernel event, alongside a real measurement.
 
-    On a chain of trivial kernels (Add of one-element tensors) run alternately with and
-    without the profiler: the mean kernel event of a profiled run less the whole per-node
-    cost of a plain run (an upper bound of what such a kernel really costs); the median
-    of each over the runs, so a run the OS preempted does not count.
+    A chain of trivial kernels (Add of one-element tensors) runs with and without the
+    profiler once per ``sample()``, so the estimate sees the same machine state as the
+    runs it corrects (a shared machine's speed changes over minutes). ``overhead_ms()``:
+    the mean kernel event of a profiled run less the whole per-node cost of a plain run
+    (an upper bound of what such a kernel really costs), the median of each over the
+    samples, so a run the OS preempted does not count.
     """
-    graph = _trivial_chain(_CALIBRATION_NODES)
-    feed = {"x": np.ones((1, 1, 1, 1), np.float32)}
-    with tempfile.TemporaryDirectory(prefix="onnxsmith-profile-") as tmp:
+
+    def __init__(self, folder: Path) -> None:
+        self._feed = {"x": np.ones((1, 1, 1, 1), np.float32)}
+        graph = _trivial_chain(_CALIBRATION_NODES)
         options = ort.SessionOptions()
         options.enable_profiling = True
-        options.profile_file_prefix = str(Path(tmp) / "calibration")
-        profiled = make_session(graph, optimize=False, session_options=options)
-        plain = make_session(graph, optimize=False)
-        per_node: list[float] = []
-        for _ in range(_CALIBRATION_RUNS):
-            profiled.run(None, feed)
-            start = time.perf_counter()
-            plain.run(None, feed)
-            per_node.append((time.perf_counter() - start) * 1000.0 / _CALIBRATION_NODES)
-        trace = Path(profiled.end_profiling())
+        options.profile_file_prefix = str(folder / "calibration")
+        self._profiled = make_session(graph, optimize=False, session_options=options)
+        self._plain = make_session(graph, optimize=False)
+        self._per_node: list[float] = []
+
+    def sample(self) -> None:
+        self._profiled.run(None, self._feed)
+        start = time.perf_counter()
+        self._plain.run(None, self._feed)
+        self._per_node.append((time.perf_counter() - start) * 1000.0 / _CALIBRATION_NODES)
+
+    def overhead_ms(self) -> float:
+        """The estimate; ends the probe (at least ``_CALIBRATION_RUNS`` samples are taken)."""
+        while len(self._per_node) < _CALIBRATION_RUNS:
+            self.sample()
+        trace = Path(self._profiled.end_profiling())
         with open(trace, encoding="utf-8") as stream:
             kernels, _ = kernel_runs_from_trace(stream, warmup=0)
-    per_event = [statistics.fmean(run) for run in zip(*(k.times_ms for k in kernels))]
-    overhead = statistics.median(per_event) - statistics.median(per_node) if per_event else 0.0
-    logger.debug("profiler overhead per kernel event: %.2f us", overhead * 1000.0)
-    return max(overhead, 0.0)
+        trace.unlink(missing_ok=True)
+        per_event = [statistics.fmean(run) for run in zip(*(k.times_ms for k in kernels))]
+        overhead = statistics.median(per_event) - statistics.median(self._per_node) if per_event else 0.0
+        logger.debug("profiler overhead per kernel event: %.2f us", overhead * 1000.0)
+        return max(overhead, 0.0)
 
 
 def _trivial_chain(length: int) -> ir.Model:
@@ -238,10 +246,12 @@ def profile_session(
     End-to-end time comes from a second, plain session run interleaved with the profiled
     one (plain, profiled, profiled, plain, ...): the profiler's own bookkeeping costs about
     10 microseconds per kernel, a fifth of the latency of a small model, and it is not part
-    of the model's latency. Both sessions see the same machine noise.
+    of the model's latency. Both sessions see the same machine noise, and so does the
+    :class:`OverheadProbe` sampled after every round, whose estimate is taken off every
+    kernel event.
     """
-    overhead = kernel_overhead_ms()
     with tempfile.TemporaryDirectory(prefix="onnxsmith-profile-") as tmp:
+        probe = OverheadProbe(Path(tmp))
         start = time.perf_counter()
         plain = make_session(model, providers=providers)
         session_ms = (time.perf_counter() - start) * 1000.0
@@ -262,6 +272,8 @@ def profile_session(
                 session.run(None, feed)
                 if session is plain and i >= warmup:
                     e2e.append((time.perf_counter() - begin) * 1000.0)
+            probe.sample()
+        overhead = probe.overhead_ms()
         trace = Path(profiled.end_profiling())
         graph = _runtime_graph(Path(tmp) / "runtime.onnx") if (Path(tmp) / "runtime.onnx").exists() else None
         with open(trace, encoding="utf-8") as stream:

@@ -64,6 +64,8 @@ PREPARE = ("cleanup", "fuse")
 
 @dataclass
 class Variant:
+    """One model of the comparison, with what the pass said and how it scored."""
+
     name: str
     model: ir.Model
     counts: dict = field(default_factory=dict)
@@ -101,6 +103,8 @@ def evaluate(task, reference: list, model: ir.Model, feeds: list) -> dict:
 
 
 def bench_model(name: str, ratio: float, allocations: list[str], calib_n: int, eval_n: int, rounds: int) -> dict:
+    """Prune ``name`` every way asked, score each on held-out inputs, time them all interleaved.
+    Returns JSON-able numbers (what ``render`` reads)."""
     task = bench_tasks.get_task(name)
     original, fused = prepare(task.model_path())
     calibration = task.calibration(calib_n)
@@ -120,65 +124,72 @@ def bench_model(name: str, ratio: float, allocations: list[str], calib_n: int, e
             print(f"{name} {label}: {seconds:.0f} s, {result.counts}, {variants[-1].scores}", file=sys.stderr)
     sessions = {"original": make_session(original), **{v.name: make_session(v.model) for v in variants}}
     timed = measure_interleaved(sessions, task.timed(), rounds=rounds, warmup=3)
-    return {"task": task, "variants": variants, "latency": timed, "calib": len(calibration), "held_out": len(held_out),
-            "shape": "x".join(map(str, next(iter(task.timed().values())).shape))}
+    return {
+        "latency_ms": {k: s.median_ms for k, s in timed.items()},
+        "variants": {v.name: {"counts": v.counts, "scores": v.scores, "seconds": v.seconds, "layers": v.layers, "notes": v.notes}
+                     for v in variants},
+        "calib": len(calibration), "held_out": len(held_out),
+        "shape": "x".join(map(str, next(iter(task.timed().values())).shape)),
+    }
 
 
 def render(results: dict[str, dict], ratio: float, rounds: int, command: str) -> str:
+    """The "## prune channel" section from ``bench_model``'s numbers."""
     lines = [
         SECTION,
         "",
-        f"`prune{{method=channel,ratio={ratio:g}}}` on the fused models (`cleanup,fuse` first), with and without the",
-        "least-squares refit (the same channels removed both times). MACs and parameters are those of the weight",
-        "layers (Conv, ConvTranspose, Gemm, MatMul) at the timed input size. Task metric on held-out real inputs",
-        "against the original fp32 model; drift is the per-channel relative RMS error of the outputs. Latency:",
-        f"ONNX Runtime CPU, default session options (spinning off), median of {rounds} interleaved rounds after",
-        "warm-up (the original, the fused unpruned model and every pruned one in one run); speedup = unpruned",
-        "median / pruned median, against the fused unpruned model and against the original.",
+        f"`prune{{method=channel,ratio={ratio:g}}}` ({ratio:.0%} of every prunable group's channels for `uniform`; as",
+        "many MACs saved, spread by measured output distortion, for `adaptive`) on the fused models (`cleanup,fuse`",
+        "first), with and without the least-squares refit; the same channels are removed both times, and without",
+        "refit the removed channels' calibration mean is still folded into the reading layer's bias. MACs and",
+        "parameters are those of the weight layers (Conv, ConvTranspose, Gemm, MatMul) at the timed input size.",
+        "Task metric on held-out real inputs against the original fp32 model; drift is the per-channel relative RMS",
+        "error of the outputs. Latency: ONNX Runtime CPU, default session options (spinning off), median of",
+        f"{rounds} interleaved rounds after warm-up (the original, the fused unpruned model and every pruned one in",
+        "one run); speedup = unpruned median / pruned median, against the fused unpruned model (the honest",
+        "baseline: the pruned models are fused too) and against the original.",
         "",
         "| model | variant | MACs | MACs cut | params | task metric | drift | ms | speedup vs fused | speedup vs original | prune s |",
         "|---|---|--:|--:|--:|--:|--:|--:|--:|--:|--:|",
     ]
     for name, r in results.items():
-        task, timed = r["task"], r["latency"]
-        base_ms, orig_ms = timed["fused"].median_ms, timed["original"].median_ms
-        unpruned = next((v.counts for v in r["variants"] if v.counts), {})
-        for v in r["variants"]:
-            ms = timed[v.name].median_ms
-            counts = v.counts or {"macs_after": unpruned.get("macs_before"), "params_after": unpruned.get("params_before"),
-                                  "macs_before": unpruned.get("macs_before")}
+        task, timed = bench_tasks.get_task(name), r["latency_ms"]
+        base_ms, orig_ms = timed["fused"], timed["original"]
+        unpruned = next((v["counts"] for v in r["variants"].values() if v["counts"]), {})
+        for label, v in r["variants"].items():
+            ms = timed[label]
+            counts = v["counts"] or {"macs_after": unpruned.get("macs_before"), "params_after": unpruned.get("params_before"),
+                                     "macs_before": unpruned.get("macs_before")}
             macs, before = counts.get("macs_after"), counts.get("macs_before")
             cut = f"{1 - macs / before:.1%}" if macs and before else "-"
-            params = counts.get("params_after")
-            metric = v.scores.get(task.metric)
             lines.append(
-                f"| {name} | {v.name} | {_big(macs)} | {cut} | {_big(params)} | {task.metric} {metric:.3f} | "
-                f"{v.scores['drift']:.3f} | {ms:.2f} | {base_ms / ms:.2f}x | {orig_ms / ms:.2f}x | "
-                f"{v.seconds:.0f} |"
+                f"| {name} | {label} | {_big(macs)} | {cut} | {_big(counts.get('params_after'))} | "
+                f"{task.metric} {v['scores'][task.metric]:.3f} | {v['scores']['drift']:.3f} | {ms:.2f} | "
+                f"{base_ms / ms:.2f}x | {orig_ms / ms:.2f}x | {v['seconds']:.0f} |"
             )
         lines.append(f"| {name} | original | | | | | | {orig_ms:.2f} | {base_ms / orig_ms:.2f}x | 1.00x | |")
-    lines += ["", f"Produced by `{command}` on {datetime.date.today().isoformat()}.", ""]
+    lines += ["", f"Produced by `{command}` on {datetime.date.today().isoformat()}; prune s is wall time on a shared machine.", ""]
     lines += [f"- CPU: {platform.processor() or platform.machine()}, {os.cpu_count()} logical cores; onnxruntime {ort.__version__}"]
     for name, r in results.items():
-        task = r["task"]
+        task = bench_tasks.get_task(name)
         lines.append(f"- {name}: {task.metric_text}; {r['calib']} calibration feeds, {r['held_out']} held-out "
                      f"({task.data_text}); timed: {r['shape']}.")
-        pruned = [v for v in r["variants"] if v.counts]
-        if pruned:
-            v = pruned[0]
-            lines.append(f"  {v.name}: {v.counts.get('channels_removed')} channels removed in "
-                         f"{v.counts.get('groups_pruned')} of {v.counts.get('groups_prunable')} prunable groups "
-                         f"({v.counts.get('groups')} in all); " + "; ".join(n.strip() for n in v.notes if "left unpruned" in n
-                                                                              or n.startswith("  ")))
+        label, v = next(((k, v) for k, v in r["variants"].items() if v["counts"]), (None, None))
+        if v is None:
+            continue
+        counts = v["counts"]
+        frozen = "; ".join(n.strip() for n in v.get("notes", []) if n.startswith("  "))
+        lines.append(f"  {counts['groups_prunable']} of {counts['groups']} channel groups prunable"
+                     + (f" (the others: {frozen})" if frozen else "") + f". {label}: {counts['channels_removed']} "
+                     f"channels removed in {counts['groups_pruned']} groups; the layers with the largest MACs cut, "
+                     "with the relative error of the layer reading the pruned channels (refit / no refit):")
+        for rec in sorted(v["layers"], key=lambda x: x["macs_after"] - x["macs_before"])[:6]:
+            error = (f"{rec['error']:.3f} / {rec['error_no_refit']:.3f} (`{rec['error_layer']}`)"
+                     if rec["error"] is not None else "not measured")
+            lines.append(f"  - `{rec['layer']}` ({rec['op_type']}): out channels {rec['channels_before']} -> "
+                         f"{rec['channels_after']}, in {rec['in_channels_before']} -> {rec['in_channels_after']}, MACs "
+                         f"{_big(rec['macs_before'])} -> {_big(rec['macs_after'])}; error {error}")
     return "\n".join(lines) + "\n"
-
-
-def _numbers(results: dict[str, dict]) -> dict:
-    """What was measured, as JSON: counts, task scores, latency medians, per-layer records."""
-    return {name: {"latency_ms": {k: s.median_ms for k, s in r["latency"].items()},
-                   "variants": {v.name: {"counts": v.counts, "scores": v.scores, "seconds": v.seconds, "layers": v.layers}
-                                for v in r["variants"]}}
-            for name, r in results.items()}
 
 
 def _big(n) -> str:
@@ -211,17 +222,20 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--doc", type=Path, default=DOC)
     parser.add_argument("--no-doc", action="store_true")
     parser.add_argument("--json", type=Path, help="also save the measured numbers here")
+    parser.add_argument("--render", type=Path, help="only write the section from numbers saved by --json")
     args = parser.parse_args(argv)
-    models = [m for m in args.models.split(",") if m]
-    results = {}
-    for name in models:
-        results[name] = bench_model(name, args.ratio, args.allocations.split(","), args.calib or CALIB[name],
-                                    args.eval or EVAL[name], args.rounds)
+    if args.render:
+        results = json.loads(args.render.read_text())
+    else:
+        results = {}
+        for name in [m for m in args.models.split(",") if m]:
+            results[name] = bench_model(name, args.ratio, args.allocations.split(","), args.calib or CALIB[name],
+                                        args.eval or EVAL[name], args.rounds)
+        if args.json:
+            args.json.write_text(json.dumps(results, indent=1))
     command = "python bench/channel_bench.py " + shlex.join(argv if argv is not None else sys.argv[1:])
     section = render(results, args.ratio, args.rounds, command.strip())
     print(section)
-    if args.json:
-        args.json.write_text(json.dumps(_numbers(results), indent=1))
     if not args.no_doc:
         write_section(args.doc, section)
     return 0

