@@ -153,6 +153,15 @@ def render(rows: list[dict], command: str) -> str:
     for r in rows:
         lines.append(f"| {r['model']} | {r['variant']} | {r['task_metric']} {r['task']:.3f} | {'yes' if r['passed'] else 'no'} | "
                      f"{r['channel_rms']:.3g} | {r['channel_peak']:.3g} | {r['channel_floored']:.3g} | {r['sqnr_db']:.1f} |")
+    lines += ["", "Per candidate at the default budget (SQNR: at least 30 dB), over the int8 variants above:", ""]
+    quantized = [r for r in rows if r["variant"] != "float"]
+    for key in ("channel_rms", "channel_peak", "channel_floored", "sqnr_db"):
+        fits = [r for r in quantized if (r[key] >= 30.0 if key == "sqnr_db" else r[key] <= DEFAULT_BUDGET)]
+        wrong = sum(1 for r in fits if not r["passed"])
+        passing = [r for r in quantized if r["passed"]]
+        kept = sum(1 for r in passing if r in fits)
+        lines.append(f"- {key}: {len(fits)} variant(s) fit, {wrong} of them fail the task bound (unsafe); "
+                     f"{kept} of {len(passing)} task-passing variant(s) fit (useful)")
     return "\n".join(lines) + "\n"
 
 
