@@ -106,6 +106,19 @@ def run_batch(manifest: Path, config: Config, work: Path, latency_rounds: int, c
     return wall, summary["seconds"], None
 
 
+def _autogroup_note() -> list[str]:
+    """Linux's autogroup shares the CPU between sessions, not processes: say so when it is on."""
+    try:
+        enabled = Path("/proc/sys/kernel/sched_autogroup_enabled").read_text().strip() == "1"
+    except OSError:
+        return []
+    if not enabled:
+        return []
+    return ["Linux autogroup scheduling is on here (`/proc/sys/kernel/sched_autogroup_enabled` = 1): the kernel",
+            "shares the CPU fairly between sessions, not processes, so while other sessions keep the cores busy",
+            "a batch gets about one session's share however many workers it runs, and the ratio tends to 1."]
+
+
 def load_average() -> float:
     return os.getloadavg()[0]
 
@@ -146,6 +159,7 @@ def render(models: list[str], copies: int, count: int, rounds: int, latency_roun
         f"{min(loads):.2f}..{max(loads):.2f} after the runs (median {statistics.median(loads):.2f}). "
         "A load above zero means other processes competed for the cores; with load near 2 or more on",
         "2 cores, neither configuration has a core to itself and the ratio says little.",
+        *_autogroup_note(),
         "",
         f"Produced by `{command}` on {datetime.date.today().isoformat()}; {os.cpu_count()} logical cores "
         f"(nproc {len(os.sched_getaffinity(0))}).",

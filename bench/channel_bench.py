@@ -168,7 +168,10 @@ def render(results: dict[str, dict], ratio: float, rounds: int, command: str) ->
                 f"{base_ms / ms:.2f}x | {orig_ms / ms:.2f}x | {v['seconds']:.0f} |"
             )
         lines.append(f"| {name} | original | | | | | | {orig_ms:.2f} | {base_ms / orig_ms:.2f}x | 1.00x | |")
-    lines += ["", f"Produced by `{command}` on {datetime.date.today().isoformat()}; prune s is wall time on a shared machine.", ""]
+    lines += ["", "The refit and no-refit models of one allocation have the very same layers: the gap between their",
+              "times is the timing noise of this shared machine. prune s is the pass's wall time here (calibration",
+              "statistics, distortion measurement, removal, sequential refit).", "",
+              f"Produced by `{command}` on {datetime.date.today().isoformat()}.", ""]
     lines += [f"- CPU: {platform.processor() or platform.machine()}, {os.cpu_count()} logical cores; onnxruntime {ort.__version__}"]
     for name, r in results.items():
         task = bench_tasks.get_task(name)
@@ -224,17 +227,19 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--json", type=Path, help="also save the measured numbers here")
     parser.add_argument("--render", type=Path, help="only write the section from numbers saved by --json")
     args = parser.parse_args(argv)
+    command = "python bench/channel_bench.py " + shlex.join(argv if argv is not None else sys.argv[1:])
     if args.render:
-        results = json.loads(args.render.read_text())
+        saved = json.loads(args.render.read_text())
+        results, command, rounds = saved["models"], saved["command"], saved["rounds"]
     else:
+        rounds = args.rounds
         results = {}
         for name in [m for m in args.models.split(",") if m]:
             results[name] = bench_model(name, args.ratio, args.allocations.split(","), args.calib or CALIB[name],
                                         args.eval or EVAL[name], args.rounds)
         if args.json:
-            args.json.write_text(json.dumps(results, indent=1))
-    command = "python bench/channel_bench.py " + shlex.join(argv if argv is not None else sys.argv[1:])
-    section = render(results, args.ratio, args.rounds, command.strip())
+            args.json.write_text(json.dumps({"command": command.strip(), "rounds": rounds, "models": results}, indent=1))
+    section = render(results, args.ratio, rounds, command.strip())
     print(section)
     if not args.no_doc:
         write_section(args.doc, section)

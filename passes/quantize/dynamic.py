@@ -12,11 +12,16 @@
    int8, symmetric, per output channel (``per_channel``), in 7 bits where the CPU's u8 x s8
    GEMM saturates (``Capabilities.int8_reduce_range``); activations uint8, one scale per
    tensor and run. Products of two activations (attention scores) stay float.
-3. Only the op types whose dynamic kernels beat float on the target backend are quantized
+3. The output head stays float: a MatMul whose result reaches a graph output through bias
+   adds, reshapes and Softmax/Sigmoid only. Applications take discrete decisions on those
+   logits (argmax, CTC decoding, thresholds) that flip on near-ties: with PP-OCRv4 rec's
+   classifier quantized, 3 of 40 held-out word crops decoded differently (spaces between
+   words), none without. ``exclude`` names further layers to keep float.
+4. Only the op types whose dynamic kernels beat float on the target backend are quantized
    (``Capabilities.dynamic_ops``; ``ops`` overrides, with a warning for slow ones):
    convolutions stay float, as ONNX Runtime's ConvInteger is 2-6x slower than its float
    Conv; the report lists them.
-4. The accuracy guard (guard.py, on by default) puts the most sensitive layers back in
+5. The accuracy guard (guard.py, on by default) puts the most sensitive layers back in
    float until the held-out drift meets the budget.
 """
 
@@ -66,6 +71,11 @@ def quantize_dynamic(options: QuantizePass, model: ir.Model, ctx: Context) -> Pa
         counts["gemm_as_matmul"] = _gemm_as_matmul(work)
     ort_ops = sorted(_ORT_OPS & ({*op_types} | ({"MatMul"} if "Gemm" in op_types else set())))
     eligible = [n for n in work.graph if n.op_type in ort_ops and n.name not in options.exclude and _weighted(n)]
+    heads = [n for n in eligible if n.op_type == "MatMul" and _is_output_head(n)]
+    if heads:
+        eligible = [n for n in eligible if n not in heads]
+        notes.append(f"output head left float ({', '.join(n.name for n in heads)}): argmax, CTC decoding and thresholds "
+                     "flip on near-ties in its logits")
     computed = [n for n in work.graph if n.op_type == "MatMul" and not _weighted(n) and _foldable(n.inputs[1])]
     if computed:
         notes.append(f"{len(computed)} MatMul(s) left float: their weight is computed from constants (run cleanup first to fold it)")
@@ -79,7 +89,7 @@ def quantize_dynamic(options: QuantizePass, model: ir.Model, ctx: Context) -> Pa
             reduce_range,  # 7-bit weights where u8s8 GEMMs saturate (x86 without VNNI)
             QuantizationMode.IntegerOps, False, QuantType.QInt8,
             QuantType.QUInt8,  # DynamicQuantizeLinear is uint8 only
-            None, None, [*options.exclude, *exclude], ort_ops,
+            None, None, [*options.exclude, *(n.name for n in heads), *exclude], ort_ops,
             extra_options={"MatMulConstBOnly": True},
         )
         quantized = ir.from_proto(quantizer.quantize_model())
@@ -111,12 +121,31 @@ def quantize_dynamic(options: QuantizePass, model: ir.Model, ctx: Context) -> Pa
     if recurrent:
         notes.append(f"{len(recurrent)} GRU/RNN layer(s) left float: ONNX Runtime has no dynamic int8 kernel for them")
     counts["layers_quantized"] = sum(1 for n in quantized.graph if n.op_type in _DYNAMIC_KERNELS)
-    counts["layers_float"] = len(kept) + len(options.exclude)
+    counts["layers_float"] = len(kept) + len(options.exclude) + len(heads)
     counts["convs_float"] = len(convs)
     quantized.metadata_props.update(model.metadata_props)
-    layers = _layers(eligible, dict(kept), set(skipped), [n for n in work.graph if n.name in options.exclude], convs)
+    layers = _layers(eligible, dict(kept), set(skipped), [n for n in work.graph if n.name in options.exclude], convs, heads)
     return PassResult(quantized, modified=counts["layers_quantized"] > 0, counts=counts, notes=notes, warnings=warnings,
                       layers=layers)
+
+
+_HEAD_PATH = frozenset({"Add", "Sub", "Mul", "Div", "Reshape", "Transpose", "Squeeze", "Unsqueeze", "Flatten", "Identity",
+                        "Softmax", "LogSoftmax", "Sigmoid", "Concat", "Slice", "Split"})
+
+
+def _is_output_head(node: ir.Node) -> bool:
+    """Whether ``node``'s output reaches a graph output through bias adds, reshapes and
+    Softmax/Sigmoid only: a classifier head, whose logits the application decides on."""
+    frontier, seen = list(node.outputs), set()
+    while frontier:
+        value = frontier.pop()
+        if value in seen:
+            continue
+        seen.add(value)
+        if value.is_graph_output():
+            return True
+        frontier.extend(out for use in value.uses() if use.node.op_type in _HEAD_PATH for out in use.node.outputs)
+    return False
 
 
 def _weighted(node: ir.Node) -> bool:
@@ -182,7 +211,7 @@ def _left_float(eligible: list[ir.Node], quantized: ir.Model, kept: list[tuple[s
 
 
 def _layers(eligible: list[ir.Node], guarded: dict[str, float], skipped: set[str], excluded: list[ir.Node],
-            convs: list[ir.Node]) -> list[dict]:
+            convs: list[ir.Node], heads: list[ir.Node]) -> list[dict]:
     rows = []
     for node in eligible:
         row = {"layer": node.name, "op": node.op_type, "precision": "int8-dynamic"}
@@ -193,4 +222,5 @@ def _layers(eligible: list[ir.Node], guarded: dict[str, float], skipped: set[str
         rows.append(row)
     rows.extend({"layer": n.name, "op": n.op_type, "precision": "fp32", "reason": "excluded by the user"} for n in excluded)
     rows.extend({"layer": n.name, "op": n.op_type, "precision": "fp32", "reason": _SLOW} for n in convs)
+    rows.extend({"layer": n.name, "op": n.op_type, "precision": "fp32", "reason": "output head (logits)"} for n in heads)
     return rows
