@@ -180,8 +180,10 @@ def findings(rows: list[Row], metric: str) -> list[str]:
                 continue
             x, y = row.scores[metric], other.scores[metric]
             better = other.label if y > x else row.label
-            lines.append(f"- {other.label} vs {row.label}: {metric} {y:.4f} vs {x:.4f}: {better} is closer to the original "
-                         f"(by {abs(y - x):.4f}).")
+            sqnr = [r.scores.get("sqnr_db") for r in (other, row)]
+            generic = f"; SQNR {sqnr[0]:.1f} vs {sqnr[1]:.1f} dB" if None not in sqnr else ""
+            lines.append(f"- {other.label} vs {row.label}: {metric} {y:.4f} vs {x:.4f}{generic}: by {metric}, {better} "
+                         f"is closer to the original (by {abs(y - x):.4f}).")
     return lines
 
 
@@ -195,7 +197,8 @@ def render(results: list[tuple[str, list[Row], dict]], rounds: int, command: str
         "",
         "- Task metric: MiniLM, cosine of the mean-pooled (attention mask) sentence embeddings with the",
         "  original's, mean (min) over held-out sentences; YOLOv8n, detection F1 against the original's",
-        "  detections (nudenet's post-processing).",
+        "  detections (nudenet's post-processing). SQNR: of the raw outputs against the original's, the",
+        "  worst output.",
         "- Layer err: the mean over the touched layers of each layer's own relative output error on the",
         "  calibration data (the pass's per-layer records).",
         "- Params: of the touched layers (weights + biases), non-zero ones for pruning, stored ones for",
@@ -218,12 +221,12 @@ def render(results: list[tuple[str, list[Row], dict]], rounds: int, command: str
             f"{task.data_text}; {info['calib']} calibration and {info['eval']} held-out inputs. "
             f"A/A control ran at {info['control']:.2f}x the original.",
             "",
-            f"| variant | {task.metric} (min) | layer err | params | MACs | file MB | zipped MB | latency ratio |",
-            "|---|--:|--:|--:|--:|--:|--:|--:|",
+            f"| variant | {task.metric} (min) | SQNR dB | layer err | params | MACs | file MB | zipped MB | latency ratio |",
+            "|---|--:|--:|--:|--:|--:|--:|--:|--:|",
         ]
         for r in rows[1:]:
             if r.error is not None:
-                lines.append(f"| {r.label} | failed: {r.error} | | | | | | |")
+                lines.append(f"| {r.label} | failed: {r.error} | | | | | | | |")
                 continue
             metric = r.scores.get(task.metric)
             low = r.scores.get(f"{task.metric}_min")
@@ -232,8 +235,12 @@ def render(results: list[tuple[str, list[Row], dict]], rounds: int, command: str
             ratio = f"{original.ms / r.ms:.2f}x" if original.ms and r.ms else "-"
             lines.append(
                 f"| {r.label} | {_f(metric, '.4f')}" + (f" ({low:.4f})" if low is not None else "")
-                + f" | {_f(r.layer_error, '.3f')} | {params} | {macs} | {r.bytes / 1e6:.1f} | {r.zipped / 1e6:.1f} | {ratio} |"
+                + f" | {_f(r.scores.get('sqnr_db'), '.1f')} | {_f(r.layer_error, '.3f')} | {params} | {macs} | {r.bytes / 1e6:.1f} | {r.zipped / 1e6:.1f} | {ratio} |"
             )
+        detections = next((r.scores["detections"] for r in rows if "detections" in r.scores), None)
+        if detections:
+            lines += ["", f"The original makes {detections:.0f} detections on the held-out images: one detection "
+                          f"more or less moves F1 by about {1 / detections:.2f}."]
         lines += ["", *findings(rows, task.metric)]
         lines += ["", f"Original: {original.bytes / 1e6:.1f} MB, zipped {original.zipped / 1e6:.1f} MB, "
                       f"{_f(original.ms, '.2f')} ms. Pipelines and what they did:", ""]

@@ -254,3 +254,28 @@ def test_int4_on_minilm_shrinks_matmul_weights_and_keeps_embeddings(tmp_path):
 
     cosine = np.sum(embeddings(source) * embeddings(tmp_path / "int4.onnx"), axis=1)
     assert cosine.mean() >= 0.95, cosine
+
+
+@pytest.mark.realmodel
+def test_rtn_equals_onnxruntime_quantizer_on_every_minilm_weight():
+    """All 36 MiniLM weights, block 32, symmetric: the same bytes as MatMulNBitsQuantizer (ties included)."""
+    from onnxruntime.quantization.matmul_nbits_quantizer import DefaultWeightOnlyQuantConfig, MatMulNBitsQuantizer
+
+    from realmodels import RealModelUnavailable, real_model
+
+    try:
+        source = onnx.load(str(real_model("minilm")))
+    except RealModelUnavailable as e:
+        pytest.skip(f"MiniLM is unavailable: {e}")
+    weights = {n.outputs[0].name: n.inputs[1].const_value.numpy() for n in ir.from_proto(source).graph
+               if n.op_type == "MatMul" and n.inputs[1].const_value is not None}
+    logging.getLogger("onnxruntime.quantization.matmul_nbits_quantizer").setLevel(logging.WARNING)
+    quantizer = MatMulNBitsQuantizer(source, algo_config=DefaultWeightOnlyQuantConfig(block_size=32, is_symmetric=True))
+    quantizer.process()
+    theirs = {i.name: i for i in quantizer.model.model.graph.initializer}
+    nodes = [n for n in quantizer.model.model.graph.node if n.op_type == "MatMulNBits"]
+    assert len(nodes) == len(weights) == 36
+    for node in nodes:
+        b, scales, _ = pack_nbits(rtn_int4(weights[node.output[0]], 32, True))
+        np.testing.assert_array_equal(b, numpy_helper.to_array(theirs[node.input[1]]))
+        np.testing.assert_array_equal(scales, numpy_helper.to_array(theirs[node.input[2]]).reshape(-1))

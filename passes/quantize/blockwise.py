@@ -7,9 +7,10 @@ are the ones its own ``MatMulNBitsQuantizer`` writes:
 
 - symmetric: ``m`` = the block's value of largest magnitude (sign kept), ``scale = -m / 8``
   (the scale may be negative: the largest magnitude then maps to code -8, using the
-  wider half of [-8, 7]), ``q = clip(round(w / scale), -8, 7)``;
+  wider half of [-8, 7]), ``q = clip(round(w / scale + 8), 0, 15) - 8``;
 - asymmetric: the range [min(w, 0), max(w, 0)], ``scale = (max - min) / 15``,
-  ``zp = clip(round(-min / scale), 0, 15)``, ``q = clip(round(w / scale) + zp, 0, 15)``.
+  ``zp = clip(round(-min / scale), 0, 15)``, ``q = clip(round(w / scale + zp), 0, 15)``,
+  rounding halves away from zero, in float32, as MLAS does (so ties agree).
 
 Dequantized, ``w ~ (q - zp) * scale`` (zp = 0 when symmetric).
 """
@@ -66,17 +67,26 @@ def block_params(w: np.ndarray, symmetric: bool, axis: int = 0) -> tuple[np.ndar
     low, high = np.minimum(low, 0), np.maximum(high, 0)
     scale = ((high - low) / np.float32(15.0)).astype(np.float32)
     safe = np.where(scale == 0, np.float32(1.0), scale)
-    zero_point = np.where(scale == 0, 0, np.clip(np.round(-low / safe), 0, 15)).astype(np.uint8)
+    zero_point = np.where(scale == 0, 0, np.clip(_round(-low / safe), 0, 15)).astype(np.uint8)
     return scale, zero_point
 
 
 def quantize_codes(w: np.ndarray, scale: np.ndarray, zero_point: np.ndarray | None) -> np.ndarray:
-    """The int8 codes of ``w`` with broadcastable ``scale`` (and ``zero_point``)."""
-    safe = np.where(scale == 0, np.float32(1.0), scale)
-    scaled = np.where(scale == 0, 0.0, w / safe)
-    if zero_point is None:
-        return np.clip(np.round(scaled), -8, 7).astype(np.int8)
-    return np.clip(np.round(scaled) + zero_point, 0, 15).astype(np.int8)
+    """The int8 codes of ``w`` with broadcastable ``scale`` (and ``zero_point``).
+
+    As MLAS computes them, so ties round the same way: in float32, ``w * (1 / scale)``
+    plus the zero point (8 for symmetric codes, stored unsigned), rounded half away from
+    zero, clipped to [0, 15]."""
+    scale = np.asarray(scale, dtype=np.float32)
+    reciprocal = np.where(scale == 0, np.float32(0.0), np.float32(1.0) / np.where(scale == 0, np.float32(1.0), scale))
+    offset = np.float32(8.0) if zero_point is None else np.asarray(zero_point, dtype=np.float32)
+    stored = np.clip(_round((np.asarray(w, dtype=np.float32) * reciprocal + offset).astype(np.float32)), 0, 15)
+    return (stored - 8).astype(np.int8) if zero_point is None else stored.astype(np.int8)
+
+
+def _round(x: np.ndarray) -> np.ndarray:
+    """Halves away from zero, as C's roundf (numpy's round goes to even)."""
+    return np.sign(x) * np.floor(np.abs(x) + 0.5)
 
 
 def rtn_int4(weight: np.ndarray, block: int, symmetric: bool) -> Int4Weight:
