@@ -73,6 +73,14 @@ class Backend(abc.ABC):
     def create_session(self, model: ir.Model, *, optimize: bool = True) -> Session:
         """A session that runs ``model`` on this backend, with its graph optimizations on by default."""
 
+    def run_all(self, model: ir.Model, feeds: list[dict[str, np.ndarray]]) -> list[dict[str, np.ndarray]]:
+        """``model``'s outputs on every feed as this backend computes them (its kernels, its
+        graph optimizations): what a lossy pass's drift must be measured on, since fused
+        integer kernels can round differently from the QDQ graph they replace."""
+        session = self.create_session(model)
+        names = [v.name for v in model.graph.outputs]
+        return [dict(zip(names, session.run(None, feed), strict=True)) for feed in feeds]
+
     @abc.abstractmethod
     def profile(self, model: ir.Model, feeds: list[dict[str, np.ndarray]], *, runs: int = 20, warmup: int = 3) -> Profile:
         """Per-layer times of ``runs`` runs after ``warmup`` (feeds cycled), named by the model's origin map."""

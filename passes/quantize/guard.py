@@ -53,7 +53,9 @@ def guard_budget(
     feeds = ctx.evaluation.feeds()
 
     def evaluate(candidate: ir.Model) -> float:
-        return ctx.drift(run_all(make_session(candidate, optimize=False), feeds))
+        if ctx.backend is not None:
+            return ctx.drift(ctx.backend.run_all(candidate, feeds))
+        return ctx.drift(run_all(make_session(candidate), feeds))
 
     value = evaluate(quantized)
     if value <= budget:

@@ -69,7 +69,8 @@ def quantize_int8(options: QuantizePass, model: ir.Model, ctx: Context) -> PassR
         if corrections:
             source = apply_bias_corrections(work, {k: v for k, v in corrections.items() if k not in excluded})
         return quantize_qdq(source, ranges, op_types=op_types, exclude=excluded,
-                            per_channel=options.per_channel, activations=activations)
+                            per_channel=options.per_channel, activations=activations,
+                            reduce_range=bool(capabilities and capabilities.int8_reduce_range and activations == "uint8"))
 
     quantized = quantize([])
     if options.bias_correction:

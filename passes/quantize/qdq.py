@@ -50,6 +50,7 @@ def quantize_qdq(
     exclude: list[str],
     per_channel: bool,
     activations: str,
+    reduce_range: bool = False,
 ) -> ir.Model:
     """``model`` with int8 QDQ around the chosen ops; nodes named in ``exclude`` stay float."""
     proto = onnx.shape_inference.infer_shapes(ir.to_proto(model))
@@ -60,7 +61,7 @@ def quantize_qdq(
     quantizer = QDQQuantizer(
         proto,
         per_channel,
-        False,  # reduce_range: only for CPUs without VNNI/AVX512 that overflow u8s8; not needed on x86-64 with AVX2+
+        reduce_range,  # 7-bit weights: u8 x s8 products saturate int16 pairs on x86 without VNNI
         QuantType.QInt8,
         QuantType.QUInt8 if activations == "uint8" else QuantType.QInt8,
         tensors,
