@@ -241,6 +241,10 @@ def render(results: list[tuple[str, list[Row], dict]], rounds: int, command: str
         if detections:
             lines += ["", f"The original makes {detections:.0f} detections on the held-out images: one detection "
                           f"more or less moves F1 by about {1 / detections:.2f}."]
+        detections = next((r.scores["detections"] for r in rows if "detections" in r.scores), None)
+        if detections:
+            lines += ["", f"The original makes {detections:.0f} detections on the held-out images: one detection "
+                          f"more or less moves F1 by about {1 / detections:.2f}."]
         lines += ["", *findings(rows, task.metric)]
         lines += ["", f"Original: {original.bytes / 1e6:.1f} MB, zipped {original.zipped / 1e6:.1f} MB, "
                       f"{_f(original.ms, '.2f')} ms. Pipelines and what they did:", ""]

@@ -13,7 +13,7 @@ from pathlib import Path
 
 __all__ = ["plot", "render", "write_section"]
 
-NOISE = 0.05  # speedups closer than this are called even (the A/A control is usually within it)
+NOISE = 0.05  # speedups closer than this (or than the model's A/A control is off 1) are called even
 
 
 def _f(value, fmt: str = ".2f", none: str = "-") -> str:
@@ -50,7 +50,8 @@ def _name(row: dict) -> str:
 
 def verdict(result: dict) -> str:
     """Where onnxsmith stands on this model: its fastest recipe within the bound against the
-    fastest other tool within the bound (speedups within NOISE are even)."""
+    fastest other tool within the bound. Speedups closer than the noise floor (NOISE, or how
+    far the A/A control of this model's run was from 1, whichever is larger) are even."""
     ours, theirs = _best(_passing(result["rows"], True)), _best(_passing(result["rows"], False))
     if ours is None and theirs is None:
         return "nothing within the bound"
@@ -59,8 +60,11 @@ def verdict(result: dict) -> str:
     if theirs is None:
         return f"ahead: only onnxsmith within the bound ({ours['label']} {ours['speedup']:.2f}x)"
     ratio = ours["speedup"] / theirs["speedup"]
-    if abs(ratio - 1) <= NOISE:
-        return f"even: ours {ours['speedup']:.2f}x ({ours['label']}), {_name(theirs)} {theirs['speedup']:.2f}x"
+    aa = result.get("aa_ratio") or 1.0
+    noise = max(NOISE, abs(math.log(aa)) if aa > 0 and math.isfinite(aa) else NOISE)
+    if abs(math.log(ratio)) <= noise:
+        return (f"even (within the {noise:.0%} noise floor): ours {ours['speedup']:.2f}x ({ours['label']}), "
+                f"{_name(theirs)} {theirs['speedup']:.2f}x")
     word = "ahead" if ratio > 1 else "behind"
     return f"{word}: ours {ours['speedup']:.2f}x ({ours['label']}) vs {_name(theirs)} {theirs['speedup']:.2f}x"
 

@@ -3,6 +3,7 @@
 
     python bench/run.py [--models ppocr_det,ppocr_rec,ppocr_cls,yolov8n,minilm] [--quick]
                         [--recipes KEY,...] [--rounds N] [--keep DIR] [--no-doc]
+    python bench/run.py --render     # rewrite the doc and plot from docs/bench_results.json
 
 For every model (bench/tasks.py: its real calibration and held-out data, its task metric
 and bound) and every recipe of bench/anchors.py (onnxsmith's fuse / int8 / int8 with the
@@ -362,7 +363,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--tool-timeout", type=float, help="seconds a tool may run (default 420; --quick 150)")
     parser.add_argument("--keep", type=Path, help="keep the artifacts in this folder")
     parser.add_argument("--no-doc", action="store_true", help="do not write docs/ (results are printed)")
+    parser.add_argument("--render", action="store_true", help="measure nothing: rewrite the doc sections and plot from docs/bench_results.json")
     args = parser.parse_args(argv)
+    if args.render:
+        return _render(load_results(RESULTS), _previous_runs(RESULTS, set(load_results(RESULTS))))
 
     settings = dict(QUICK if args.quick else FULL)
     if args.tool_timeout:
@@ -390,14 +394,23 @@ def main(argv: list[str] | None = None) -> int:
     print(f"\nall models: {minutes:.1f} min wall, {cpu_minutes:.1f} min CPU (this process and its children)")
     merged = {**load_results(RESULTS), **results}
     runs = {name: run for name in results}
-    summary, per_model = report_md.render(merged, runs | _previous_runs(RESULTS, set(merged) - set(results)))
+    summary, _ = report_md.render(merged, runs | _previous_runs(RESULTS, set(merged) - set(results)))
     print(summary)
     if not args.no_doc:
         RESULTS.write_text(json.dumps({"models": merged, "runs": {**_previous_runs(RESULTS, set(merged)), **runs}}, indent=1, default=float) + "\n")
-        report_md.write_section(DOC, "## summary", summary)
-        report_md.write_section(DOC, "## per model", per_model)
-        report_md.plot(merged, PLOT)
-        print(f"updated {DOC.relative_to(ROOT)}, {RESULTS.relative_to(ROOT)}, {PLOT.relative_to(ROOT)}")
+        _render(merged, {**_previous_runs(RESULTS, set(merged)), **runs})
+    return 0
+
+
+def _render(models: dict[str, dict], runs: dict[str, dict]) -> int:
+    if not models:
+        print(f"no results in {RESULTS.relative_to(ROOT)}: run the benchmark first")
+        return 1
+    summary, per_model = report_md.render(models, runs)
+    report_md.write_section(DOC, "## summary", summary)
+    report_md.write_section(DOC, "## per model", per_model)
+    report_md.plot(models, PLOT)
+    print(f"updated {DOC.relative_to(ROOT)} and {PLOT.relative_to(ROOT)} from {RESULTS.relative_to(ROOT)}")
     return 0
 
 
