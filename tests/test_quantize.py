@@ -87,6 +87,7 @@ def test_guard_keeps_layers_in_float_to_meet_a_tight_budget(tmp_path):
     out, guarded, record = _quantize("mlp", tmp_path, pipeline="quantize", max_drift=budget)
     assert record_off.counts["layers_float"] == 0
     assert record.counts["layers_float"] >= 1
+    assert record.counts["layers_quantized"] == 3 - record.counts["layers_float"]  # the mlp has 3 weighted layers
     assert guarded.summary.drift <= budget < unguarded.summary.drift
     assert any(n.startswith("kept in float: ") and "sensitivity" in n for n in record.notes)
 

@@ -92,7 +92,7 @@ def quantize_int8(options: QuantizePass, model: ir.Model, ctx: Context) -> PassR
         kernel_counts, fallbacks = integer_kernel_check(quantized, provider)
         counts.update(kernel_counts)
         notes.extend(f"runs as float after DequantizeLinear on {provider}: {name}" for name in fallbacks[:10])
-    counts["layers_quantized"] = sum(1 for n in quantized.graph if n.op_type in WEIGHTED_OPS and _fed_by_dq(n))
+    counts["layers_quantized"] = sum(1 for n in quantized.graph if n.op_type in WEIGHTED_OPS and _int8_weight(n))
     counts["layers_float"] = len(kept) + len(options.exclude)
     quantized.metadata_props.update(model.metadata_props)
     return PassResult(quantized, modified=True, counts=counts, notes=notes)
@@ -114,7 +114,10 @@ def _activation_tensors(model: ir.Model, op_types: list[str]) -> list[str]:
     return names
 
 
-def _fed_by_dq(node: ir.Node) -> bool:
-    value = node.inputs[0] if node.inputs else None
-    producer = value.producer() if value is not None else None
-    return producer is not None and producer.op_type == "DequantizeLinear"
+def _int8_weight(node: ir.Node) -> bool:
+    """Whether the layer's weight (input 1) is int8 data read through DequantizeLinear; a layer
+    kept in float may still read a dequantized activation on input 0, so that input is no sign."""
+    weight = node.inputs[1] if len(node.inputs) > 1 else None
+    producer = weight.producer() if weight is not None else None
+    return (producer is not None and producer.op_type == "DequantizeLinear"
+            and producer.inputs[0] is not None and producer.inputs[0].const_value is not None)
