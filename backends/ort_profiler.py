@@ -12,9 +12,12 @@ side file that is never read): it gives each runtime node's domain, its output t
 Profiling is not free, and ONNX Runtime charges part of its cost to the kernels: a kernel
 event's clock starts before the profiler formats the kernel's input shapes and stops
 after it sized its outputs, about 4 microseconds per kernel on a 2-core x86 machine, while
-a Reshape really costs well under one. On a model of 200 small kernels that is a fifth
-of its latency. ``OverheadProbe`` measures that cost on a chain of trivial kernels, alongside
-every profile, and it is subtracted from every kernel event.
+a Reshape really costs well under one. A kernel that hands work to the intra-op thread
+pool pays far more, about 20 microseconds per parallel section, for the pool's
+per-thread scheduling statistics (the event's ``thread_scheduling_stats``). On a model of
+200 small kernels that nearly doubles its latency. ``OverheadProbe`` measures both costs
+on chains of trivial kernels, serial and parallel, alongside every profile, and each
+kernel event has the cost of its kind subtracted.
 """
 
 from __future__ import annotations
@@ -39,7 +42,7 @@ from onnxsmith.flops import TensorInfo
 from onnxsmith.profile import KernelRun, Measurement, peak_rss_mb
 from onnxsmith.runtime import make_session
 
-__all__ = ["OverheadProbe", "RuntimeGraph", "iter_trace_events", "kernel_runs_from_trace", "profile_session"]
+__all__ = ["OverheadProbe", "ProfilerOverhead", "RuntimeGraph", "iter_trace_events", "kernel_runs_from_trace", "profile_session"]
 
 logger = logging.getLogger(__name__)
 
@@ -49,6 +52,23 @@ _READ_CHUNK = 1 << 16
 _LAYOUT_OPS = frozenset({"ReorderInput", "ReorderOutput", "MemcpyToHost", "MemcpyFromHost"})
 _CALIBRATION_NODES = 64
 _CALIBRATION_RUNS = 40
+# Elements of the parallel probe's tensors: the smallest power of two at which ONNX Runtime 1.31
+# splits an Add over its thread pool on a 2-core x86 machine (2**16 still runs serially).
+_PARALLEL_PROBE_ELEMENTS = 1 << 18
+
+
+@dataclass(frozen=True)
+class ProfilerOverhead:
+    """What the profiler adds inside one kernel event: ``serial_ms`` for every event, plus
+    ``section_ms`` for each parallel section the kernel ran on the thread pool."""
+
+    serial_ms: float = 0.0
+    section_ms: float = 0.0
+
+    def of(self, args: dict[str, Any]) -> float:
+        stats = args.get("thread_scheduling_stats") or {}
+        sections = len((stats.get("main_thread") or {}).get("block_size") or [])
+        return self.serial_ms + sections * self.section_ms
 
 
 def iter_trace_events(stream: TextIO) -> Iterator[dict[str, Any]]:
@@ -106,16 +126,19 @@ def _runtime_graph(path: Path) -> RuntimeGraph:
 
 
 def kernel_runs_from_trace(
-    stream: TextIO, *, warmup: int, graph: RuntimeGraph | None = None, overhead_ms: float = 0.0
-) -> tuple[list[KernelRun], int]:
-    """Per kernel, its time in every run after the first ``warmup``; and the number of timed runs.
+    stream: TextIO, *, warmup: int, graph: RuntimeGraph | None = None, overhead: ProfilerOverhead | None = None
+) -> tuple[list[KernelRun], int, float]:
+    """Per kernel, its time in every run after the first ``warmup``; the number of timed runs;
+    and the mean overhead (ms) taken off a timed kernel event.
 
     A kernel that ran several times in one run (inside a Loop) has its times summed.
-    ``overhead_ms``, the profiler's own cost inside each kernel event, is taken off every
+    ``overhead``, the profiler's own cost inside each kernel event, is taken off every
     event (never below zero).
     """
+    overhead = overhead or ProfilerOverhead()
     kernels: dict[str, KernelRun] = {}
     current: dict[str, float] = {}
+    taken, events = 0.0, 0
     run = 0
     for event in iter_trace_events(stream):
         name = event.get("name", "")
@@ -131,13 +154,18 @@ def kernel_runs_from_trace(
         if event.get("cat") != "Node" or not name.endswith(_KERNEL_SUFFIX):
             continue
         node = name[: -len(_KERNEL_SUFFIX)]
+        args = event.get("args", {})
         if node not in kernels:
-            kernels[node] = _kernel(node, event.get("args", {}), graph)
-        current[node] = current.get(node, 0.0) + max(event["dur"] / 1000.0 - overhead_ms, 0.0)
+            kernels[node] = _kernel(node, args, graph)
+        measured = event["dur"] / 1000.0
+        kept = max(measured - overhead.of(args), 0.0)
+        current[node] = current.get(node, 0.0) + kept
+        if run >= warmup:
+            taken, events = taken + measured - kept, events + 1
     timed = max(run - warmup, 0)
     for kernel in kernels.values():
         kernel.times_ms.extend([0.0] * (timed - len(kernel.times_ms)))
-    return list(kernels.values()), timed
+    return list(kernels.values()), timed, taken / events if events else 0.0
 
 
 def _kernel(node: str, args: dict[str, Any], graph: RuntimeGraph | None) -> KernelRun:
@@ -178,22 +206,43 @@ def _tensors(entries: list[dict[str, list[int]]]) -> list[TensorInfo]:
 
 
 class OverheadProbe:
-    """Measures what the profiler adds to one kernel event, alongside a real measurement.
+    """Measures what the profiler adds to a kernel event, alongside a real measurement.
 
-    A chain of trivial kernels (Add of one-element tensors) runs with and without the
-    profiler once per ``sample()``, so the estimate sees the same machine state as the
-    runs it corrects (a shared machine's speed changes over minutes). ``overhead_ms()``:
-    the mean kernel event of a profiled run less the whole per-node cost of a plain run
-    (an upper bound of what such a kernel really costs), the median of each over the
-    samples, so a run the OS preempted does not count.
+    Two chains of trivial kernels, Adds of one element (serial) and of enough elements that
+    ONNX Runtime splits each over its thread pool (one parallel section each), run with and
+    without the profiler once per ``sample()``, so the estimate sees the same machine state
+    as the runs it corrects (a shared machine's speed changes over minutes). For each chain:
+    the mean kernel event of a profiled run less the whole per-node cost of a plain run (an
+    upper bound of what such a kernel really costs), the median of each over the samples,
+    so a run the OS preempted does not count.
     """
 
     def __init__(self, folder: Path) -> None:
-        self._feed = {"x": np.ones((1, 1, 1, 1), np.float32)}
-        graph = _trivial_chain(_CALIBRATION_NODES)
+        self._chains = [_ProbeChain(folder, "serial", 1), _ProbeChain(folder, "parallel", _PARALLEL_PROBE_ELEMENTS)]
+
+    def sample(self) -> None:
+        for chain in self._chains:
+            chain.sample()
+
+    def overhead(self) -> ProfilerOverhead:
+        """The estimate; ends the probe (at least ``_CALIBRATION_RUNS`` samples are taken)."""
+        serial, parallel = (chain.overhead_ms() for chain in self._chains)
+        if parallel is None:  # this machine's pool never split the probe's Adds (one core)
+            return ProfilerOverhead(serial or 0.0, 0.0)
+        logger.debug("profiler overhead per kernel event: %.2f us, per parallel section %.2f us",
+                     (serial or 0.0) * 1000.0, (parallel - (serial or 0.0)) * 1000.0)
+        return ProfilerOverhead(serial or 0.0, max(parallel - (serial or 0.0), 0.0))
+
+
+class _ProbeChain:
+    """One chain of the probe: a profiled and a plain session of ``x + c + c + ...``."""
+
+    def __init__(self, folder: Path, label: str, elements: int) -> None:
+        self._feed = {"x": np.ones((1, elements), np.float32)}
+        graph = _trivial_chain(_CALIBRATION_NODES, elements)
         options = ort.SessionOptions()
         options.enable_profiling = True
-        options.profile_file_prefix = str(folder / "calibration")
+        options.profile_file_prefix = str(folder / f"calibration-{label}")
         self._profiled = make_session(graph, optimize=False, session_options=options)
         self._plain = make_session(graph, optimize=False)
         self._per_node: list[float] = []
@@ -204,24 +253,28 @@ class OverheadProbe:
         self._plain.run(None, self._feed)
         self._per_node.append((time.perf_counter() - start) * 1000.0 / _CALIBRATION_NODES)
 
-    def overhead_ms(self) -> float:
-        """The estimate; ends the probe (at least ``_CALIBRATION_RUNS`` samples are taken)."""
+    def overhead_ms(self) -> float | None:
+        """Mean event less the plain per-node cost; None when no event ran a parallel section
+        though the chain meant to (then its number would mean something else)."""
         while len(self._per_node) < _CALIBRATION_RUNS:
             self.sample()
         trace = Path(self._profiled.end_profiling())
+        wants_parallel = self._feed["x"].size > 1
         with open(trace, encoding="utf-8") as stream:
-            kernels, _ = kernel_runs_from_trace(stream, warmup=0)
+            events = [e for e in iter_trace_events(stream) if e.get("cat") == "Node" and e.get("name", "").endswith(_KERNEL_SUFFIX)]
         trace.unlink(missing_ok=True)
-        per_event = [statistics.fmean(run) for run in zip(*(k.times_ms for k in kernels))]
-        overhead = statistics.median(per_event) - statistics.median(self._per_node) if per_event else 0.0
-        logger.debug("profiler overhead per kernel event: %.2f us", overhead * 1000.0)
+        if wants_parallel and not any(ProfilerOverhead(0.0, 1.0).of(e.get("args", {})) for e in events):
+            return None
+        per_run = [statistics.fmean(e["dur"] / 1000.0 for e in events[i:i + _CALIBRATION_NODES])
+                   for i in range(0, len(events) - _CALIBRATION_NODES + 1, _CALIBRATION_NODES)]
+        overhead = statistics.median(per_run) - statistics.median(self._per_node) if per_run else 0.0
         return max(overhead, 0.0)
 
 
-def _trivial_chain(length: int) -> ir.Model:
-    """``x + c + c + ...``: ``length`` Add kernels on one-element tensors."""
-    x = ir.Value(name="x", type=ir.TensorType(ir.DataType.FLOAT), shape=ir.Shape([1, 1, 1, 1]))
-    c = ir.Value(name="c", const_value=ir.tensor(np.ones((1, 1, 1, 1), np.float32)))
+def _trivial_chain(length: int, elements: int = 1) -> ir.Model:
+    """``x + c + c + ...``: ``length`` Add kernels on tensors of ``elements`` floats."""
+    x = ir.Value(name="x", type=ir.TensorType(ir.DataType.FLOAT), shape=ir.Shape([1, elements]))
+    c = ir.Value(name="c", const_value=ir.tensor(np.ones((1, elements), np.float32)))
     nodes, current = [], x
     for i in range(length):
         node = ir.node("Add", [current, c], name=f"add_{i}")
@@ -273,13 +326,13 @@ def profile_session(
                 if session is plain and i >= warmup:
                     e2e.append((time.perf_counter() - begin) * 1000.0)
             probe.sample()
-        overhead = probe.overhead_ms()
+        overhead = probe.overhead()
         trace = Path(profiled.end_profiling())
         graph = _runtime_graph(Path(tmp) / "runtime.onnx") if (Path(tmp) / "runtime.onnx").exists() else None
         with open(trace, encoding="utf-8") as stream:
-            kernels, timed = kernel_runs_from_trace(stream, warmup=warmup, graph=graph, overhead_ms=overhead)
+            kernels, timed, mean_overhead = kernel_runs_from_trace(stream, warmup=warmup, graph=graph, overhead=overhead)
         trace.unlink(missing_ok=True)
     if timed != runs:
         logger.warning("the trace holds %d timed runs, expected %d", timed, runs)
     return Measurement(backend=backend, kernels=kernels, e2e_ms=e2e, session_ms=session_ms, peak_rss_mb=peak,
-                       kernel_overhead_ms=overhead)
+                       kernel_overhead_ms=mean_overhead)

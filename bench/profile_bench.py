@@ -123,8 +123,9 @@ def render(rows: list[Row], speed: dict[str, float], runs: int, repeats: int, co
         f"`onnxsmith profile` on the real models (inputs as in \"fuse vs onnxslim\": the timed feed), {runs} runs after 3",
         f"warm-up, repeated {repeats} times; the original model and its `--preset fast` artifact (cleanup + fuse).",
         "On `cpu`, end-to-end is a plain session run interleaved with the profiled one; layer times are",
-        "ONNX Runtime's kernel events less the profiler's own cost per event (measured alongside every profile",
-        "on a chain of trivial kernels). Coverage = sum of layer medians / end-to-end median; the target on cpu",
+        "ONNX Runtime's kernel events less the profiler's own cost per event and per parallel section (measured",
+        "alongside every profile on chains of trivial kernels, serial and parallel). Coverage = sum of layer",
+        "medians / end-to-end median; the target on cpu",
         f"is 1 ± {COVERAGE_TARGET:.2f}. Layers: named by original nodes / inserted (by whom) / named by nothing.",
         "",
         "| model | variant | backend | e2e ms (median of repeats) | layers sum ms | coverage per repeat | target | layers | original / inserted / unnamed |",
@@ -142,7 +143,7 @@ def render(rows: list[Row], speed: dict[str, float], runs: int, repeats: int, co
     overheads = [r.overhead_us for r in rows if r.overhead_us]
     lines += [
         "",
-        f"Profiler cost per kernel event taken off on cpu: {min(overheads):.1f}..{max(overheads):.1f} us." if overheads else "",
+        f"Profiler cost per kernel event taken off on cpu (mean over events): {min(overheads):.1f}..{max(overheads):.1f} us." if overheads else "",
         "",
         f"Profiling cost: `onnxsmith profile` of PP-OCRv4 det ({speed['mb']:.1f} MB, {SPEED_SHAPE}, {speed['layers']} layers), "
         f"{SPEED_RUNS} runs: **{speed['wall_s']:.1f} s** wall for the whole command (process start, session creation "

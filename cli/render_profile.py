@@ -87,7 +87,7 @@ def _totals_line(profile: dict[str, Any]) -> str:
     t = profile["total"]
     memory = f", peak RSS {t['peak_rss_mb']:.0f} MiB" if t.get("peak_rss_mb") else ""
     if t.get("kernel_overhead_us"):
-        memory += f"; profiler overhead {t['kernel_overhead_us']:.1f} us/kernel taken off"
+        memory += f"; profiler overhead {t['kernel_overhead_us']:.1f} us/kernel (mean) taken off"
     return (f"[bold]{profile['backend']}[/bold]: {t['median_ms']:.3f} ms median, {t['p90_ms']:.3f} ms p90 over {profile['runs']} runs; "
             f"layers sum {t['layers_sum_ms']:.3f} ms ({t['coverage']:.0%} coverage); session {t['session_ms']:.0f} ms{memory}")
 

@@ -54,7 +54,7 @@ class Measurement:
     e2e_ms: list[float]  # wall-clock time of each timed run
     session_ms: float
     peak_rss_mb: float | None
-    kernel_overhead_ms: float | None = None  # the profiler's cost per kernel event, already taken off each
+    kernel_overhead_ms: float | None = None  # the profiler's cost taken off each kernel event, the mean over events
 
 
 @dataclass
@@ -92,7 +92,7 @@ class Totals:
     coverage: float  # layers_sum_ms / median_ms
     session_ms: float
     peak_rss_mb: float | None
-    kernel_overhead_us: float | None = None  # taken off every kernel event (see backends/ort_profiler.py)
+    kernel_overhead_us: float | None = None  # taken off a kernel event, mean over events (see backends/ort_profiler.py)
 
 
 @dataclass

@@ -40,7 +40,7 @@ import onnx_ir as ir
 
 from onnxsmith.context import Context
 from onnxsmith.pass_base import Pass, PassResult
-from onnxsmith.passes.prune.activations import TensorStats, collect_stats
+from onnxsmith.passes.prune.activations import TensorStats, collect_stats, one_blas_thread
 from onnxsmith.passes.prune.layer_error import Shadow, copy_node, matmul_macs, measure_layers
 from onnxsmith.passes.prune.layers import WeightedLayer, constant_value, drop_if_unused, find_layers
 from onnxsmith.registry import register_pass
@@ -92,7 +92,8 @@ class LowRankPass(Pass):
         stats = {}
         if self.method == "asvd" and layers:
             stats = collect_stats(model, {layer.input_name: (-1, True) for layer in layers}, feeds, cache=ctx.activations)
-        factors = [factorize(layer, stats.get(layer.input_name), center=self.center) for layer in layers]
+        with one_blas_thread():
+            factors = [factorize(layer, stats.get(layer.input_name), center=self.center) for layer in layers]
         _choose_ranks(factors, self.energy, self.param_budget)
         chosen = [f for f in factors if 0 < f.rank <= f.max_rank]
         rule = f"budget {self.param_budget}" if self.param_budget is not None else f"energy {self.energy}"
@@ -102,7 +103,8 @@ class LowRankPass(Pass):
             return PassResult(model, modified=False, counts={"layers_factored": 0, "layers_dense": len(factors)},
                               notes=notes or ["no MatMul/Gemm with a constant weight"])
 
-        split = {f.layer.name: f.factors() for f in chosen}
+        with one_blas_thread():
+            split = {f.layer.name: f.factors() for f in chosen}
         shadows = {name: _shadow(*parts) for name, parts in split.items()}
         measures = measure_layers(model, shadows, feeds) if feeds else {}
         if not feeds:

@@ -353,3 +353,33 @@ def test_ray_task_holds_the_cpus_its_recipe_asks_for(tmp_path, monkeypatch):
             executor.close()
     finally:
         ray.shutdown()
+
+
+def test_several_workers_start_the_largest_models_first_and_one_worker_keeps_the_listed_order(tmp_path):
+    from onnxsmith.batch.runner import BatchOptions, run_batch
+
+    zoo = make_zoo(tmp_path / "zoo", {"a.onnx": "cnn", "b.onnx": "transformer", "c.onnx": "external", "d.onnx": "mlp"}, broken=False)
+
+    class Recorder:
+        def __init__(self) -> None:
+            self.keys: list[str] = []
+
+        def planned(self, total: int, skipped: int) -> None: ...
+
+        def started(self, job, attempt: int) -> None:
+            self.keys.append(job.key)
+
+        def finished(self, result) -> None: ...
+
+    orders = {}
+    for workers in (2, 1):
+        recorder = Recorder()
+        options = BatchOptions(workers=workers, latency_rounds=0, resume=False)
+        summary = run_batch(zoo, tmp_path / f"out{workers}", validate_recipe({"passes": ["cleanup"]}), options, recorder)
+        assert [m.status for m in summary.models] == ["ok"] * 4
+        orders[workers] = recorder.keys
+    # external.onnx is small but its .data file is not: the model's bytes count, not the .onnx file's
+    sizes = {rel: (zoo / rel).stat().st_size for rel in ("a.onnx", "b.onnx", "c.onnx", "d.onnx")}
+    sizes["c.onnx"] += (zoo / "external.onnx.data").stat().st_size
+    assert orders[2] == sorted(sizes, key=sizes.get, reverse=True)
+    assert orders[1] == ["a.onnx", "b.onnx", "c.onnx", "d.onnx"]

@@ -64,25 +64,30 @@ def test_trace_is_streamed_event_by_event_like_json_load(tmp_path, monkeypatch):
 
 
 def test_runs_are_split_at_model_run_and_warmup_is_dropped():
-    def node(name, dur):
+    def node(name, dur, sections=0):
+        stats = {"main_thread": {"block_size": [1] * sections}}
         return {"cat": "Node", "name": f"{name}_kernel_time", "dur": dur, "args": {"op_name": "Conv", "provider": "CPUExecutionProvider",
-                "input_type_shape": [{"float": [1, 3, 8, 8]}, {"float": [4, 3, 3, 3]}], "output_type_shape": [{"float": [1, 4, 8, 8]}]}}
+                "input_type_shape": [{"float": [1, 3, 8, 8]}, {"float": [4, 3, 3, 3]}], "output_type_shape": [{"float": [1, 4, 8, 8]}],
+                "thread_scheduling_stats": stats}}
 
     run = {"cat": "Session", "name": "model_run", "dur": 1}
     events = [node("a", 900), run,  # warm-up
               node("a", 100), node("loop", 10), node("loop", 20), run,
-              node("a", 300), run]
-    kernels, timed = ort_profiler.kernel_runs_from_trace(io.StringIO(json.dumps(events)), warmup=1)
+              node("a", 300, sections=2), run]
+    kernels, timed, _ = ort_profiler.kernel_runs_from_trace(io.StringIO(json.dumps(events)), warmup=1)
     assert timed == 2
     by_name = {k.node: k for k in kernels}
     assert by_name["a"].times_ms == [0.1, 0.3]
     assert by_name["loop"].times_ms == [0.03, 0.0]  # summed inside a run, 0 where it did not run
     assert by_name["a"].inputs[1] == TensorInfo((4, 3, 3, 3), "float")
-    # the profiler's own cost is taken off every event (a Loop's kernel pays it per iteration), never below zero
-    corrected, _ = ort_profiler.kernel_runs_from_trace(io.StringIO(json.dumps(events)), warmup=1, overhead_ms=0.015)
+    # the profiler's own cost is taken off every event (a Loop's kernel pays it per iteration), plus its
+    # cost per parallel section for a kernel that ran on the thread pool; never below zero
+    overhead = ort_profiler.ProfilerOverhead(serial_ms=0.015, section_ms=0.02)
+    corrected, _, mean = ort_profiler.kernel_runs_from_trace(io.StringIO(json.dumps(events)), warmup=1, overhead=overhead)
     by_name = {k.node: k for k in corrected}
-    assert by_name["a"].times_ms == pytest.approx([0.085, 0.285])
+    assert by_name["a"].times_ms == pytest.approx([0.085, 0.245])
     assert by_name["loop"].times_ms == pytest.approx([0.0 + 0.005, 0.0])
+    assert mean == pytest.approx((0.015 + 0.010 + 0.015 + 0.055) / 4)  # what was really taken off, per timed event
 
 
 def test_end_to_end_time_comes_from_a_plain_session_run_interleaved_with_the_profiled_one(monkeypatch):
@@ -114,9 +119,10 @@ def test_end_to_end_time_comes_from_a_plain_session_run_interleaved_with_the_pro
     model_runs = [c for c in calls if not c.startswith("probe")]
     rounds = [model_runs[i:i + 2] for i in range(1, len(model_runs), 2)]
     assert rounds == [["plain", "profiled"], ["profiled", "plain"]] * 3  # warm-up and timed rounds, order alternating
-    # the profiler's own cost is probed after every round, with and without the profiler
-    assert calls[1:13] == ["plain", "profiled", "probe profiled", "probe plain", "profiled", "plain", "probe profiled", "probe plain",
-                           "plain", "profiled", "probe profiled", "probe plain"]
+    # the profiler's own cost is probed after every round, with and without the profiler, on a serial
+    # and a parallel chain
+    probe = ["probe profiled", "probe plain"] * 2
+    assert calls[1:19] == ["plain", "profiled", *probe, "profiled", "plain", *probe, "plain", "profiled", *probe]
     assert len(measured.e2e_ms) == 4 and all(len(k.times_ms) == 4 for k in measured.kernels)
     assert measured.kernel_overhead_ms > 0
 

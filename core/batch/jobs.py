@@ -25,7 +25,7 @@ from onnxsmith.errors import InputError
 from onnxsmith.recipe import RUN_ONLY_KEYS, Recipe, parse_pipeline, validate_recipe
 from onnxsmith.sources import is_torch_factory, parse_shape
 
-__all__ = ["Job", "ManifestEntry", "discover_jobs", "model_hash", "recipe_hash"]
+__all__ = ["Job", "ManifestEntry", "discover_jobs", "model_hash", "model_size", "recipe_hash"]
 
 MANIFEST_SUFFIXES = (".yaml", ".yml", ".csv")
 
@@ -94,6 +94,14 @@ def model_hash(source: str, input_shapes: tuple[tuple[int, ...], ...] = ()) -> s
     if not path.is_file():
         return hashlib.sha256(f"missing:{path}".encode()).hexdigest()
     return hash_files([path, *_data_files(path)])
+
+
+def model_size(source: str) -> int:
+    """Bytes of a model's .onnx file and its external data; 0 for a PyTorch factory or a missing file."""
+    path = Path(source)
+    if is_torch_factory(source) or not path.is_file():
+        return 0
+    return sum(p.stat().st_size for p in [path, *_data_files(path)] if p.is_file())
 
 
 def discover_jobs(source: Path, outdir: Path, recipe: Recipe) -> list[Job]:

@@ -16,12 +16,12 @@ import os
 import shutil
 import time
 from collections import deque
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Literal, Protocol
 
-from onnxsmith.batch.jobs import Job, discover_jobs
+from onnxsmith.batch.jobs import Job, discover_jobs, model_size
 from onnxsmith.batch.ledger import LEDGER_NAME, Ledger
 from onnxsmith.batch.outcome import NUMBER_KEYS, Outcome
 from onnxsmith.batch.summary import BatchSummary, ModelResult, write_summaries
@@ -115,6 +115,8 @@ class _Schedule:
             self.events.planned(len(self.jobs), len(self.jobs) - planned)
         if todo:
             executor = self._executor(todo)
+            if executor.slots > 1:
+                todo = deque(_largest_first(todo))
             try:
                 self._drive(executor, todo)
             except KeyboardInterrupt:
@@ -199,6 +201,14 @@ def _exclusive(outdir: Path) -> Iterator[None]:
         except BlockingIOError:
             raise InputError(f"another batch is writing to {outdir}", "wait for it to finish, or choose another -o folder") from None
         yield
+
+
+def _largest_first(jobs: Iterable[Job]) -> list[Job]:
+    """Jobs ordered by model size, largest first, for several workers: the long models start
+    early and the short ones fill the gaps, so no worker idles at the end waiting on one big model
+    (longest-processing-time-first scheduling; the model's bytes stand in for its work). One
+    worker keeps the listed order: there the order does not change the total time."""
+    return sorted(jobs, key=lambda job: model_size(job.source), reverse=True)
 
 
 def _remove_temporaries(outdir: Path) -> None:
