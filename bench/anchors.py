@@ -19,14 +19,19 @@ documentation shows a user calling it, with default options, on the original fil
   at the same 30% as ours);
 * NNCF ``nncf.quantize`` of the ONNX model (post-training, default preset, all the
   calibration feeds);
-* the OpenVINO runtime on the fp32 model is not an artifact: run.py measures it in-process
-  (``kind == "runtime"``).
+* the OpenVINO runtime on the fp32 model is not an artifact: here its process reads and
+  compiles the model (default configuration) and runs it once, for its run time and peak
+  memory; run.py scores and times it in-process (``kind == "runtime"``).
+
+For onnxsmith, the JSON line also gives ``phases``: seconds per pass (the pass itself) and
+``other`` (loading, reference outputs, verification after each pass, writing).
 """
 
 from __future__ import annotations
 
 import importlib.util
 import json
+import re
 import sys
 import time
 from collections.abc import Callable
@@ -107,6 +112,12 @@ def unavailable(recipe: Recipe) -> str | None:
     package = {"ONNX Runtime": "onnxruntime", "onnxslim": "onnxslim", "onnxsim": "onnxsim", "NNCF": "nncf", "OpenVINO": "openvino"}[recipe.tool]
     if importlib.util.find_spec(package) is None:
         return f"{package} is not installed (pip install -e .[bench])"
+    if recipe.tool == "onnxsim" and recipe.key != "onnxsim":
+        from importlib.metadata import version
+
+        have = version("onnxsim")
+        if tuple(int(p) for p in re.findall(r"\d+", have)[:2]) < (0, 8):
+            return f"onnxsim {have} has no quantize/prune modes (they came in 0.8)"
     return None
 
 
@@ -132,13 +143,17 @@ def _ours(recipe: Recipe, src: Path, out: Path, calib: Path) -> dict:
     from onnxsmith.recipe import parse_pipeline, validate_recipe
 
     spec = validate_recipe({"passes": parse_pipeline(recipe.passes), "calibration": {"data": str(calib)}})
+    start = time.perf_counter()
     report = optimize(str(src), out, spec, OptimizeOptions(latency_rounds=0))
-    notes = []
+    total = time.perf_counter() - start
+    notes, phases = [], {}
     for record in report.passes:
+        phases[record.name] = phases.get(record.name, 0.0) + record.seconds
         counts = ", ".join(f"{k} {v}" for k, v in record.counts.items() if v)
         if counts:
             notes.append(f"{record.name}: {counts}")
-    return {"notes": notes}
+    phases["other"] = max(0.0, total - sum(phases.values()))
+    return {"notes": notes, "phases": phases}
 
 
 class _Reader:
@@ -227,6 +242,21 @@ def _nncf(src: Path, out: Path, calib: Path) -> dict:
     return {}
 
 
+def _openvino(src: Path, out: Path, calib: Path) -> dict:
+    import openvino as ov
+
+    core = ov.Core()
+    compiled = core.compile_model(core.read_model(str(src)), "CPU")  # default configuration
+    compiled.create_infer_request().infer(load_feeds(calib)[0])
+    return {"notes": [f"inference precision {openvino_precision(compiled)}"]}
+
+
+def openvino_precision(compiled) -> str:
+    """The CPU plugin's INFERENCE_PRECISION_HINT as a short name (f32, bf16, f16)."""
+    hint = compiled.get_property("INFERENCE_PRECISION_HINT")
+    return str(getattr(hint, "type_name", None) or hint).removeprefix("<Type: '").removesuffix("'>")
+
+
 BUILDERS: dict[str, Callable[[Path, Path, Path], dict]] = {
     "ort-qdq": lambda s, o, c: _ort_qdq(s, o, c, opset13=False),
     "ort-qdq-opset13": lambda s, o, c: _ort_qdq(s, o, c, opset13=True),
@@ -240,6 +270,7 @@ BUILDERS: dict[str, Callable[[Path, Path, Path], dict]] = {
     "onnxsim-auto": _onnxsim("quantize_auto", calibration=True),
     "onnxsim-prune": _onnxsim("apply_structured_pruning", sparsity=0.3),
     "nncf": _nncf,
+    "openvino": _openvino,
 }
 
 

@@ -11,7 +11,7 @@ import math
 import re
 from pathlib import Path
 
-__all__ = ["plot", "render", "write_section"]
+__all__ = ["phases_text", "plot", "render", "write_section"]
 
 NOISE = 0.05  # speedups closer than this (or than the model's A/A control is off 1) are called even
 
@@ -78,6 +78,29 @@ def _cell(result: dict, key: str) -> str:
     return f"{_metric(row, result['metric'])} / {_speedup(row)} / {_f(row.get('size_mb'), '.1f')} MB"
 
 
+def phases_text(phases: dict, jobs: int | None) -> str:
+    """Where a run's time went, from run.py's run-wide phase seconds."""
+    if not phases:
+        return ""
+    at_once = f", {jobs} at a time" if jobs else ""
+    return (f"data {phases['data_s']:.0f} s; builds {phases['build_s']:.0f} s wall{at_once} (the tools' own "
+            f"{phases['tools_s']:.0f} s wall, {phases['tools_cpu_s']:.0f} s CPU; scoring {phases['scoring_s']:.0f} s "
+            f"alongside); timing {phases['timing_s']:.0f} s")
+
+
+def _model_phases(r: dict) -> str:
+    """A model's own time: its data, its tools (summed), its scoring and timing."""
+    ph = r.get("phases")
+    if not ph:
+        return f"{r['minutes']:.1f} min for this model" if "minutes" in r else ""
+    return (f"this model's share: data {ph.get('data', 0):.0f} s, tools {ph.get('tools', 0):.0f} s wall "
+            f"({ph.get('tools_cpu', 0):.0f} s CPU), scoring {ph.get('scoring', 0):.0f} s, timing {ph.get('timing', 0):.0f} s")
+
+
+def _title(name: str, r: dict) -> str:
+    return f"{name} (quick run)" if r.get("quick") else name
+
+
 def render(models: dict[str, dict], runs: dict[str, dict]) -> tuple[str, str]:
     """(the "## summary" section, the "## per model" section)."""
     order = [m for m in ("ppocr_det", "ppocr_rec", "ppocr_cls", "yolov8n", "minilm") if m in models]
@@ -90,6 +113,8 @@ def render(models: dict[str, dict], runs: dict[str, dict]) -> tuple[str, str]:
         "latency speedup over fp32 on ONNX Runtime CPU, interleaved in one run / artifact size. The",
         "fp32 column: size, and median latency under the load of that run. The last column",
         "compares onnxsmith's fastest recipe that keeps the bound with the fastest other tool's.",
+        "Rerun: `python bench/run.py` (every model; `--models` for some; `--quick` for a smoke run",
+        "that prints its tables and leaves this file alone).",
         "",
         "| model | bound | fp32 | ours int8 (guard) | ours int8 (no guard) | ORT quantize_static (opset 13) | NNCF | OpenVINO fp32 model | onnxsmith vs the others, within bound |",
         "|---|---|---|---|---|---|---|---|---|",
@@ -97,7 +122,7 @@ def render(models: dict[str, dict], runs: dict[str, dict]) -> tuple[str, str]:
     for m in order:
         r = models[m]
         summary.append(
-            f"| {m} | {r['metric']} >= {r['bound']:g} | {r['fp32_mb']:.1f} MB, {r['fp32_ms']:.0f} ms on {r['timed_shape']} | {_cell(r, 'ours-int8')} | {_cell(r, 'ours-int8-noguard')} "
+            f"| {_title(m, r)} | {r['metric']} >= {r['bound']:g} | {r['fp32_mb']:.1f} MB, {r['fp32_ms']:.0f} ms on {r['timed_shape']} | {_cell(r, 'ours-int8')} | {_cell(r, 'ours-int8-noguard')} "
             f"| {_cell(r, 'ort-qdq-opset13')} | {_cell(r, 'nncf')} | {_cell(r, 'openvino')} | {verdict(r)} |"
         )
     summary += ["", "Runs:", ""]
@@ -112,7 +137,9 @@ def render(models: dict[str, dict], runs: dict[str, dict]) -> tuple[str, str]:
         seen.add(ident)
         these = [n for n in order if runs.get(n, {}).get("command") == run["command"] and runs[n].get("date") == run["date"]]
         cpu = f", {run['cpu_minutes']} min of CPU time" if run.get("cpu_minutes") is not None else ""
-        summary.append(f"- `{run['command']}` on {run['date']} ({', '.join(these)}): {run['minutes']} min in all{cpu}. "
+        where = f" ({phases_text(run['phases'], run.get('jobs'))})" if run.get("phases") else ""
+        kind = "quick run" if run.get("quick") else "run"
+        summary.append(f"- {kind} `{run['command']}` on {run['date']} ({', '.join(these)}): {run['minutes']} min in all{cpu}{where}. "
                        + " ".join(f"{fact}." for fact in run["machine"]))
     per_model = [
         "## per model",
@@ -120,17 +147,25 @@ def render(models: dict[str, dict], runs: dict[str, dict]) -> tuple[str, str]:
         "- Artifacts are built by `bench/anchors.py`, one process per recipe, from the original",
         "  file, with each tool's defaults; \"tool s\" is that process's wall time (start-up and",
         "  imports included), \"CPU s\" its user + system time (steadier on a shared machine), and",
-        "  \"peak MB\" its `ru_maxrss`. Tools that need calibration get the",
-        "  same calibration feeds (onnxsmith holds a quarter of them out for its own checks).",
+        "  \"peak MB\" its `ru_maxrss`. Builds run `--jobs` at a time (the run line says how many;",
+        "  fewer when their memory would not fit) while finished ones are scored, so wall times",
+        "  include that load; CPU times do not. Tools that need calibration get the",
+        "  same calibration feeds (onnxsmith holds a quarter of them out for its own checks). For",
+        "  onnxsmith, the notes split its time: each pass, and \"other\" (loading, reference outputs,",
+        "  the verification after each pass, writing).",
+        "- An artifact that is the same graph as the fp32 model or as another row's (weights,",
+        "  opsets and nodes identical; metadata aside) is scored and timed once; its notes say so.",
         "- Task metric: on held-out real inputs never used for calibration, against the fp32",
         "  model's outputs (bench/tasks.py); ✓/✗: within the bound or not. Max abs / SQNR: the worst",
         "  over every output.",
-        "- Speedup: ONNX Runtime CPU, default session options except intra-op spinning off; the",
-        "  fp32 model and up to five artifacts timed interleaved in one run, median of the rounds",
-        "  stated, after warm-up; speedup = fp32 median / artifact median from the same run. The",
+        "- Speedup: timed after every build has finished (no tool running); ONNX Runtime CPU,",
+        "  default session options except intra-op spinning off; the",
+        "  fp32 model and up to five distinct artifacts timed interleaved in one run, median of the",
+        "  rounds stated, after warm-up (a round's sample of a small model is the mean of back-to-back",
+        "  runs lasting at least 0.1 s); speedup = fp32 median / artifact median from the same run. The",
         "  A/A control (a second fp32 session in the first run) shows the noise floor. OpenVINO:",
         "  its CPU runtime on the fp32 model, timed against the ONNX Runtime fp32 session; its",
-        "  \"tool s\" is reading and compiling the model.",
+        "  \"tool s\" and \"peak MB\" are those of a process that reads, compiles and runs it once.",
         "- The machine is shared by other jobs while this runs, so absolute milliseconds and tool",
         "  times wander; the ratios are from one interleaved run each.",
         "",
@@ -143,29 +178,37 @@ def render(models: dict[str, dict], runs: dict[str, dict]) -> tuple[str, str]:
 def _model_table(r: dict) -> list[str]:
     metric = r["metric"]
     lines = [
-        f"### {r['model']}",
+        f"### {_title(r['model'], r)}",
         "",
         f"Task metric: {r['metric_text']}; bound {metric} >= {r['bound']:g}. Data: {r['data']} "
         f"({r['calibration']} calibration feeds, {r['evaluation']} held out). fp32: {r['fp32_mb']:.1f} MB, "
-        f"{r['fp32_ms']:.2f} ms on {r['timed_shape']}; A/A control {r['aa_ratio']:.2f}; {r['rounds']} rounds; "
-        f"{r['minutes']:.1f} min for this model.",
+        f"{r['fp32_ms']:.2f} ms on {r['timed_shape']}; A/A control {r['aa_ratio']:.3f}; {r['rounds']} rounds; "
+        f"{_model_phases(r)}.",
         "",
-        f"| tool | recipe | {metric} | speedup | ms | MB | max abs | SQNR dB | tool s | CPU s | peak MB | notes |",
-        "|---|---|--:|--:|--:|--:|--:|--:|--:|--:|--:|---|",
+        f"| tool | recipe | {metric} | speedup | ms | fp32 ms, same run | MB | max abs | SQNR dB | tool s | CPU s | peak MB | notes |",
+        "|---|---|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|---|",
     ]
     rows = sorted(r["rows"], key=lambda x: (not x["ours"], x["tool"] != "ONNX Runtime"))
     for row in rows:
         scores = row.get("scores") or {}
         extra = _extra_scores(scores, metric)
-        notes = ([row["error"]] if row["error"] else []) + extra + row.get("notes", [])
+        notes = ([row["error"]] if row["error"] else []) + extra + row.get("notes", []) + _time_split(row)
         status = "" if row["status"] == "ok" else f"**{row['status']}** "
         lines.append(
             f"| {row['tool']} | {row['label']} | {_metric(row, metric)} | {_speedup(row)} | {_f(row.get('ms'))} "
-            f"| {_f(row.get('size_mb'))} | {_f(scores.get('max_abs'), '.3g')} | {_f(scores.get('sqnr_db'), '.1f')} "
+            f"| {_f(row.get('fp32_ms'))} | {_f(row.get('size_mb'))} | {_f(scores.get('max_abs'), '.3g')} | {_f(scores.get('sqnr_db'), '.1f')} "
             f"| {_f(row.get('tool_s'), '.0f')} | {_f(row.get('tool_cpu_s'), '.0f')} | {_f(row.get('peak_mb'), '.0f')} | {status}{'; '.join(notes).replace('|', '/')} |"
         )
     lines += ["", f"Verdict: {verdict(r)}.", ""]
     return lines
+
+
+def _time_split(row: dict) -> list[str]:
+    """onnxsmith's run time by pass, from the phases anchors.py reports."""
+    phases = row.get("phases") or {}
+    if not phases:
+        return []
+    return ["time in the tool: " + ", ".join(f"{k} {v:.0f} s" for k, v in phases.items())]
 
 
 def _extra_scores(scores: dict, metric: str) -> list[str]:
@@ -224,7 +267,7 @@ def plot(models: dict[str, dict], path: Path) -> None:
             ax.annotate(row["key"], (x, row["speedup"]), fontsize=6, xytext=(3, 2), textcoords="offset points")
         ax.axvline(r["bound"], color="black", linestyle="--", linewidth=0.8)
         ax.axhline(1.0, color="grey", linewidth=0.6)
-        ax.set_title(f"{name}", fontsize=10)
+        ax.set_title(_title(name, r), fontsize=10)
         ax.set_xlabel(f"{r['metric']} vs fp32 (bound {r['bound']:g})", fontsize=8)
         ax.set_ylabel("speedup over fp32 (ORT CPU)", fontsize=8)
         ax.tick_params(labelsize=7)

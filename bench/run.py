@@ -2,33 +2,38 @@
 """onnxsmith against the tools a user would pick instead, on the real models of DESIGN.md.
 
     python bench/run.py [--models ppocr_det,ppocr_rec,ppocr_cls,yolov8n,minilm] [--quick]
-                        [--recipes KEY,...] [--rounds N] [--keep DIR] [--no-doc]
+                        [--recipes KEY,...] [--rounds N] [--jobs N] [--keep DIR] [--doc/--no-doc]
     python bench/run.py --render     # rewrite the doc and plot from docs/bench_results.json
 
 For every model (bench/tasks.py: its real calibration and held-out data, its task metric
 and bound) and every recipe of bench/anchors.py (onnxsmith's fuse / int8 / int8 with the
 accuracy guard / fp16 / int4 / channel pruning; ONNX Runtime's quantize_static, quantize_dynamic
 and fp16 converter; onnxslim; onnxsim's simplify, quantize and prune modes; NNCF; the OpenVINO
-runtime):
+runtime), in three phases:
 
-* the artifact is built in its own process (``bench/anchors.py``): the tool's wall time
-  (process start and imports included, the same for every tool) and its peak memory
-  (``ru_maxrss`` of that process, from ``os.wait4``);
-* the artifact runs on ONNX Runtime CPU, default session options (graph optimizations on,
-  as deployed) except intra-op thread spinning, turned off (core/runtime.py says why), on
-  the held-out feeds: the task metric against the fp32 model's outputs, max abs error,
-  SQNR;
-* latency: the fp32 model and up to five artifacts timed interleaved in one run
-  (onnxsmith.latency.measure_interleaved, median of ``--rounds`` >= 15 rounds after
-  warm-up); speedup = fp32 median / artifact median from the same run. The first group
-  also times a second fp32 session, an A/A control whose ratio is the noise floor.
-  OpenVINO is timed in its own group, against the ORT fp32 session.
+1. data: the task's feeds, and the fp32 model's outputs on the held-out ones;
+2. build: every artifact in its own process (bench/builds.py, bench/anchors.py), ``--jobs``
+   at a time (as memory allows), longest first: the tool's wall time (process start and imports included, the
+   same for every tool), its CPU time and peak memory (``ru_maxrss``). As each finishes it is
+   scored here on ONNX Runtime CPU, default session options (graph optimizations on, as
+   deployed) except intra-op thread spinning, turned off (core/runtime.py says why): the task
+   metric against the fp32 model's outputs, max abs error, SQNR. An artifact that is the
+   same graph as the fp32 model or as an earlier artifact (bench/builds.py content_key:
+   metadata aside) is not scored or timed again; its row says which it equals;
+3. timing, with no build running: the fp32 model and up to five distinct artifacts timed
+   interleaved in one run (onnxsmith.latency.measure_interleaved, median of at least
+   ``--rounds`` (15) rounds after warm-up, up to 45 for a fast model; a small model's
+   sample is the mean of back-to-back runs lasting >= 0.1 s); speedup = fp32 median /
+   artifact median from the same run. The first group also times a second fp32 session,
+   an A/A control whose ratio is the noise floor. OpenVINO is timed in its own group,
+   against the ORT fp32 session.
 
 A recipe whose pass or package is missing gets a "not available" row; a tool that fails,
 writes a model that does not load, or runs past ``--tool-timeout`` gets a row with its
-one-line error. Results go to docs/bench_results.json (models not run now keep their
-previous results), and from there to the sections "## summary" and "## per model" of
-docs/benchmarks.md and to docs/bench_plot.png.
+one-line error. A full run writes docs/bench_results.json (models not run now keep their
+previous results) and, from it, the sections "## summary" and "## per model" of
+docs/benchmarks.md and docs/bench_plot.png. ``--quick`` (2 small models, 8 recipes, fewer
+feeds) is a smoke run: it prints its tables, labelled quick, and writes docs/ only with --doc.
 """
 
 from __future__ import annotations
@@ -40,11 +45,10 @@ import os
 import platform
 import re
 import shlex
-import subprocess
 import sys
 import tempfile
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -52,63 +56,26 @@ import onnxruntime as ort
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import anchors  # noqa: E402
+import builds  # noqa: E402
+import realmodels  # noqa: E402
 import report_md  # noqa: E402
 import tasks  # noqa: E402
+from rows import ModelResult, Row, load_results, previous_runs, to_json  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 DOC = ROOT / "docs" / "benchmarks.md"
 RESULTS = ROOT / "docs" / "bench_results.json"
 PLOT = ROOT / "docs" / "bench_plot.png"
+ESTIMATES = realmodels.cache_dir() / "bench_estimates.json"  # each build's last run time and peak memory: scheduling hints
 
 ROUNDS, WARMUP, GROUP = 15, 2, 5
-FULL = {"calibration": 16, "evaluation": 32, "tool_timeout": 420}
-QUICK = {"calibration": 8, "evaluation": 12, "tool_timeout": 150}
+BLOCK_S = 0.1  # a timed block repeats a small model's run until it lasts this long (timer and scheduler noise)
+MAX_ROUNDS, GROUP_BUDGET_S = 45, 25.0  # fast models get more rounds, up to this, while a group fits in the budget (not --quick)
+FULL = {"calibration": 16, "evaluation": 32, "tool_timeout": 900}  # wall s: det prune took 370 s under load
+QUICK = {"calibration": 8, "evaluation": 12, "tool_timeout": 300}
 QUICK_MODELS = ("ppocr_cls", "yolov8n")
-QUICK_RECIPES = ("ours-fuse", "ours-int8", "ort-qdq-opset13", "onnxslim", "nncf", "openvino")
-
-
-@dataclass
-class Row:
-    """One recipe on one model."""
-
-    key: str
-    tool: str
-    label: str
-    kind: str
-    ours: bool
-    status: str = "ok"  # ok | failed | timed out | not available
-    error: str = ""
-    tool_s: float | None = None
-    tool_cpu_s: float | None = None  # user + system CPU time of the tool's process
-    peak_mb: float | None = None
-    size_mb: float | None = None
-    scores: dict[str, float] = field(default_factory=dict)
-    passed: bool | None = None
-    ms: float | None = None
-    fp32_ms: float | None = None  # the fp32 model in the same interleaved run
-    notes: list[str] = field(default_factory=list)
-
-    @property
-    def speedup(self) -> float | None:
-        return self.fp32_ms / self.ms if self.ms and self.fp32_ms else None
-
-
-@dataclass
-class ModelResult:
-    model: str
-    metric: str
-    metric_text: str
-    bound: float
-    data: str
-    calibration: int
-    evaluation: int
-    timed_shape: str
-    fp32_ms: float
-    fp32_mb: float
-    aa_ratio: float
-    rounds: int
-    minutes: float
-    rows: list[Row]
+QUICK_RECIPES = ("ours-fuse", "ours-int8", "ours-fp16", "ort-qdq-opset13", "ort-fp16", "onnxslim", "nncf", "openvino")
+FP32 = "fp32"
 
 
 # --- sessions ---------------------------------------------------------------------------------
@@ -132,8 +99,6 @@ class OpenVinoSession:
         self.compiled = core.compile_model(core.read_model(str(path)), "CPU")  # default config
         self.request = self.compiled.create_infer_request()
         self.names = [o.get_any_name() for o in self.compiled.outputs]
-        hint = self.compiled.get_property("INFERENCE_PRECISION_HINT")
-        self.precision = str(getattr(hint, "type_name", None) or hint).removeprefix("<Type: '").removesuffix("'>")
 
     def run(self, names, feed):
         result = self.request.infer(feed)
@@ -149,185 +114,234 @@ def outputs(session: ort.InferenceSession, feeds: list[dict[str, np.ndarray]]) -
     return run_all(session, feeds)
 
 
-def file_mb(path: Path) -> float:
-    """The artifact's size, external data files beside it included."""
-    extra = [p for p in path.parent.glob(path.name + "*.data")] + [p for p in path.parent.glob(path.stem + ".data")]
-    return (path.stat().st_size + sum(p.stat().st_size for p in set(extra))) / 1e6
+# --- one model's state across the phases ------------------------------------------------------
 
 
-# --- building artifacts -----------------------------------------------------------------------
+@dataclass
+class Bench:
+    """A model's task, data and fp32 reference, and the rows and artifacts made so far."""
+
+    name: str
+    task: tasks.Task
+    src: Path
+    calibration: int
+    evaluation: list[dict[str, np.ndarray]]
+    calib: Path
+    reference: list[dict[str, np.ndarray]]
+    timed: dict[str, np.ndarray]
+    order: list[str]  # recipe keys, in table order
+    rows: dict[str, Row] = field(default_factory=dict)
+    artifacts: dict[str, Path] = field(default_factory=dict)  # distinct artifacts that run on ORT
+    graphs: dict[str, list[str]] = field(default_factory=dict)  # content key -> rows with it, first built first (or FP32)
+    phases: dict[str, float] = field(default_factory=dict)
+
+    def add(self, seconds: float, phase: str) -> None:
+        self.phases[phase] = self.phases.get(phase, 0.0) + seconds
 
 
-def build(recipe: anchors.Recipe, src: Path, out: Path, calib: Path, timeout: float) -> Row:
-    """Run anchors.py for ``recipe`` in a child process; time it and read its peak memory."""
-    row = Row(recipe.key, recipe.tool, recipe.label, recipe.kind, recipe.ours)
-    log = out.with_suffix(".log")
-    cmd = [sys.executable, str(Path(__file__).with_name("anchors.py")), recipe.key, str(src), str(out), str(calib)]
-    start = time.perf_counter()
-    with open(log, "w") as sink:
-        proc = subprocess.Popen(cmd, stdout=sink, stderr=subprocess.STDOUT, env={**os.environ, "PYTHONWARNINGS": "ignore"})
-        status, usage = _wait(proc, timeout)
-    row.tool_s = time.perf_counter() - start
-    row.peak_mb = usage.ru_maxrss / 1024 if usage else None
-    row.tool_cpu_s = usage.ru_utime + usage.ru_stime if usage else None
-    text = log.read_text(errors="replace")
-    if status is None:
-        row.status, row.error = "timed out", f"stopped after {timeout:.0f} s"
-    elif status != 0:
-        row.status, row.error = "failed", _error_line(text)
-    elif not out.is_file():
-        row.status, row.error = "failed", "wrote no model"
-    else:
-        result = json.loads(text.rsplit("ANCHOR-RESULT ", 1)[1].splitlines()[0])
-        row.notes.extend(result.get("notes", []))
-        row.size_mb = file_mb(out)
-    return row
-
-
-def _wait(proc: subprocess.Popen, timeout: float):
-    """(exit status or None when killed at ``timeout``, the child's rusage)."""
-    deadline = time.monotonic() + timeout
-    while True:
-        pid, status, usage = os.wait4(proc.pid, os.WNOHANG)
-        if pid:
-            proc.returncode = os.waitstatus_to_exitcode(status)
-            return proc.returncode, usage
-        if time.monotonic() > deadline:
-            proc.kill()
-            _, _, usage = os.wait4(proc.pid, 0)
-            proc.returncode = -9
-            return None, usage
-        time.sleep(0.05)
-
-
-def _error_line(log: str) -> str:
-    """The last line of a traceback (``SomeError: message``), or the last line printed."""
-    lines = [line.strip() for line in log.splitlines() if line.strip()]
-    for line in reversed(lines):
-        head = line.split(":", 1)[0]
-        if head.endswith(("Error", "Exception", "Fail", "Exceeded", "Invalid")) or "Error" in head.rsplit(".", 1)[-1]:
-            return _one_line(line)
-    return _one_line(lines[-1]) if lines else "failed without output"
-
-
-def _one_line(text: str, limit: int = 220) -> str:
-    text = " ".join(text.split()).replace("|", "/")
-    return text if len(text) <= limit else text[: limit - 3] + "..."
-
-
-# --- one model --------------------------------------------------------------------------------
-
-
-def bench_model(name: str, recipes: list[anchors.Recipe], settings: dict, rounds: int, work: Path) -> ModelResult:
-    from onnxsmith.latency import measure_interleaved
-
+def prepare(name: str, recipes: list[anchors.Recipe], settings: dict, work: Path) -> Bench:
+    """Phase 1: the task's feeds, the fp32 outputs, and rows for recipes that cannot run here."""
     began = time.perf_counter()
     task = tasks.get_task(name)
     src = task.model_path()
     calibration = task.calibration(settings["calibration"])
     evaluation = task.evaluation(min(settings["evaluation"], task.max_evaluation))
-    calib = tasks.save_npz(calibration, work / f"{name}.calib.npz")
-    fp32 = ort_session(src)
-    reference = outputs(fp32, evaluation)
-    timed = task.timed()
-    print(f"{name}: {len(calibration)} calibration, {len(evaluation)} held-out feeds; timed on "
-          f"{'x'.join(map(str, next(iter(timed.values())).shape))}", flush=True)
-
-    rows: list[Row] = []
-    artifacts: dict[str, Path] = {}  # recipe key -> artifact that loads and runs
-    for recipe in recipes:
-        if not anchors.applies(recipe, name):
-            continue
-        reason = anchors.unavailable(recipe)
-        if reason:
-            rows.append(Row(recipe.key, recipe.tool, recipe.label, recipe.kind, recipe.ours, "not available", reason))
-        elif recipe.kind == "runtime":
-            rows.append(_openvino_row(recipe, src, task, evaluation, reference, timed, fp32, rounds))
-        else:
-            path = work / f"{name}.{recipe.key}.onnx"
-            row = build(recipe, src, path, calib, settings["tool_timeout"])
-            if row.status == "ok" and _score(row, path, task, evaluation, reference):
-                artifacts[recipe.key] = path
-            rows.append(row)
-        r = rows[-1]
-        print(f"  {r.key:18} {r.status:13} " + (
-            f"{task.metric} {r.scores.get(task.metric, float('nan')):.4f}  {r.size_mb:.2f} MB  tool {r.tool_s:.0f} s"
-            if r.status == "ok" and r.kind != "runtime" else r.error), flush=True)
-
-    # latency: fp32 and up to GROUP artifacts per interleaved run (sessions made per group,
-    # so a big model's many artifacts are not all in memory at once)
-    keys = list(artifacts)
-    fp32_medians, aa = [], float("nan")
-    for g in range(0, max(len(keys), 1), GROUP):
-        group = {"fp32": fp32, **{k: ort_session(artifacts[k]) for k in keys[g:g + GROUP]}}
-        if g == 0:
-            group["fp32 (A/A control)"] = ort_session(src)
-        stats = measure_interleaved(group, timed, rounds=rounds, warmup=WARMUP)
-        fp32_medians.append(stats["fp32"].median_ms)
-        if g == 0:
-            aa = stats["fp32"].median_ms / stats["fp32 (A/A control)"].median_ms
-        for k in keys[g:g + GROUP]:
-            row = next(r for r in rows if r.key == k)
-            row.ms, row.fp32_ms = stats[k].median_ms, stats["fp32"].median_ms
-        del group
-    minutes = (time.perf_counter() - began) / 60
-    print(f"  fp32 {np.median(fp32_medians):.2f} ms; A/A {aa:.2f}; {minutes:.1f} min", flush=True)
-    return ModelResult(
-        name, task.metric, task.metric_text, task.bound, task.data_text, len(calibration), len(evaluation),
-        "x".join(map(str, next(iter(timed.values())).shape)), float(np.median(fp32_medians)), file_mb(src), aa,
-        rounds, minutes, rows,
+    bench = Bench(
+        name, task, src, len(calibration), evaluation, tasks.save_npz(calibration, work / f"{name}.calib.npz"),
+        outputs(ort_session(src), evaluation), task.timed(), [r.key for r in recipes if anchors.applies(r, name)],
     )
+    bench.graphs[builds.content_key(src)] = [FP32]
+    for recipe in recipes:
+        reason = anchors.applies(recipe, name) and anchors.unavailable(recipe)
+        if reason:
+            bench.rows[recipe.key] = Row(recipe.key, recipe.tool, recipe.label, recipe.kind, recipe.ours, "not available", reason)
+    bench.add(time.perf_counter() - began, "data")
+    shape = "x".join(map(str, next(iter(bench.timed.values())).shape))
+    print(f"{name}: {len(calibration)} calibration, {len(evaluation)} held-out feeds; timed on {shape} "
+          f"({bench.phases['data']:.0f} s)", flush=True)
+    return bench
 
 
-def _score(row: Row, path: Path, task: tasks.Task, evaluation, reference) -> bool:
+def load_estimates() -> dict[str, dict[str, dict]]:
+    """Per model and recipe, the last measured {"tool_s", "peak_mb"}: from ESTIMATES (any
+    earlier run, --quick and --no-doc ones too), else from docs/bench_results.json."""
+    estimates = {m: {r["key"]: r for r in result.get("rows", [])} for m, result in load_results(RESULTS).items()}
+    try:
+        for model, rows in json.loads(ESTIMATES.read_text()).items():
+            estimates.setdefault(model, {}).update(rows)
+    except (OSError, ValueError):
+        pass
+    return estimates
+
+
+def save_estimates(estimates: dict[str, dict[str, dict]], benches: dict[str, "Bench"]) -> None:
+    for bench in benches.values():
+        for row in bench.rows.values():
+            if row.tool_s is not None and row.peak_mb is not None:
+                estimates.setdefault(bench.name, {})[row.key] = {"tool_s": round(row.tool_s, 1), "peak_mb": round(row.peak_mb)}
+    try:
+        ESTIMATES.parent.mkdir(parents=True, exist_ok=True)
+        slim = {m: {k: {"tool_s": v.get("tool_s"), "peak_mb": v.get("peak_mb")} for k, v in rows.items()} for m, rows in estimates.items()}
+        ESTIMATES.write_text(json.dumps(slim, indent=1) + "\n")
+    except OSError:
+        pass  # only hints
+
+
+def jobs_for(bench: Bench, recipes: list[anchors.Recipe], work: Path, estimates: dict) -> list[builds.Job]:
+    """The builds of ``bench``'s runnable recipes, each with its expected run time and peak
+    memory (the last run's, else a guess): the longest start first, and builds that would
+    not fit in memory together do not run together."""
+    before = estimates.get(bench.name, {})
+
+    def expected(key: str, what: str, guess: float) -> float:
+        return before.get(key, {}).get(what) or guess
+
+    return [
+        builds.Job(bench.name, r, bench.src, work / f"{bench.name}.{r.key}.onnx", bench.calib,
+                   expected(r.key, "tool_s", 60.0 if r.ours else 15.0), expected(r.key, "peak_mb", 4000.0 if r.ours else 1500.0))
+        for r in recipes
+        if anchors.applies(r, bench.name) and r.key not in bench.rows
+    ]
+
+
+def finish_build(bench: Bench, job: builds.Job, row: Row) -> None:
+    """Phase 2, as each build ends: recognise a graph seen before, else score the artifact."""
+    began = time.perf_counter()
+    bench.rows[row.key] = row
+    bench.add(row.tool_s or 0.0, "tools")
+    bench.add(row.tool_cpu_s or 0.0, "tools_cpu")
+    if row.status == "ok" and row.kind != "runtime":
+        graph = builds.content_key(job.out)
+        members = bench.graphs.setdefault(graph, [])
+        members.append(row.key)
+        first = members[0]
+        if first == FP32:
+            row.scores = bench.task.score(bench.reference, bench.reference, bench.evaluation)
+            row.passed = bench.task.passed(row.scores)
+        elif first != row.key:
+            other = bench.rows[first]
+            row.status, row.error, row.scores, row.passed = other.status, other.error, dict(other.scores), other.passed
+        elif _score(row, job.out, bench):
+            bench.artifacts[row.key] = job.out
+    bench.add(time.perf_counter() - began, "scoring")
+    _print_row(bench, row)
+
+
+def settle_twins(bench: Bench) -> None:
+    """After the builds: in each set of rows with the same graph, the first in table order is
+    scored and timed (or the fp32 model is), the others say which they equal."""
+    for members in bench.graphs.values():
+        if len(members) < 2:
+            continue
+        if members[0] == FP32:
+            for key in members[1:]:
+                bench.rows[key].same_as = FP32
+                bench.rows[key].notes.insert(0, "the same graph as the fp32 model (metadata aside): speedup 1 by construction, not timed")
+            continue
+        first = min(members, key=bench.order.index)
+        if members[0] in bench.artifacts:
+            bench.artifacts[first] = bench.artifacts.pop(members[0])
+        for key in members:
+            if key != first:
+                bench.rows[key].same_as = first
+                bench.rows[key].notes.insert(0, f"the same graph as {first} (metadata aside): scored and timed once")
+
+
+def _score(row: Row, path: Path, bench: Bench) -> bool:
     """Score the artifact on the held-out feeds; False (and the row failed) when it does not run."""
     try:
-        got = outputs(ort_session(path), evaluation)
-        row.scores = task.score(reference, got, evaluation)
+        got = outputs(ort_session(path), bench.evaluation)
+        row.scores = bench.task.score(bench.reference, got, bench.evaluation)
     except Exception as e:  # a tool's artifact that does not load or run is a result
         reason = re.sub(r"Load model from \S+ failed:\s*", "", f"{type(e).__name__}: {e}")
-        row.status, row.error = "failed", "does not run on ONNX Runtime: " + _one_line(reason)
+        row.status, row.error = "failed", "does not run on ONNX Runtime: " + builds.one_line(reason)
         return False
-    row.passed = task.passed(row.scores)
+    row.passed = bench.task.passed(row.scores)
     return True
 
 
-def _openvino_row(recipe, src, task, evaluation, reference, timed, fp32, rounds) -> Row:
+def _print_row(bench: Bench, r: Row) -> None:
+    if r.status != "ok":
+        detail = r.error
+    elif r.kind == "runtime":
+        detail = f"read, compiled and run once in {r.tool_s:.0f} s (CPU {r.tool_cpu_s or 0:.0f} s); scored and timed after the builds"
+    else:
+        detail = (f"{bench.task.metric} {r.scores.get(bench.task.metric, float('nan')):.4f}  {r.size_mb:.2f} MB  "
+                  f"tool {r.tool_s:.0f} s (CPU {r.tool_cpu_s or 0:.0f} s)")
+    print(f"  {bench.name:9} {r.key:18} {r.status:13} {detail}", flush=True)
+
+
+def rounds_for(fp32: ort.InferenceSession, feed: dict[str, np.ndarray], sessions: int, least: int, most: int) -> int:
+    """Timing rounds for a model: at least ``least``; more for a fast model (up to ``most``,
+    while a group of ``sessions`` stays within GROUP_BUDGET_S): on a shared machine the
+    load comes and goes over seconds, and more rounds sample it more evenly for every session."""
+    runs = []
+    for _ in range(3):
+        start = time.perf_counter()
+        fp32.run(None, feed)
+        runs.append(time.perf_counter() - start)
+    round_s = sessions * max(BLOCK_S, min(runs))
+    return max(least, min(most, int(GROUP_BUDGET_S / round_s)))
+
+
+def time_model(bench: Bench, least_rounds: int, most_rounds: int) -> tuple[float, float, int]:
+    """Phase 3: latency of the distinct artifacts and OpenVINO against fp32, interleaved.
+    Returns (fp32 median ms over the groups, A/A ratio, rounds)."""
     from onnxsmith.latency import measure_interleaved
 
-    row = Row(recipe.key, recipe.tool, recipe.label, recipe.kind, False)
+    began = time.perf_counter()
+    keys = [k for k in bench.order if k in bench.artifacts]
+    fp32 = ort_session(bench.src)
+    rounds = rounds_for(fp32, bench.timed, min(len(keys), GROUP) + 2, least_rounds, most_rounds)
+    fp32_medians, aa = [], float("nan")
+    for g in range(0, max(len(keys), 1), GROUP):
+        group = {FP32: fp32, **{k: ort_session(bench.artifacts[k]) for k in keys[g:g + GROUP]}}
+        if g == 0:
+            group["fp32 (A/A control)"] = ort_session(bench.src)
+        stats = measure_interleaved(group, bench.timed, rounds=rounds, warmup=WARMUP, min_block_s=BLOCK_S)
+        fp32_medians.append(stats[FP32].median_ms)
+        if g == 0:
+            aa = stats[FP32].median_ms / stats["fp32 (A/A control)"].median_ms
+        for k in keys[g:g + GROUP]:
+            bench.rows[k].ms, bench.rows[k].fp32_ms = stats[k].median_ms, stats[FP32].median_ms
+        del group
+    fp32_ms = float(np.median(fp32_medians))
+    for row in bench.rows.values():
+        if row.same_as == FP32:
+            row.ms = row.fp32_ms = fp32_ms
+        elif row.same_as:
+            twin = bench.rows[row.same_as]
+            row.ms, row.fp32_ms = twin.ms, twin.fp32_ms
+    runtime = bench.rows.get("openvino")
+    if runtime is not None and runtime.status == "ok":
+        _time_openvino(runtime, bench, fp32, rounds)
+    bench.add(time.perf_counter() - began, "timing")
+    return fp32_ms, aa, rounds
+
+
+def _time_openvino(row: Row, bench: Bench, fp32: ort.InferenceSession, rounds: int) -> None:
+    from onnxsmith.latency import measure_interleaved
+
     try:
-        start = time.perf_counter()
-        session = OpenVinoSession(src)
-        row.tool_s = time.perf_counter() - start  # read + compile
-        row.notes.append(f"inference precision {session.precision}")
-        row.scores = task.score(reference, session.outputs(evaluation), evaluation)
-        row.passed = task.passed(row.scores)
-        stats = measure_interleaved({"fp32": fp32, "openvino": session}, timed, rounds=rounds, warmup=WARMUP)
-        row.ms, row.fp32_ms = stats["openvino"].median_ms, stats["fp32"].median_ms
-        row.size_mb = file_mb(src)
+        session = OpenVinoSession(bench.src)
+        row.scores = bench.task.score(bench.reference, session.outputs(bench.evaluation), bench.evaluation)
+        row.passed = bench.task.passed(row.scores)
+        stats = measure_interleaved({FP32: fp32, "openvino": session}, bench.timed, rounds=rounds, warmup=WARMUP, min_block_s=BLOCK_S)
+        row.ms, row.fp32_ms = stats["openvino"].median_ms, stats[FP32].median_ms
     except Exception as e:
-        row.status, row.error = "failed", _one_line(f"{type(e).__name__}: {e}")
-    return row
+        row.status, row.error = "failed", builds.one_line(f"{type(e).__name__}: {e}")
 
 
-# --- results file -----------------------------------------------------------------------------
+def result_of(bench: Bench, fp32_ms: float, aa: float, rounds: int, quick: bool) -> ModelResult:
+    return ModelResult(
+        bench.name, bench.task.metric, bench.task.metric_text, bench.task.bound, bench.task.data_text,
+        bench.calibration, len(bench.evaluation), "x".join(map(str, next(iter(bench.timed.values())).shape)),
+        fp32_ms, builds.file_mb(bench.src), aa, rounds, quick, {k: round(v, 1) for k, v in bench.phases.items()},
+        [bench.rows[k] for k in bench.order if k in bench.rows],
+    )
 
 
-def load_results(path: Path) -> dict[str, dict]:
-    if not path.is_file():
-        return {}
-    try:
-        return json.loads(path.read_text()).get("models", {})
-    except (OSError, ValueError):
-        return {}
-
-
-def to_json(result: ModelResult) -> dict:
-    data = asdict(result)
-    for row, raw in zip(result.rows, data["rows"], strict=True):
-        raw["speedup"] = row.speedup
-    return data
+# --- the run ----------------------------------------------------------------------------------
 
 
 def machine_facts() -> list[str]:
@@ -351,54 +365,94 @@ def machine_facts() -> list[str]:
     ]
 
 
-# --- main -------------------------------------------------------------------------------------
+def measure(models: list[str], recipes: list[anchors.Recipe], settings: dict, args) -> tuple[dict[str, dict], dict]:
+    """Run the three phases on ``models``; (results per model, run-wide phase seconds)."""
+    estimates = load_estimates()
+    with tempfile.TemporaryDirectory(prefix="onnxsmith-bench-") as tmp:
+        work = args.keep or Path(tmp)
+        work.mkdir(parents=True, exist_ok=True)
+        t0 = time.perf_counter()
+        benches = {name: prepare(name, recipes, settings, work) for name in models}
+        t1 = time.perf_counter()
+        jobs = [job for b in benches.values() for job in jobs_for(b, recipes, work, estimates)]
+        print(f"building {len(jobs)} artifacts, {args.jobs} at a time (scoring each as it is done)", flush=True)
+        build_s = builds.run_builds(jobs, workers=args.jobs, timeout=settings["tool_timeout"],
+                                    on_done=lambda job, row: finish_build(benches[job.model], job, row))
+        save_estimates(estimates, benches)
+        for bench in benches.values():
+            settle_twins(bench)
+        t2 = time.perf_counter()
+        print("timing (no build running)", flush=True)
+        results = {}
+        for name, bench in benches.items():
+            fp32_ms, aa, rounds = time_model(bench, args.rounds, args.rounds if args.quick else MAX_ROUNDS)
+            results[name] = to_json(result_of(bench, fp32_ms, aa, rounds, args.quick))
+            print(f"  {name:9} fp32 {fp32_ms:.2f} ms; A/A {aa:.3f}; {len(bench.artifacts)} distinct artifacts timed, "
+                  f"{rounds} rounds, in {bench.phases['timing']:.0f} s", flush=True)
+        t3 = time.perf_counter()
+    phases = {"data_s": round(t1 - t0, 1), "build_s": round(build_s, 1), "timing_s": round(t3 - t2, 1),
+              "tools_s": round(sum(b.phases.get("tools", 0) for b in benches.values()), 1),
+              "tools_cpu_s": round(sum(b.phases.get("tools_cpu", 0) for b in benches.values()), 1),
+              "scoring_s": round(sum(b.phases.get("scoring", 0) for b in benches.values()), 1)}
+    return results, phases
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--models", help=f"comma-separated, from {','.join(tasks.TASKS)} (default: all; --quick: {','.join(QUICK_MODELS)})")
-    parser.add_argument("--recipes", help="comma-separated recipe keys (default: all; --quick: a core set); see bench/anchors.py")
-    parser.add_argument("--quick", action="store_true", help="fewer models, recipes and samples: a smoke run")
-    parser.add_argument("--rounds", type=int, default=ROUNDS, help=f"interleaved timing rounds (default {ROUNDS})")
-    parser.add_argument("--tool-timeout", type=float, help="seconds a tool may run (default 420; --quick 150)")
-    parser.add_argument("--keep", type=Path, help="keep the artifacts in this folder")
-    parser.add_argument("--no-doc", action="store_true", help="do not write docs/ (results are printed)")
+    parser.add_argument("--recipes", help=f"comma-separated, from {','.join(anchors.BY_KEY)} (default: all; --quick: {','.join(QUICK_RECIPES)})")
+    parser.add_argument("--quick", action="store_true",
+                        help=f"smoke run: {len(QUICK_MODELS)} models, {len(QUICK_RECIPES)} recipes, {QUICK['calibration']} calibration "
+                             f"and {QUICK['evaluation']} held-out feeds; writes docs/ only with --doc")
+    parser.add_argument("--rounds", type=int, default=ROUNDS,
+                        help=f"interleaved timing rounds, at least (default {ROUNDS}, the least the doc takes; fast models get up to {MAX_ROUNDS}, not with --quick)")
+    parser.add_argument("--jobs", type=int, default=min(2, len(os.sched_getaffinity(0))),
+                        help="artifacts built at once (default 2; 1 gives each tool the machine to itself, slower)")
+    parser.add_argument("--tool-timeout", type=float, help="seconds a tool may run (default 900; --quick 300)")
+    parser.add_argument("--keep", type=Path, help="keep the artifacts, and this run's results and tables, in this folder")
+    parser.add_argument("--doc", action=argparse.BooleanOptionalAction, default=None,
+                        help="write docs/bench_results.json, docs/benchmarks.md and the plot (default: yes, no with --quick)")
     parser.add_argument("--render", action="store_true", help="measure nothing: rewrite the doc sections and plot from docs/bench_results.json")
     args = parser.parse_args(argv)
     if args.render:
-        return _render(load_results(RESULTS), _previous_runs(RESULTS, set(load_results(RESULTS))))
-
+        models = load_results(RESULTS)
+        return _render(models, previous_runs(RESULTS, set(models)))
     settings = dict(QUICK if args.quick else FULL)
     if args.tool_timeout:
         settings["tool_timeout"] = args.tool_timeout
     models = _pick(args.models, QUICK_MODELS if args.quick else tasks.TASKS, tasks.TASKS, parser, "model")
     keys = _pick(args.recipes, QUICK_RECIPES if args.quick else [r.key for r in anchors.RECIPES], list(anchors.BY_KEY), parser, "recipe")
-    recipes = [anchors.BY_KEY[k] for k in keys]
+    recipes = [r for r in anchors.RECIPES if r.key in keys]
+    write = args.doc if args.doc is not None else not args.quick
+    if write and args.rounds < 15:
+        parser.error("the doc reports medians of at least 15 interleaved rounds: use --rounds >= 15, or --no-doc")
     command = "python bench/run.py " + " ".join(shlex.quote(a) for a in (argv if argv is not None else sys.argv[1:]))
 
-    began = time.perf_counter()
-    cpu_began = _cpu_seconds()
-    results = {}
-    with tempfile.TemporaryDirectory(prefix="onnxsmith-bench-") as tmp:
-        work = args.keep or Path(tmp)
-        work.mkdir(parents=True, exist_ok=True)
-        for name in models:
-            results[name] = to_json(bench_model(name, recipes, settings, args.rounds, work))
-    minutes = (time.perf_counter() - began) / 60
-    cpu_minutes = (_cpu_seconds() - cpu_began) / 60
+    began, cpu_began = time.perf_counter(), _cpu_seconds()
+    results, phases = measure(models, recipes, settings, args)
+    minutes, cpu_minutes = (time.perf_counter() - began) / 60, (_cpu_seconds() - cpu_began) / 60
     run = {
         "command": command.strip(), "date": datetime.date.today().isoformat(), "minutes": round(minutes, 1),
-        "cpu_minutes": round(cpu_minutes, 1),
+        "cpu_minutes": round(cpu_minutes, 1), "phases": phases, "jobs": args.jobs,
         "quick": args.quick, "machine": machine_facts(), "settings": settings, "rounds": args.rounds,
     }
-    print(f"\nall models: {minutes:.1f} min wall, {cpu_minutes:.1f} min CPU (this process and its children)")
-    merged = {**load_results(RESULTS), **results}
+    label = "QUICK RUN (a smoke test, not the published numbers)" if args.quick else "full run"
+    print(f"\n{label}: {minutes:.1f} min wall, {cpu_minutes:.1f} min CPU (this process and its children); "
+          + report_md.phases_text(phases, args.jobs))
     runs = {name: run for name in results}
-    summary, _ = report_md.render(merged, runs | _previous_runs(RESULTS, set(merged) - set(results)))
+    summary, _ = report_md.render(results, runs)
     print(summary)
-    if not args.no_doc:
-        RESULTS.write_text(json.dumps({"models": merged, "runs": {**_previous_runs(RESULTS, set(merged)), **runs}}, indent=1, default=float) + "\n")
-        _render(merged, {**_previous_runs(RESULTS, set(merged)), **runs})
+    if write:
+        merged = {**load_results(RESULTS), **results}
+        all_runs = {**previous_runs(RESULTS, set(merged)), **runs}
+        RESULTS.write_text(json.dumps({"models": merged, "runs": all_runs}, indent=1, default=float) + "\n")
+        _render(merged, all_runs)
+    else:
+        print(f"(not written to docs/: {'--quick' if args.quick else '--no-doc'}; add --doc to write)")
+    if args.keep:  # this run's own results and tables beside its artifacts
+        (args.keep / "bench_results.json").write_text(json.dumps({"models": results, "runs": runs}, indent=1, default=float) + "\n")
+        (args.keep / "benchmarks.md").write_text("# bench/run.py, this run only\n\n" + "\n".join(report_md.render(results, runs)))
+        print(f"this run's results and tables: {args.keep}/bench_results.json, {args.keep}/benchmarks.md")
     return 0
 
 
@@ -419,16 +473,6 @@ def _cpu_seconds() -> float:
 
     own, children = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
     return own.ru_utime + own.ru_stime + children.ru_utime + children.ru_stime
-
-
-def _previous_runs(path: Path, names: set[str]) -> dict[str, dict]:
-    if not path.is_file():
-        return {}
-    try:
-        runs = json.loads(path.read_text()).get("runs", {})
-    except (OSError, ValueError):
-        return {}
-    return {n: r for n, r in runs.items() if n in names}
 
 
 def _pick(given: str | None, default, allowed, parser, what: str) -> list[str]:

@@ -29,6 +29,15 @@ def test_nms_suppresses_overlaps_above_threshold_only():
     assert T.nms(np.zeros((0, 4)), np.zeros(0)).tolist() == []
 
 
+def test_nms_a_suppressed_box_suppresses_nothing():
+    # A (best) drops B (IoU 8/12 = 0.67); B would drop C (0.67), but C overlaps A at 6/14 = 0.43 < 0.6: C stays
+    boxes = np.array([[0, 0, 10, 10], [2, 0, 12, 10], [4, 0, 14, 10]], dtype=float)
+    assert T.nms(boxes, np.array([0.9, 0.8, 0.7]), 0.6).tolist() == [0, 2]
+    assert T.nms(boxes[::-1], np.array([0.7, 0.8, 0.9]), 0.6).tolist() == [2, 0]  # best score first, not position
+    half = np.array([[0, 0, 10, 10], [0, 0, 10, 5]], dtype=float)  # IoU exactly 0.5: kept (only > drops)
+    assert T.nms(half, np.array([0.9, 0.8]), 0.5).tolist() == [0, 1]
+
+
 def _yolo_output(rows: list[tuple[float, float, float, float, int, float]], classes: int = 3, n: int = 8) -> np.ndarray:
     """[1, 4 + classes, n] with the given (cx, cy, w, h, class, score) rows, the rest all zero."""
     out = np.zeros((1, 4 + classes, n), dtype=np.float32)
@@ -72,6 +81,9 @@ def test_match_f1_same_class_and_iou():
     assert m["precision"] == pytest.approx(2 / 4) and m["recall"] == pytest.approx(2 / 3)
     # IoU below 0.5 does not match: a box shifted by 6 of 10 px has IoU 40/160
     assert T.match_f1([_det([[0, 0, 10, 10]], [0])], [_det([[6, 0, 16, 10]], [0])])["f1"] == 0.0
+    # IoU 0.5 exactly (half the box) and 7/13 (shifted by 3 px) do match
+    assert T.match_f1([_det([[0, 0, 10, 10]], [0])], [_det([[0, 0, 10, 5]], [0])])["f1"] == 1.0
+    assert T.match_f1([_det([[0, 0, 10, 10]], [0])], [_det([[3, 0, 13, 10]], [0])])["f1"] == 1.0
     # one reference box is matched once only, by the best-scoring candidate
     two = T.match_f1([_det([[0, 0, 10, 10]], [0])], [_det([[0, 0, 10, 10], [0, 0, 10, 10]], [0, 0])])
     assert two["matched"] == 1 and two["f1"] == pytest.approx(2 / 3)
@@ -123,6 +135,11 @@ def test_task_scores_and_bounds_from_outputs():
     assert m["top1"] == 0.5
     assert m["max_abs"] == pytest.approx(0.4, abs=1e-3)
     assert not cls.passed(m) and cls.passed({"top1": 0.96})
+    # a tool that renamed two outputs: matched by position, not by name
+    two = [{"z": np.array([[0.9, 0.1]]), "a": np.array([[0.1, 0.9]])}]
+    renamed = [{"out0": np.array([[0.9, 0.1]]), "out1": np.array([[0.1, 0.9]])}]
+    aligned = T._aligned(two, renamed)
+    assert list(aligned[0]) == ["z", "a"] and aligned[0]["z"].tolist() == [[0.9, 0.1]]
     det = T.get_task("ppocr_det")
     maps = [{"m": np.full((1, 1, 2, 2), 0.9)}]
     assert det.score(maps, maps)["iou"] == 1.0 and det.score(maps, maps)["sqnr_db"] == float("inf")
@@ -132,6 +149,16 @@ def test_task_scores_and_bounds_from_outputs():
     moved = [{"h": np.array([[[1.0, 0.0], [5.0, -7.0]]])}]  # only the masked-out token changed
     assert minilm.score(hidden, moved, feeds=[{"attention_mask": np.array([[1, 0]])}])["cosine"] == pytest.approx(1.0)
     assert minilm.score(hidden, moved, feeds=[{"attention_mask": np.array([[1, 1]])}])["cosine"] < 0.9
+
+
+def test_generic_scores_worst_output_sqnr_and_max_abs():
+    ref = [{"a": np.array([3.0, 4.0]), "b": np.array([1.0, 0.0])}, {"a": np.array([0.0, 0.0]), "b": np.array([0.0, 2.0])}]
+    cand = [{"a": np.array([3.0, 4.1]), "b": np.array([1.0, 0.0])}, {"a": np.array([0.0, 0.0]), "b": np.array([0.2, 2.0])}]
+    m = T.generic_scores(ref, cand)
+    # a: signal 25, noise 0.01 -> 33.98 dB; b: signal 5, noise 0.04 -> 20.97 dB; the worst is reported
+    assert m["sqnr_db"] == pytest.approx(10 * np.log10(5 / 0.04))
+    assert m["max_abs"] == pytest.approx(0.2)
+    assert T.generic_scores(ref, ref)["sqnr_db"] == float("inf")
 
 
 def test_save_npz_stacks_samples_for_core_data(tmp_path):
