@@ -1,16 +1,17 @@
 #!/usr/bin/env python
-"""onnxsmith's ``fuse`` pass against onnxslim, on the real models of DESIGN.md.
+"""onnxsmith's ``fuse`` pass against onnxslim and onnxsim, on the real models of DESIGN.md.
 
     python bench/fuse_bench.py [--models ppocr_det,ppocr_rec,ppocr_cls,yolov8n,minilm]
                                [--passes fuse] [--quick] [--rounds N] [--doc docs/benchmarks.md]
 
-For every model: the original, ``onnxslim.slim(model)`` and ``onnxsmith optimize --passes
-PASSES`` (through the library, with real calibration data); their node counts and op
-histograms; each one's outputs compared with the original's on real held-out inputs (max
-abs error, all three run with ONNX Runtime's graph optimizations off, so the runtime's own
-fusions cannot hide a difference); and their latency on ONNX Runtime CPU with default
-session options (graph optimizations on, as a user deploys), measured in one run,
-interleaved, after warm-up (onnxsmith.latency.measure_interleaved). The table goes to the
+For every model: the original, ``onnxslim.slim(model)``, ``onnxsim.simplify(model)`` and
+``onnxsmith optimize --passes PASSES`` (through the library, with real calibration data);
+their node counts and op histograms; each one's outputs compared with the original's on
+real held-out inputs (max abs error, all run with ONNX Runtime's graph optimizations off,
+so the runtime's own fusions cannot hide a difference); and their latency on ONNX Runtime
+CPU with default session options (graph optimizations on, as a user deploys), measured in
+one run, interleaved, after warm-up (onnxsmith.latency.measure_interleaved), beside a
+second session of the original (an A/A control: the noise floor). The tables go to the
 section "## fuse vs onnxslim" of docs/benchmarks.md; the rest of that file is kept.
 
 Inputs (bench/realmodels.py): PaddleOCR det: rendered text pages for calibration, the
@@ -18,9 +19,10 @@ scans page.png and text.png of scikit-image at rapidocr's det size for evaluatio
 timing; rec/cls: rendered text lines for calibration, the lines cut from page.png for
 evaluation and timing (batch 6, rapidocr's rec/cls batch); YOLOv8n: scikit-image photographs
 (10 for calibration, 5 held out), batch 1 at 320x320; MiniLM: sentences from installed
-packages' READMEs, batch 1 at sequence length 128 for timing.
+packages' READMEs, timed at batch 1, sequence length 128, on a real text of 128 tokens (no
+padding), and again on one short sentence padded to 128.
 
-Needs the ``bench`` extra (``pip install -e .[bench]``: onnxslim, transformers, tokenizers)
+Needs the ``bench`` extra (``pip install -e .[bench]``: onnxslim, onnxsim, transformers, tokenizers)
 and torch for the MiniLM export; ``--quick`` skips MiniLM when its export is not cached.
 """
 
@@ -28,6 +30,7 @@ from __future__ import annotations
 
 import argparse
 import datetime
+import math
 import os
 import platform
 import re
@@ -40,6 +43,7 @@ from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import onnx
@@ -47,13 +51,21 @@ import onnxruntime as ort
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import realmodels as rm  # noqa: E402
+from matmul_floor import matmul_floor  # noqa: E402
+
+if TYPE_CHECKING:
+    from onnxsmith.backend import Session
 
 ROOT = Path(__file__).resolve().parents[1]
 DOC = ROOT / "docs" / "benchmarks.md"
 SECTION = "## fuse vs onnxslim"
 ALL_MODELS = ("ppocr_det", "ppocr_rec", "ppocr_cls", "yolov8n", "minilm")
 CONTROL = "original (A/A control)"
-ROUNDS, QUICK_ROUNDS, WARMUP = 21, 7, 3
+FLOOR = "MatMul floor"
+ROUNDS, QUICK_ROUNDS, WARMUP = 41, 7, 3
+MIN_BLOCK_S = 0.05  # a timed sample averages back-to-back runs up to this long (small models are noisy)
+CPU_ROUNDS = 11  # process CPU time barely moves with other load: fewer rounds do
+TOOLS = ("onnxslim", "onnxsim", "ours")
 SEQ_LEN = 128
 LINE_BATCH = 6  # rapidocr's rec_batch_num and cls_batch_num
 
@@ -64,7 +76,8 @@ LINE_BATCH = 6  # rapidocr's rec_batch_num and cls_batch_num
 @dataclass
 class Case:
     """One model with its data: calibration arrays (samples on the first axis, for the
-    .npz onnxsmith reads), held-out feeds, and the feed that is timed."""
+    .npz onnxsmith reads), held-out feeds, the feed that is timed (``timed_as`` says what
+    it is), and other feeds timed in runs of their own."""
 
     name: str
     path: Path
@@ -72,6 +85,9 @@ class Case:
     held_out: list[dict[str, np.ndarray]]
     timed: dict[str, np.ndarray]
     data: str
+    timed_as: str = ""
+    also_timed: dict[str, dict[str, np.ndarray]] = field(default_factory=dict)
+    floor: bool = False  # also time its MatMul floor (bench/matmul_floor.py)
 
 
 def _det_case() -> Case:
@@ -110,14 +126,28 @@ def _yolo_case() -> Case:
     )
 
 
+def minilm_full_input(seq_len: int = SEQ_LEN) -> dict[str, np.ndarray]:
+    """One real text of exactly ``seq_len`` tokens, no padding: README sentences joined
+    until the tokenizer truncates them."""
+    for count in (20, 40, 80):
+        feed = rm.minilm_inputs([" ".join(rm.sentences(count, start=24))], seq_len)
+        if feed["attention_mask"].all():
+            return feed
+    raise RuntimeError(f"80 sentences are fewer than {seq_len} tokens")
+
+
 def _minilm_case() -> Case:
     path = rm.real_model("minilm")
     return Case(
         "minilm", path,
         rm.minilm_inputs(rm.sentences(16), SEQ_LEN),
-        [rm.minilm_inputs(rm.sentences(8, start=16), SEQ_LEN)],
-        rm.minilm_inputs(rm.sentences(1, start=24), SEQ_LEN),
-        f"calibration: 16 README sentences; held out: 8 others as one batch; timed: one sentence, 1x{SEQ_LEN} (padded)",
+        [rm.minilm_inputs(rm.sentences(8, start=16), SEQ_LEN), minilm_full_input()],
+        minilm_full_input(),
+        f"calibration: 16 README sentences; held out: 8 others as one padded batch, and one text of {SEQ_LEN} tokens; "
+        f"timed: README sentences joined into one text of {SEQ_LEN} tokens (1x{SEQ_LEN}, no padding), and one short "
+        f"sentence padded to {SEQ_LEN} (1x{SEQ_LEN})",
+        timed_as=f"{SEQ_LEN} real tokens", floor=True,
+        also_timed={f"1 sentence padded to {SEQ_LEN}": rm.minilm_inputs(rm.sentences(1, start=24), SEQ_LEN)},
     )
 
 
@@ -142,8 +172,19 @@ class Variant:
     nodes: int | None = None
     ops: Counter = field(default_factory=Counter)
     max_abs: float | None = None
-    latency_ms: float | None = None
+    latency_ms: float | None = None  # on the case's main timed feed
     notes: list[str] = field(default_factory=list)
+    runtime_ops: Counter = field(default_factory=Counter)  # the graph ONNX Runtime CPU runs, after its own optimizations
+
+
+@dataclass
+class Timing:
+    """One interleaved run on one feed: median ms per tool, and the A/A control's ratio."""
+
+    label: str
+    ms: dict[str, float]
+    aa_ratio: float
+    cpu_ms: dict[str, float] = field(default_factory=dict)  # CPU time per run at 1 intra-op thread
 
 
 def run_onnxslim(src: Path, out: Path) -> Variant:
@@ -156,6 +197,18 @@ def run_onnxslim(src: Path, out: Path) -> Variant:
         raise RuntimeError("onnxslim.slim returned None")
     onnx.save(slim, str(out))
     return Variant("onnxslim", out, seconds)
+
+
+def run_onnxsim(src: Path, out: Path) -> Variant:
+    import onnxsim
+
+    start = time.perf_counter()
+    simplified, ok = onnxsim.simplify(str(src))
+    seconds = time.perf_counter() - start
+    if not ok:
+        raise RuntimeError("onnxsim.simplify: its own check failed")
+    onnx.save(simplified, str(out))
+    return Variant("onnxsim", out, seconds)
 
 
 def run_ours(src: Path, out: Path, passes: list[str], calibration: dict[str, np.ndarray]) -> Variant:
@@ -183,7 +236,7 @@ def op_histogram(path: Path) -> Counter:
     return Counter(graph_stats(ir.load(path)).op_histogram)
 
 
-def session(path: Path, *, optimized: bool) -> ort.InferenceSession:
+def session(path: Path, *, optimized: bool, threads: int = 0) -> ort.InferenceSession:
     """A CPU session with default options, except that intra-op threads do not spin.
 
     With spinning on (ORT's default), the threads of the session that just ran keep
@@ -194,9 +247,21 @@ def session(path: Path, *, optimized: bool) -> ort.InferenceSession:
     options = ort.SessionOptions()
     options.log_severity_level = 3
     options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+    if threads:
+        options.intra_op_num_threads = threads
     if not optimized:
         options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
     return ort.InferenceSession(str(path), sess_options=options, providers=["CPUExecutionProvider"])
+
+
+def runtime_histogram(path: Path, saved: Path) -> Counter:
+    """Op counts of the graph ONNX Runtime CPU runs for ``path`` (its optimized graph, saved
+    to ``saved``; the node layout ops it adds, ReorderInput/Output, included)."""
+    options = ort.SessionOptions()
+    options.log_severity_level = 3
+    options.optimized_model_filepath = str(saved)
+    ort.InferenceSession(str(path), sess_options=options, providers=["CPUExecutionProvider"])
+    return Counter(n.op_type for n in onnx.load(str(saved), load_external_data=False).graph.node)
 
 
 def outputs(path: Path, feeds: list[dict[str, np.ndarray]]) -> list[dict[str, np.ndarray]]:
@@ -219,14 +284,16 @@ def max_abs_error(reference: list[dict[str, np.ndarray]], got: list[dict[str, np
     return worst
 
 
-def bench_model(case: Case, passes: list[str], rounds: int, work: Path) -> dict[str, Variant]:
+def bench_model(case: Case, passes: list[str], rounds: int, work: Path) -> tuple[dict[str, Variant], list[Timing]]:
     from onnxsmith.latency import measure_interleaved
 
     variants = {"original": Variant("original", case.path)}
-    for tool, make in (
-        ("onnxslim", lambda: run_onnxslim(case.path, work / f"{case.name}.onnxslim.onnx")),
-        ("ours", lambda: run_ours(case.path, work / f"{case.name}.onnxsmith.onnx", passes, case.calibration)),
-    ):
+    makers = {
+        "onnxslim": lambda: run_onnxslim(case.path, work / f"{case.name}.onnxslim.onnx"),
+        "onnxsim": lambda: run_onnxsim(case.path, work / f"{case.name}.onnxsim.onnx"),
+        "ours": lambda: run_ours(case.path, work / f"{case.name}.onnxsmith.onnx", passes, case.calibration),
+    }
+    for tool, make in makers.items():
         try:
             variants[tool] = make()
         except Exception as e:  # a tool failing on a real model is a result too
@@ -239,26 +306,66 @@ def bench_model(case: Case, passes: list[str], rounds: int, work: Path) -> dict[
         v.ops = op_histogram(v.path)
         v.nodes = sum(v.ops.values())
     reference = outputs(case.path, case.held_out)
-    for tool in ("onnxslim", "ours"):
+    for tool in TOOLS:
         if tool in ok:
             try:
                 ok[tool].max_abs = max_abs_error(reference, outputs(ok[tool].path, case.held_out))
             except Exception as e:
                 ok[tool].error = f"does not run: {type(e).__name__}: {_one_line(str(e))}"
     ok = {t: v for t, v in ok.items() if v.error is None}
+    for v in ok.values():
+        v.runtime_ops = runtime_histogram(v.path, work / f"{case.name}.{v.tool}.runtime.onnx")
     sessions = {t: session(v.path, optimized=True) for t, v in ok.items()}
     # A second session of the original, timed alongside: its ratio to the first is the
     # noise floor of this measurement (an A/A test).
     sessions[CONTROL] = session(case.path, optimized=True)
-    timed = measure_interleaved(sessions, case.timed, rounds=rounds, warmup=WARMUP)
-    for t, stats in timed.items():
-        if t in ok:
-            ok[t].latency_ms = stats.median_ms
-    variants["original"].notes.append(
-        f"A/A control: a second session of the original timed alongside ran at "
-        f"{timed['original'].median_ms / timed[CONTROL].median_ms:.2f}x the first"
-    )
-    return variants
+    timings = []
+    single = {t: session(v.path, optimized=True, threads=1) for t, v in ok.items()}
+    if case.floor:
+        floor_path, floor_feed, products = matmul_floor(case.path, case.timed, work / f"{case.name}.floor.onnx")
+        sessions[FLOOR] = _FixedFeed(session(floor_path, optimized=True), floor_feed)
+        single[FLOOR] = _FixedFeed(session(floor_path, optimized=True, threads=1), floor_feed)
+        variants["original"].notes.append(f"MatMul floor: its {products} MatMul/Gemm nodes alone, at the timed feed's shapes")
+    for label, feed in {case.timed_as: case.timed, **case.also_timed}.items():
+        if label != case.timed_as:
+            sessions.pop(FLOOR, None)
+            single.pop(FLOOR, None)
+        timed = measure_interleaved(sessions, feed, rounds=rounds, warmup=WARMUP, min_block_s=MIN_BLOCK_S)
+        timings.append(Timing(label, {t: timed[t].median_ms for t in [*ok, FLOOR] if t in timed},
+                              timed["original"].median_ms / timed[CONTROL].median_ms,
+                              cpu_time_interleaved(single, feed, rounds=min(rounds, CPU_ROUNDS))))
+    for t in ok:
+        ok[t].latency_ms = timings[0].ms[t]
+    return variants, timings
+
+
+class _FixedFeed:
+    """A session that runs on its own feed whatever it is given (the MatMul floor's inputs
+    are not the model's), so it can be timed in the same interleaved rounds."""
+
+    def __init__(self, inner: ort.InferenceSession, feed: dict[str, np.ndarray]) -> None:
+        self.inner, self.feed = inner, feed
+
+    def run(self, names, feed):
+        return self.inner.run(names, self.feed)
+
+
+def cpu_time_interleaved(sessions: dict[str, Session], feed: dict[str, np.ndarray], *, rounds: int) -> dict[str, float]:
+    """Median process CPU time of one run per session, in ms, interleaved like the latency.
+
+    With one intra-op thread this is the work a model costs, and unlike wall time it hardly
+    changes when other processes share the cores: a check on the latency medians of a busy
+    machine (it cannot show a multi-threaded session's synchronization costs)."""
+    names = list(sessions)
+    for name in names:  # warm-up
+        sessions[name].run(None, feed)
+    samples: dict[str, list[float]] = {n: [] for n in names}
+    for r in range(rounds):
+        for name in names if r % 2 == 0 else reversed(names):
+            start = time.process_time()
+            sessions[name].run(None, feed)
+            samples[name].append((time.process_time() - start) * 1000.0)
+    return {n: float(np.median(v)) for n, v in samples.items()}
 
 
 def _one_line(text: str, limit: int = 160) -> str:
@@ -269,8 +376,8 @@ def _one_line(text: str, limit: int = 160) -> str:
 # --- the Markdown section -----------------------------------------------------------------
 
 
-def _fmt_ms(v: Variant) -> str:
-    return "-" if v.latency_ms is None else f"{v.latency_ms:.2f}"
+def _fmt_ms(ms: float | None) -> str:
+    return "-" if ms is None else f"{ms:.2f}"
 
 
 def _fmt_err(v: Variant) -> str:
@@ -279,23 +386,58 @@ def _fmt_err(v: Variant) -> str:
     return "0" if v.max_abs == 0 else f"{v.max_abs:.1e}"
 
 
-def _speedup(original: Variant, v: Variant) -> str:
-    if original.latency_ms is None or v.latency_ms is None:
-        return "-"
-    return f"{original.latency_ms / v.latency_ms:.2f}x"
+def _ratio(slower: float | None, faster: float | None) -> str:
+    return "-" if slower is None or faster is None else f"{slower / faster:.2f}x"
 
 
 def _nodes(v: Variant) -> str:
     return "failed" if v.error is not None else str(v.nodes)
 
 
-def op_diff(slim: Variant, ours: Variant) -> str:
-    """Ops whose counts differ between onnxslim's and ours, as ``Op onnxslim/ours``."""
-    if slim.error is not None or ours.error is not None:
+def op_diff(theirs: Variant, ours: Variant) -> str:
+    """Ops whose counts differ between another tool's output and ours, as ``Op theirs/ours``."""
+    if theirs.error is not None or ours.error is not None:
         return "n/a (a tool failed)"
-    ops = sorted(set(slim.ops) | set(ours.ops), key=lambda op: (-abs(slim.ops[op] - ours.ops[op]), op))
-    diff = [f"{op} {slim.ops[op]}/{ours.ops[op]}" for op in ops if slim.ops[op] != ours.ops[op]]
+    ops = sorted(set(theirs.ops) | set(ours.ops), key=lambda op: (-abs(theirs.ops[op] - ours.ops[op]), op))
+    diff = [f"{op} {theirs.ops[op]}/{ours.ops[op]}" for op in ops if theirs.ops[op] != ours.ops[op]]
     return ", ".join(diff) if diff else "identical op counts"
+
+
+def target_verdicts(case: Case, v: dict[str, Variant], timings: list[Timing]) -> list[str]:
+    """The issue's targets on this model: nodes and latency no worse than onnxslim's (a
+    latency ratio within the A/A control's distance from 1 is even, not worse), and for
+    the transformer, fused at least 1.3x faster than the original."""
+    slim, ours = v["onnxslim"], v["ours"]
+    if ours.error is not None:
+        return [f"{case.name}: ours failed"]
+    out = []
+    if slim.error is None:
+        word = "met" if ours.nodes <= slim.nodes else "NOT met"
+        out.append(f"{case.name}: nodes ours {ours.nodes} vs onnxslim {slim.nodes}: {word}")
+        same = "identical op counts: the same kernels run, so latency differences between the two are noise" if ours.runtime_ops == slim.runtime_ops else op_diff(
+            Variant("onnxslim", ops=slim.runtime_ops), Variant("ours", ops=ours.runtime_ops))
+        out.append(f"{case.name}: what ONNX Runtime CPU runs after its own optimizations: ours {sum(ours.runtime_ops.values())} nodes, "
+                   f"onnxslim {sum(slim.runtime_ops.values())} ({same})")
+    same_kernels = slim.error is None and ours.runtime_ops == slim.runtime_ops
+    for t in timings:
+        where = f"{case.name} ({t.label})" if t.label else case.name
+        if "onnxslim" in t.ms and "ours" in t.ms:
+            ratio, noise = t.ms["onnxslim"] / t.ms["ours"], abs(t.aa_ratio - 1)
+            word = "met" if ratio >= 1 else ("even within the A/A noise" if ratio >= 1 - noise else "NOT met")
+            if same_kernels and ratio < 1:
+                word = "even: ONNX Runtime runs the same op counts for both, the gap is noise"
+            out.append(f"{where}: latency ours vs onnxslim {ratio:.2f}x (A/A control {t.aa_ratio:.2f}x): {word}")
+        if case.name == "minilm" and "ours" in t.ms:
+            speedup = t.ms["original"] / t.ms["ours"]
+            cpu = t.cpu_ms.get("original", math.nan) / t.cpu_ms.get("ours", math.nan)
+            out.append(f"{where}: fused vs unfused {speedup:.2f}x latency, {cpu:.2f}x CPU time at 1 thread "
+                       f"(target 1.30x): {'met' if speedup >= 1.3 else 'NOT met'}")
+        if FLOOR in t.ms:
+            cpu = t.cpu_ms.get("original", math.nan) / t.cpu_ms.get(FLOOR, math.nan)
+            out.append(f"{where}: the original vs its MatMul floor (no rewrite that keeps every product can beat it): "
+                       f"{t.ms['original'] / t.ms[FLOOR]:.2f}x latency ({_fmt_ms(t.ms[FLOOR])} ms), {cpu:.2f}x CPU time at 1 thread "
+                       f"({_fmt_ms(t.cpu_ms.get(FLOOR))} ms)")
+    return out
 
 
 def machine_facts() -> list[str]:
@@ -322,51 +464,103 @@ def _onnxsmith_version() -> str:
     return __version__
 
 
-def render_section(results: list[tuple[Case, dict[str, Variant]]], passes: list[str], rounds: int, command: str) -> str:
+def _onnxsim_version() -> str:
+    try:
+        from importlib.metadata import version
+
+        return version("onnxsim")
+    except Exception:
+        return "unknown"
+
+
+def render_section(results: list[tuple[Case, dict[str, Variant], list[Timing]]], passes: list[str], rounds: int, command: str) -> str:
     ours_label = f"ours (`--passes {','.join(passes)}`)"
     lines = [
         SECTION,
         "",
-        f"onnxsmith `optimize --passes {','.join(passes)}` (\"ours\") against `onnxslim.slim(model)`, on the",
-        "real models of DESIGN.md.",
+        f"onnxsmith `optimize --passes {','.join(passes)}` (\"ours\") against `onnxslim.slim(model)` and",
+        "`onnxsim.simplify(model)`, on the real models of DESIGN.md.",
         "",
-        "- Latency: ONNX Runtime CPU, default session options (graph optimizations on, as",
-        "  deployed) except intra-op thread spinning, turned off: with it on, three sessions of one",
-        "  identical model timed interleaved in one process differ by up to 1.5x on 2 cores.",
-        f"  Median of {rounds} interleaved rounds (original, onnxslim, ours, and a second session of",
-        "  the original as an A/A control; the order alternates every round) after warm-up.",
-        "  Speedup = original / tool.",
+        "- Nodes: every node, Constant nodes included (onnxsim keeps weights as Constant nodes by default).",
         "- Max abs err: the largest output difference from the original on held-out real inputs,",
         "  every model run with ONNX Runtime's graph optimizations off.",
-        "- Nodes: every node, Constant nodes included.",
+        "- Latency: ONNX Runtime CPU, default session options (graph optimizations on, as",
+        "  deployed, the same thread settings for every model) except intra-op thread spinning,",
+        "  turned off: with it on, three sessions of one identical model timed interleaved in one",
+        f"  process differ by up to 1.5x on 2 cores. Median of {rounds} interleaved rounds (original,",
+        "  onnxslim, onnxsim, ours, and a second session of the original as an A/A control; the",
+        f"  order alternates every round; a sample averages back-to-back runs up to {MIN_BLOCK_S * 1000:.0f} ms) after",
+        "  warm-up. Speedup = original / tool; ours vs",
+        "  onnxslim = onnxslim / ours; A/A = original / its second session (its distance from",
+        "  1.00x is the noise floor of that row).",
         "",
-        "| model | nodes original | nodes onnxslim | nodes ours | ms original | ms onnxslim | ms ours "
-        "| speedup onnxslim | speedup ours | max abs err onnxslim | max abs err ours |",
-        "|---|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|",
+        "| model | nodes original | nodes onnxslim | nodes onnxsim | nodes ours | max abs err onnxslim | max abs err onnxsim | max abs err ours |",
+        "|---|--:|--:|--:|--:|--:|--:|--:|",
     ]
-    for case, v in results:
-        o, s, u = v["original"], v["onnxslim"], v["ours"]
-        lines.append(
-            f"| {case.name} | {_nodes(o)} | {_nodes(s)} | {_nodes(u)} | {_fmt_ms(o)} | {_fmt_ms(s)} | {_fmt_ms(u)} "
-            f"| {_speedup(o, s)} | {_speedup(o, u)} | {_fmt_err(s)} | {_fmt_err(u)} |"
-        )
+    for case, v, _ in results:
+        o, s, m, u = v["original"], v["onnxslim"], v["onnxsim"], v["ours"]
+        lines.append(f"| {case.name} | {_nodes(o)} | {_nodes(s)} | {_nodes(m)} | {_nodes(u)} | {_fmt_err(s)} | {_fmt_err(m)} | {_fmt_err(u)} |")
+    lines += [
+        "",
+        "| model (timed input) | ms original | ms onnxslim | ms onnxsim | ms ours | speedup onnxslim | speedup onnxsim "
+        "| speedup ours | ours vs onnxslim | A/A control |",
+        "|---|--:|--:|--:|--:|--:|--:|--:|--:|--:|",
+    ]
+    for case, _, timings in results:
+        for t in timings:
+            ms = t.ms
+            where = f"{case.name} ({t.label})" if t.label else case.name
+            lines.append(
+                f"| {where} | {_fmt_ms(ms.get('original'))} | {_fmt_ms(ms.get('onnxslim'))} | {_fmt_ms(ms.get('onnxsim'))} "
+                f"| {_fmt_ms(ms.get('ours'))} | {_ratio(ms.get('original'), ms.get('onnxslim'))} "
+                f"| {_ratio(ms.get('original'), ms.get('onnxsim'))} | {_ratio(ms.get('original'), ms.get('ours'))} "
+                f"| {_ratio(ms.get('onnxslim'), ms.get('ours'))} | {t.aa_ratio:.2f}x |"
+            )
+    lines += [
+        "",
+        "CPU time per run with one intra-op thread (process CPU time, median of interleaved rounds;",
+        "the work each model costs, nearly untouched by other load on the machine, unlike the latency",
+        "above, but blind to the synchronization costs of multi-threaded runs):",
+        "",
+        "| model (timed input) | cpu ms original | cpu ms onnxslim | cpu ms onnxsim | cpu ms ours | ours vs original | ours vs onnxslim |",
+        "|---|--:|--:|--:|--:|--:|--:|",
+    ]
+    for case, _, timings in results:
+        for t in timings:
+            cpu = t.cpu_ms
+            where = f"{case.name} ({t.label})" if t.label else case.name
+            lines.append(
+                f"| {where} | {_fmt_ms(cpu.get('original'))} | {_fmt_ms(cpu.get('onnxslim'))} | {_fmt_ms(cpu.get('onnxsim'))} "
+                f"| {_fmt_ms(cpu.get('ours'))} | {_ratio(cpu.get('original'), cpu.get('ours'))} | {_ratio(cpu.get('onnxslim'), cpu.get('ours'))} |"
+            )
     lines += [
         "",
         f"Produced by `{command}` on {datetime.date.today().isoformat()} (needs `pip install -e .[bench]`,",
         "and torch's CPU build for the MiniLM export).",
         "",
         *[f"- {fact}" for fact in machine_facts()],
+        f"- onnxsim {_onnxsim_version()}",
+        f"- load average (1 min) when the tables were written: {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores "
+        "(other jobs shared the machine: read every ratio beside its A/A control)",
+        "",
+        "The issue's targets (nodes and latency no worse than onnxslim's; MiniLM fused >= 1.3x the unfused):",
+        "",
+        *[f"- {line}" for case, v, timings in results for line in target_verdicts(case, v, timings)],
         "",
         f"Ops whose counts differ, onnxslim/{ours_label}:",
         "",
-        *[f"- {case.name}: {op_diff(v['onnxslim'], v['ours'])}" for case, v in results],
+        *[f"- {case.name}: {op_diff(v['onnxslim'], v['ours'])}" for case, v, _ in results],
+        "",
+        f"Ops whose counts differ, onnxsim/{ours_label}:",
+        "",
+        *[f"- {case.name}: {op_diff(v['onnxsim'], v['ours'])}" for case, v, _ in results],
         "",
         "Inputs, and what each tool did:",
         "",
     ]
-    for case, v in results:
+    for case, v, _ in results:
         details = [case.data, *v["original"].notes]
-        for tool in ("onnxslim", "ours"):
+        for tool in TOOLS:
             t = v[tool]
             if t.error is not None:
                 details.append(f"{tool} failed: {t.error}")
@@ -437,13 +631,15 @@ def main(argv: list[str] | None = None) -> int:
             start = time.perf_counter()
             print(f"{name}: preparing data", flush=True)
             case = CASES[name]()
-            variants = bench_model(case, passes, rounds, work)
-            results.append((case, variants))
-            o = variants["original"]
+            variants, timings = bench_model(case, passes, rounds, work)
+            results.append((case, variants, timings))
             summary = "  ".join(
-                f"{t} {_nodes(v)} nodes {_fmt_ms(v)} ms err {_fmt_err(v) if t != 'original' else '-'}" for t, v in variants.items()
+                f"{t} {_nodes(v)} nodes err {_fmt_err(v) if t != 'original' else '-'}" for t, v in variants.items()
             )
-            print(f"  {summary}  ({time.perf_counter() - start:.0f} s; original {_fmt_ms(o)} ms)", flush=True)
+            print(f"  {summary}  ({time.perf_counter() - start:.0f} s)", flush=True)
+            for t in timings:
+                print(f"  timed {t.label or 'main'}: " + "  ".join(f"{k} {_fmt_ms(ms)} ms" for k, ms in t.ms.items())
+                      + f"  A/A {t.aa_ratio:.2f}x", flush=True)
 
     section = render_section(results, passes, rounds, command.strip())
     print()

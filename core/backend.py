@@ -36,7 +36,7 @@ class Capabilities:
     quant_format: str = "qdq"
     ops: frozenset[str] = frozenset()  # op types it has kernels for, fused/contrib ops included
     # ops it has kernels for that run slower than the standard ops they stand for, or that
-    # break its fast paths; fuse avoids forming them (catalogue.FuseRule.instead_of)
+    # break its fast paths; fuse avoids forming them (catalogue.FuseRule.makes / avoids)
     slow_ops: frozenset[str] = frozenset()
     # int8: the op types it runs in integer kernels when wrapped in QDQ, and the activation type it prefers
     int8_ops: tuple[str, ...] = ()

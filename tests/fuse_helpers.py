@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 
 import numpy as np
@@ -10,12 +11,19 @@ import onnx_ir as ir
 import onnxruntime as ort
 from onnx import TensorProto, helper, numpy_helper
 
-from onnxsmith.backend import get_backend
+from onnxsmith.backend import Backend, Capabilities, get_backend
+from onnxsmith.backends.onnxruntime_cpu import OrtCpuBackend
 from onnxsmith.context import Context
 from onnxsmith.pass_base import PassResult
 from onnxsmith.registry import create_pass
 
 RNG = np.random.default_rng(0)
+
+
+def reseed(seed: int = 0) -> None:
+    """Restart the random stream, so a test's numbers do not depend on which tests ran before."""
+    global RNG
+    RNG = np.random.default_rng(seed)
 
 
 def const(name: str, array) -> onnx.TensorProto:
@@ -26,15 +34,21 @@ def rand(*shape: int, scale: float = 1.0) -> np.ndarray:
     return (RNG.standard_normal(shape) * scale).astype(np.float32)
 
 
-def make(nodes, inputs: dict[str, list], outputs: dict[str, list | None], initializers=(), opset: int = 17) -> onnx.ModelProto:
-    """A model from nodes; inputs/outputs map names to shapes (float32)."""
+def make(nodes, inputs: dict[str, list], outputs: dict[str, list | None], initializers=(), opset: int = 17,
+         input_types: dict[str, int] | None = None) -> onnx.ModelProto:
+    """A model from nodes; inputs/outputs map names to shapes (float32 unless ``input_types``
+    says otherwise). Nodes of the com.microsoft domain get its opset import."""
+    dtypes = input_types or {}
     graph = helper.make_graph(
         nodes, "tiny",
-        [helper.make_tensor_value_info(n, TensorProto.FLOAT, s) for n, s in inputs.items()],
+        [helper.make_tensor_value_info(n, dtypes.get(n, TensorProto.FLOAT), s) for n, s in inputs.items()],
         [helper.make_tensor_value_info(n, TensorProto.FLOAT, s) for n, s in outputs.items()],
         initializer=list(initializers),
     )
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", opset)], ir_version=10)
+    opsets = [helper.make_opsetid("", opset)]
+    if any(n.domain == "com.microsoft" for n in nodes):
+        opsets.append(helper.make_opsetid("com.microsoft", 1))
+    model = helper.make_model(graph, opset_imports=opsets, ir_version=10)
     inferred = onnx.shape_inference.infer_shapes(model).graph
     types = {v.name: v.type for v in [*inferred.value_info, *inferred.output]}
     for output in model.graph.output:  # outputs given without a shape take the inferred one
@@ -55,10 +69,18 @@ class Fused:
         return "\n".join(self.result.notes)
 
 
-def run_fuse(proto: onnx.ModelProto, feeds: dict[str, np.ndarray], backend: str | None = "cpu", **options) -> Fused:
+class CpuWithoutSlowOps(OrtCpuBackend):
+    """ONNX Runtime CPU as if none of its fused kernels were slow: what ``fuse`` does for a
+    backend whose SkipLayerNormalization is fast."""
+
+    def declared_capabilities(self) -> Capabilities:
+        return dataclasses.replace(super().declared_capabilities(), slow_ops=frozenset())
+
+
+def run_fuse(proto: onnx.ModelProto, feeds: dict[str, np.ndarray], backend: str | Backend | None = "cpu", **options) -> Fused:
     """Run ``fuse`` with ``options`` on a copy of ``proto``; compare outputs with the original."""
     model = ir.from_proto(proto)
-    ctx = Context(backend=get_backend(backend) if backend else None)
+    ctx = Context(backend=get_backend(backend) if isinstance(backend, str) else backend)
     result = create_pass("fuse", options).apply(model, ctx)
     rewritten = ir.to_proto(result.model)
     ops = [n.op_type for n in rewritten.graph.node]

@@ -6,7 +6,14 @@ import numpy as np
 import pytest
 from onnx import helper
 
-from fuse_helpers import const, make, rand, run_fuse
+import fuse_helpers
+from fuse_helpers import const, make, max_abs_difference, rand, run_fuse
+
+
+@pytest.fixture(autouse=True)
+def _fresh_random_stream():
+    fuse_helpers.reseed()
+
 
 X4 = {"x": [1, 3, 8, 8]}
 
@@ -229,3 +236,56 @@ def test_unsqueeze_of_squeeze_cancels():
                  {"x": [2, 1, 4]}, {"y": None}, [const("a", np.array([-2], np.int64))])
     fused = run_fuse(model, {"x": rand(2, 1, 4)}, only=["squeeze-unsqueeze"])
     assert fused.ops == ["Relu"] and fused.max_error == 0
+
+
+def _loop_model():
+    """Three iterations of ``y = BatchNorm(Conv(y))`` in a Loop body; weights from the outer graph."""
+    body = helper.make_graph(
+        [helper.make_node("Identity", ["cond_in"], ["cond_out"]),
+         helper.make_node("Conv", ["y_in", "w"], ["c"], pads=[1, 1, 1, 1]),
+         helper.make_node("BatchNormalization", ["c", "g", "beta", "m", "v"], ["y_out"])],
+        "body",
+        [helper.make_tensor_value_info("i", 7, []), helper.make_tensor_value_info("cond_in", 9, []),
+         helper.make_tensor_value_info("y_in", 1, [1, 3, 8, 8])],
+        [helper.make_tensor_value_info("cond_out", 9, []), helper.make_tensor_value_info("y_out", 1, [1, 3, 8, 8])],
+    )
+    nodes = [helper.make_node("Loop", ["trips", "keep_going", "x"], ["y"], body=body)]
+    inits = [const("trips", np.array(3, np.int64)), const("keep_going", np.array(True)), const("w", rand(3, 3, 3, 3) * 0.3),
+             const("g", rand(3) + 2), const("beta", rand(3)), const("m", rand(3)), const("v", np.abs(rand(3)) + 0.5)]
+    return make(nodes, X4, {"y": [1, 3, 8, 8]}, inits)
+
+
+def test_rules_fire_inside_loop_bodies():
+    fused = run_fuse(_loop_model(), {"x": rand(1, 3, 8, 8)}, only=["batchnorm"])
+    assert fused.result.counts == {"batchnorm": 1} and fused.ops == ["Loop"]
+    body = next(iter(fused.result.model.graph)).attributes["body"].as_graph()
+    assert sorted(n.op_type for n in body) == ["Conv", "Identity"]
+    assert fused.max_error < 1e-4
+
+
+def _attention_with_packed_weight(sizes: list[int]):
+    """An ORT Attention whose packed weight is a Concat of three initializers, as the fusion leaves it."""
+    hidden = 8
+    nodes = [helper.make_node("Concat", ["wq", "wk", "wv"], ["w"], axis=1),
+             helper.make_node("Attention", ["x", "w", "b"], ["y"], domain="com.microsoft", num_heads=2, qkv_hidden_sizes=sizes)]
+    inits = [const("wq", rand(hidden, sizes[0])), const("wk", rand(hidden, sizes[1])), const("wv", rand(hidden, sizes[2])),
+             const("b", rand(sum(sizes)))]
+    return make(nodes, {"x": [1, 4, hidden]}, {"y": [1, 4, sizes[2]]}, inits)
+
+
+@pytest.mark.parametrize("sizes,dropped", [([8, 8, 8], True), ([8, 8, 4], False)])
+def test_attention_packed_weight_folded_and_equal_sizes_dropped(sizes, dropped):
+    import onnx_ir as ir
+
+    from onnxsmith.passes.fuse.rules_ort import drop_equal_qkv_sizes
+    from onnxsmith.passes.fuse.sweep import fold_initializer_concats
+
+    proto = _attention_with_packed_weight(sizes)
+    model = ir.from_proto(proto)
+    assert fold_initializer_concats(model) == 1
+    assert drop_equal_qkv_sizes(model) == int(dropped)
+    (attention,) = list(model.graph)
+    assert attention.inputs[1].is_initializer() and attention.inputs[1].const_value.shape == (8, sum(sizes))
+    assert ("qkv_hidden_sizes" in attention.attributes) is not dropped
+    rewritten = ir.to_proto(model)
+    assert max_abs_difference(proto, rewritten, {"x": rand(1, 4, 8)}) == 0

@@ -198,7 +198,8 @@ def test_openvino_names_the_layers_it_made_from_a_fused_node_by_that_node(tmp_pa
         pytest.skip(why)
     backend = get_backend("openvino")
     out = tmp_path / "transformer_fused.onnx"
-    result = run_cli("optimize", str(FIXTURES / "transformer.onnx"), "-o", str(out), "--passes", "fuse",
+    # fused for OpenVINO: for ONNX Runtime CPU, whose SkipLayerNormalization is slow, fuse makes none
+    result = run_cli("optimize", str(FIXTURES / "transformer.onnx"), "-o", str(out), "--passes", "fuse", "--backend", "openvino",
                      "--calib", str(FIXTURES / "transformer.npz"), "--latency-rounds", "0")
     assert result.code == 0, result.stderr
     model, _ = load_onnx(out)

@@ -183,9 +183,15 @@ def test_fuse_on_minilm_fuses_attention_and_keeps_embeddings(tmp_path: Path) -> 
     report = optimize(str(source), output, recipe, OptimizeOptions(latency_rounds=0))
 
     counts = report.passes[0].counts
-    assert counts["attention"] >= 6 and counts["skip-layernorm"] >= 6
-    ops = [n.op_type for n in onnx.load(str(output)).graph.node]
-    assert ops.count("Attention") + ops.count("MultiHeadAttention") == 6  # one per layer
+    # ORT CPU's SkipLayerNormalization is slow: the 12 residual LayerNorms stay, on the 2-D view
+    assert counts["attention"] >= 6 and counts["residual-2d"] == 12 and "skip-layernorm" not in counts
+    nodes = onnx.load(str(output)).graph.node
+    attention = [n for n in nodes if n.op_type == "Attention"]
+    assert len(attention) == 6  # one per layer, packed QKV weight folded, no redundant qkv_hidden_sizes
+    assert all(a.name != "qkv_hidden_sizes" for n in attention for a in n.attribute)
+    initializers = {i.name for i in onnx.load(str(output), load_external_data=False).graph.initializer}
+    assert all(n.input[1] in initializers for n in attention)
+    assert [n.op_type for n in nodes].count("LayerNormalization") == 13
     held_out = minilm_inputs(sentences(6, start=8), seq_len=64)
     expected, got = _session(source).run(None, held_out)[0], _session(output).run(None, held_out)[0]
     np.testing.assert_allclose(got, expected, rtol=1e-4, atol=1e-4)

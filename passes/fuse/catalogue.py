@@ -4,7 +4,10 @@ A ``FuseRule`` bundles rewrite rules (onnxscript's where they do the job, ours i
 rules_neutral / rules_ort where they fall short) under one user-facing name, the name
 ``fuse{disable=...}`` and the report use. ``needs_ops`` lists the ops the target
 backend must have kernels for (asked through ``Capabilities.ops``, never hard-coded
-per backend); ``min_opset`` the ai.onnx opset a standard-op replacement needs.
+per backend); ``min_opset`` the ai.onnx opset a standard-op replacement needs;
+``makes`` the ops a rule creates (it does not run where the backend says one of them is
+slower than what it replaces, ``Capabilities.slow_ops``); ``avoids`` the slow ops a rule
+exists to keep away (it runs only where the backend says they are slow).
 """
 
 from __future__ import annotations
@@ -28,7 +31,7 @@ from onnxscript.rewriter.rules import common as oss
 from onnxscript.rewriter.rules.common import _no_op
 from onnxscript.rewriter.rules.fusion import _layer_norm
 
-from onnxsmith.passes.fuse import rules_neutral, rules_ort
+from onnxsmith.passes.fuse import rules_flatten, rules_neutral, rules_ort
 
 __all__ = ["BACKEND_RULES", "NEUTRAL_RULES", "RULES", "TRANSFORMER_RULES", "FuseRule"]
 
@@ -40,6 +43,8 @@ class FuseRule:
     rules: tuple[RewriteRule, ...]
     needs_ops: tuple[str, ...] = ()
     min_opset: int = 0
+    makes: tuple[str, ...] = ()
+    avoids: tuple[str, ...] = ()
     explain: bool = True  # False where "matched but refused" is the normal case (every non-trivial Cast...)
 
 
@@ -62,11 +67,13 @@ NEUTRAL_RULES: tuple[FuseRule, ...] = (
              _rules(_no_op.rules, oss.no_op_cast_rule, oss.no_op_expand_rule, oss.no_op_transpose_rule,
                     oss.cast_cast_rule, rules_neutral.pad_zero_rule, rules_neutral.reshape_same_shape_rule), explain=False),
     FuseRule("transpose", "merge consecutive Transposes (and drop pairs that cancel)", (oss.transpose_transpose_rule,)),
-    FuseRule("reshape", "merge consecutive Reshapes; 1-D Squeeze+Reshape", (oss.reshape_reshape_rule, oss.squeeze_reshape_1d_rule)),
+    FuseRule("reshape", "merge consecutive Reshapes; 1-D Squeeze+Reshape",
+             (oss.reshape_reshape_rule, oss.squeeze_reshape_1d_rule, rules_flatten.reshape_of_reshape_rule)),
     FuseRule("squeeze-unsqueeze", "merge Unsqueezes; drop Squeeze/Unsqueeze pairs that cancel",
              (oss.unsqueeze_unsqueeze_rule, *rules_neutral.squeeze_unsqueeze_rules)),
-    FuseRule("slices", "collapse Slices that take everything; Slices that are a Split",
-             (oss.collapse_slice_rule, oss.collapse_slice2_rule, oss.slice_split_rule), explain=False),
+    # Not onnxscript's slice_split_rule (two Slices -> Split): it matches only the two halves
+    # of the last axis, only in one node order, and ORT CPU runs Split slowly (slow_ops).
+    FuseRule("slices", "collapse Slices that take everything", (oss.collapse_slice_rule, oss.collapse_slice2_rule), explain=False),
     FuseRule("batchnorm", "fold BatchNormalization into the preceding Conv, ConvTranspose or Gemm",
              (oss.fuse_batchnorm_into_conv_rule, oss.fuse_batchnorm_into_conv_transpose_rule, oss.fuse_batchnorm_into_gemm_rule)),
     FuseRule("conv-affine", "fold a per-channel constant Mul/Add around a Conv into its weights and bias",
@@ -75,9 +82,10 @@ NEUTRAL_RULES: tuple[FuseRule, ...] = (
              _rules(rules_neutral.gemm_affine_rules)),
     FuseRule("pad-conv", "fold a constant zero Pad into the following Conv's pads",
              (oss.normalize_pad_format_conv_rule, oss.fuse_pad_into_conv_rule), explain=False),
-    FuseRule("matmul-add", "MatMul + Add into Gemm where both inputs are 2-D",
-             (oss.matmul_add_to_gemm_rule, oss.transpose_a_matmul_add_to_gemm_rule,
-              oss.transpose_b_matmul_add_to_gemm_rule, oss.transpose_ab_matmul_add_to_gemm_rule)),
+    FuseRule("matmul-add", "MatMul + Add into Gemm where both inputs are 2-D (also when the output is flattened to 2-D)",
+             _rules(oss.matmul_add_to_gemm_rule, oss.transpose_a_matmul_add_to_gemm_rule,
+                    oss.transpose_b_matmul_add_to_gemm_rule, oss.transpose_ab_matmul_add_to_gemm_rule,
+                    rules_flatten.flattened_linear_rules)),
     FuseRule("clip", "merge Min/Max into Clip and consecutive Relu/Clip",
              (oss.min_max_rule, oss.max_min_rule, oss.max_max_rule, oss.min_min_rule, oss.successive_relu_rule,
               oss.successive_clip_rule, oss.successive_clip_relu_rule, oss.successive_relu_clip_rule)),
@@ -97,7 +105,7 @@ TRANSFORMER_RULES: tuple[FuseRule, ...] = (
              _rules(rms_normalization.rms_normalization_ruleset), needs_ops=("SimplifiedLayerNormalization",)),
     FuseRule("skip-layernorm", "residual Add + LayerNormalization into SkipLayerNormalization",
              _rules(skip_normalization.skip_layer_normalization_ruleset, skip_normalization.skip_rms_normalization_ruleset),
-             needs_ops=("SkipLayerNormalization",)),
+             needs_ops=("SkipLayerNormalization",), makes=("SkipLayerNormalization",)),
     FuseRule("rotary", "rotary position embedding into RotaryEmbedding",
              _rules(rotary_embedding.rotary_embedding_rules, rotary_embedding.partial_embedding_rules), needs_ops=("RotaryEmbedding",)),
     FuseRule("attention", "scaled dot-product attention (masks included) into MultiHeadAttention / Attention",
@@ -113,6 +121,9 @@ BACKEND_RULES: tuple[FuseRule, ...] = (
     FuseRule("silu", "x * Sigmoid(x) (SiLU) into QuickGelu(alpha=1)", _rules(rules_ort.silu_rules), needs_ops=("QuickGelu",)),
     FuseRule("fused-matmul", "Transpose and scalar Mul into FusedMatMul",
              _rules(fused_matmul_rule_sets.fused_matmul_rule_sets()), needs_ops=("FusedMatMul",)),
+    FuseRule("residual-2d", "residual Add + LayerNormalization of 3-D tensors computed on their 2-D view, "
+             "where the backend's SkipLayerNormalization (which its runtime would form) is slow",
+             (rules_flatten.residual_layernorm_2d_rule,), min_opset=17, avoids=("SkipLayerNormalization",), explain=False),
 )
 
 RULES: dict[str, FuseRule] = {r.name: r for r in (*NEUTRAL_RULES, *TRANSFORMER_RULES, *BACKEND_RULES)}

@@ -1,14 +1,15 @@
 """``fuse``: exact rewrites that make the model smaller and faster on the target backend.
 
 Order of work (each step keeps outputs equal within float tolerance):
-1. fold constants and sweep dead code and duplicates;
+1. infer shapes, fold constants and sweep dead code and duplicates;
 2. transformer blocks into the backend's fused ops (transformer.py), when it has them;
 3. until nothing changes (at most ``iterations`` rounds): every enabled rule of
    catalogue.NEUTRAL_RULES and catalogue.BACKEND_RULES, then fold and sweep again;
 4. with ``explain``: for each enabled rule, where its pattern matched but a check refused,
    the reason goes into the pass notes (and so the report).
-Rules whose ops the backend lacks, or whose standard op needs a newer opset, are skipped
-with a note saying so.
+Rules whose ops the backend lacks, that would make an op the backend says is slow
+(``Capabilities.slow_ops``), or whose standard op needs a newer opset, are skipped with a
+note saying so.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ import dataclasses
 from collections import Counter
 
 import onnx_ir as ir
+import onnx_ir.passes.common as common_passes
 from onnxscript.rewriter._basics import MatchingTracer, MatchStatus
 from onnxscript.rewriter._rewrite_rule import RewriteRuleSet
 
@@ -60,6 +62,7 @@ class FusePass(Pass):
         before = graph_signature(model)
         active, notes = self._select(model, ctx)
         counts: Counter[str] = Counter()
+        common_passes.ShapeInferencePass()(model)  # rules check ranks and dims of intermediate values
         fold_and_sweep(model)
         transformer = {r.name for r in TRANSFORMER_RULES if r.name in active}
         if transformer:
@@ -85,7 +88,9 @@ class FusePass(Pass):
 
     def _select(self, model: ir.Model, ctx: Context) -> tuple[list[str], list[str]]:
         """Rules to run, and a note for each one skipped because of the backend or opset."""
-        backend_ops = ctx.backend.capabilities.ops if ctx.backend is not None else frozenset()
+        capabilities = ctx.backend.capabilities if ctx.backend is not None else None
+        backend_ops = capabilities.ops if capabilities is not None else frozenset()
+        slow_ops = capabilities.slow_ops if capabilities is not None else frozenset()
         backend_name = ctx.backend.name if ctx.backend is not None else "none"
         opset = model.opset_imports.get("", model.opset_imports.get("ai.onnx", 0))
         active, notes = [], []
@@ -93,8 +98,13 @@ class FusePass(Pass):
             if rule.name in self.disable or (self.only and rule.name not in self.only):
                 continue
             missing = [op for op in rule.needs_ops if op not in backend_ops]
+            slow = [op for op in rule.makes if op in slow_ops]
             if missing:
                 notes.append(f"rule '{rule.name}' skipped: backend '{backend_name}' has no kernel for {', '.join(missing)}")
+            elif slow:
+                notes.append(f"rule '{rule.name}' skipped: backend '{backend_name}' runs {', '.join(slow)} slower than the ops it replaces")
+            elif rule.avoids and not all(op in slow_ops for op in rule.avoids):
+                notes.append(f"rule '{rule.name}' skipped: only for backends whose {', '.join(rule.avoids)} is slow")
             elif opset < rule.min_opset:
                 notes.append(f"rule '{rule.name}' skipped: it needs ai.onnx opset {rule.min_opset}, the model has {opset} (run opset{{version={rule.min_opset}}} first)")
             else:

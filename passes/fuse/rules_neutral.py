@@ -5,7 +5,8 @@ Each rule is exact (the replacement computes the same values):
 1. ``Squeeze(Unsqueeze(x, a), a)`` -> ``x``, and ``Unsqueeze(Squeeze(x, a), a)`` -> ``x``
    (onnxscript only merges Unsqueeze pairs).
 2. ``Pad(x, pads=0...)`` -> ``x`` (a Pad of zeros, left by exporters of "same" padding).
-3. ``Reshape(x, s)`` -> ``x`` when x's static shape already is ``s``.
+3. ``Reshape(x, s)`` -> ``x`` when ``s`` provably is x's shape (static dims equal; 0 or
+   one -1 where the dim is symbolic).
 4. ``Mul(Conv|Gemm(x, W, B), s)`` -> ``Conv|Gemm(x, W*s, B*s)`` and ``Add(..., c)`` ->
    ``Conv|Gemm(x, W, B+c)`` for per-channel (or scalar) constants s, c (onnxscript's
    conv-affine rules need a scalar Mul and a scalar Add together, and a Conv bias).
@@ -97,28 +98,37 @@ class PadOfZeros(RewriteRuleClassBase):
 
 
 class ReshapeToSameShape(RewriteRuleClassBase):
-    """``Reshape(x, s)`` -> ``x`` when x's shape is static and equal to the target."""
+    """``Reshape(x, s)`` -> ``x`` when ``s`` provably is x's shape: the same rank, and every
+    entry the same static dim, a 0 that copies it, or one -1 (then the only dim left to
+    infer, whatever its size)."""
 
     def pattern(self, op, x, shape):
-        return op.Reshape(x, shape, _allow_other_attributes=True)
+        return op.Reshape(x, shape, _allow_other_attributes=True, _outputs=["out"])
 
-    def check(self, context, x, shape) -> MatchResult:
+    def check(self, context, x, shape, out) -> MatchResult:
         result = MatchResult()
-        if x.shape is None or not x.shape.is_static():
-            return result.fail("input shape is not static")
+        if x.shape is None:
+            return result.fail("input rank is unknown")
         if shape.const_value is None:
             return result.fail("target shape is not constant")
         target = [int(d) for d in shape.const_value.numpy().ravel()]
-        current = [int(d) for d in x.shape]
-        resolved = [current[i] if d == 0 and i < len(current) else d for i, d in enumerate(target)]
-        if -1 in resolved:
-            known = int(np.prod([d for d in resolved if d != -1]))
-            resolved[resolved.index(-1)] = int(np.prod(current)) // max(known, 1)
-        if resolved != current:
-            return result.fail(f"reshape changes the shape {current} -> {target}")
+        current = list(x.shape)
+        allowzero = out.producer().attributes.get_int("allowzero", 0)
+        if len(target) != len(current):
+            return result.fail(f"reshape changes the rank {len(current)} -> {len(target)}")
+        inferred = 0
+        for dim, t in zip(current, target, strict=True):
+            if t == 0 and not allowzero:
+                continue
+            if t == -1:
+                inferred += 1
+            elif not (isinstance(dim, int) and dim == t):
+                return result.fail(f"reshape changes the shape {x.shape} -> {target}")
+        if inferred > 1:
+            return result.fail(f"target {target} has more than one -1")
         return result
 
-    def rewrite(self, op, x, shape):
+    def rewrite(self, op, x, shape, out):
         return op.Identity(x)
 
 

@@ -6,6 +6,9 @@ Used only when the target backend says it has the fused kernel (``Capabilities.o
    Tanh, Sigmoid, HardSigmoid and Clip with constant bounds (MLAS's fused activations).
 2. ``Mul(x, Sigmoid(x))`` (SiLU/Swish, everywhere in YOLOv8) -> ``QuickGelu(x, alpha=1)``,
    which ONNX Runtime computes as ``x * sigmoid(alpha * x)`` in one kernel.
+3. ``Attention(..., qkv_hidden_sizes=[d, d, d])`` -> ``Attention(...)``: onnxscript's
+   attention fusion always writes the sizes; equal ones are the op's default, and ONNX
+   Runtime's quantizer skips Attention nodes that carry the attribute.
 """
 
 from __future__ import annotations
@@ -14,7 +17,7 @@ import onnx_ir as ir
 from onnxscript.rewriter._basics import MatchResult
 from onnxscript.rewriter._rewrite_rule import RewriteRuleClassBase
 
-__all__ = ["conv_activation_rules", "silu_rules"]
+__all__ = ["conv_activation_rules", "drop_equal_qkv_sizes", "silu_rules"]
 
 MS_DOMAIN = "com.microsoft"
 
@@ -93,3 +96,18 @@ class SiluToQuickGelu(RewriteRuleClassBase):
 
 conv_activation_rules = [ConvActivation.rule(act) for act in ("Relu", "LeakyRelu", "Tanh", "Sigmoid", "HardSigmoid", "Clip")]
 silu_rules = SiluToQuickGelu.rule().commute()  # Mul(x, Sigmoid(x)) and Mul(Sigmoid(x), x)
+
+
+def drop_equal_qkv_sizes(model: ir.Model) -> int:
+    """Rule 3 of the module docstring, on every graph of ``model``; returns how many it changed."""
+    changed = 0
+    for node in ir.traversal.RecursiveGraphIterator(model.graph):
+        if node.op_type != "Attention" or node.domain != MS_DOMAIN or "qkv_hidden_sizes" not in node.attributes:
+            continue
+        sizes = node.attributes["qkv_hidden_sizes"].as_ints()
+        weight = node.inputs[1] if len(node.inputs) > 1 else None
+        packed = weight is not None and weight.shape is not None and len(weight.shape) == 2 and weight.shape[1] == sum(sizes)
+        if len(set(sizes)) == 1 and packed:
+            del node.attributes["qkv_hidden_sizes"]
+            changed += 1
+    return changed

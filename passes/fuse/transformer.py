@@ -33,7 +33,8 @@ from onnxscript.rewriter.ort_fusions.skip_normalization import (
     fuse_skip_rms_normalization,
 )
 
-from onnxsmith.passes.fuse.sweep import fold_and_sweep
+from onnxsmith.passes.fuse.rules_ort import drop_equal_qkv_sizes
+from onnxsmith.passes.fuse.sweep import fold_and_sweep, fold_initializer_concats
 
 __all__ = ["fuse_transformer_blocks"]
 
@@ -64,6 +65,8 @@ def fuse_transformer_blocks(model: ir.Model, enabled: set[str]) -> Counter[str]:
         counts["attention"] += mha + fuse_mha_scale(model)
         if mha:
             counts["attention"] += fuse_mha_bias(model) + fuse_attention(model)
+            fold_initializer_concats(model)
+            drop_equal_qkv_sizes(model)
         counts["attention"] += replace_sdpa_by_mha(model)
     if "gelu" in enabled:
         counts["gelu"] += fuse_gelu(model)
