@@ -100,7 +100,7 @@ def test_every_shipped_preset_is_a_valid_recipe_and_is_listed():
     assert fast == ["cleanup", "fuse"]
     quantize = load_preset("int8").build_passes()[-1]
     assert (quantize.name, quantize.mode, quantize.guard) == ("quantize", "int8", True)
-    assert load_preset("int8").accuracy.max_drift == 0.05
+    assert load_preset("int8").accuracy.max_drift == 0.03
 
     from conftest import run_cli
 
@@ -149,6 +149,6 @@ def test_optimize_with_the_int8_preset_quantizes_within_its_budget(tmp_path):
     assert result.code == 0, result.stderr
     report = result.json()
     assert [p["name"] for p in report["passes"]] == ["cleanup", "fuse", "quantize"]
-    assert report["recipe"]["accuracy"]["max_drift"] == 0.05 and report["summary"]["drift"] <= 0.05
+    assert report["recipe"]["accuracy"]["max_drift"] == 0.03 and report["summary"]["drift"] <= 0.03
     ops = {node.op_type for node in onnx.load(str(out)).graph.node}
     assert {"QuantizeLinear", "DequantizeLinear"} <= ops

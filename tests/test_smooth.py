@@ -161,13 +161,18 @@ def _outlier_mlp(path, npz):
     np.savez(npz, x=rng.standard_normal((32, 1, 8, D)).astype(np.float32))
 
 
+# Under the default metric the unguarded drifts are: plain int8 0.00101, smooth{search=true} 0.00092,
+# smooth alpha 0.5 0.00054; the budget sits between the plain one and the smoothed ones.
+BUDGET = 0.00096
+
+
 def test_smooth_leaves_fewer_layers_in_float_under_the_int8_guard(tmp_path):
     source, npz = tmp_path / "outliers.onnx", tmp_path / "outliers.npz"
     _outlier_mlp(source, npz)
 
     def run(passes, out):
         recipe = validate_recipe({"passes": parse_pipeline(passes), "calibration": {"data": str(npz)},
-                                  "accuracy": {"max_drift": 0.03}})
+                                  "accuracy": {"max_drift": BUDGET}})
         report = optimize(str(source), tmp_path / out, recipe, OptimizeOptions(latency_rounds=0))
         return report, report.passes[-1]
 
@@ -176,7 +181,7 @@ def test_smooth_leaves_fewer_layers_in_float_under_the_int8_guard(tmp_path):
               "search": "smooth{search=true},quantize{mode=int8,ops=[MatMul]}"}
     for label, pipeline in passes.items():
         smoothed, record = run(pipeline, f"{label}.onnx")
-        assert smoothed.summary.drift <= 0.03 and plain.summary.drift <= 0.03  # the same budget met by both
+        assert smoothed.summary.drift <= BUDGET and plain.summary.drift <= BUDGET  # the same budget met by both
         assert record.counts["layers_float"] < plain_record.counts["layers_float"], (label, record.counts, plain_record.counts)
         artifact = onnx.load(str(tmp_path / f"{label}.onnx"))
         muls = [n for n in artifact.graph.node if any(p.key == SMOOTH_METADATA for p in n.metadata_props)]

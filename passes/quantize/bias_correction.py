@@ -16,7 +16,7 @@ from __future__ import annotations
 import numpy as np
 import onnx_ir as ir
 
-from onnxsmith.runtime import make_session, with_outputs
+from onnxsmith.passes.quantize.streaming import stream_outputs
 
 __all__ = ["apply_bias_corrections", "bias_corrections"]
 
@@ -136,11 +136,10 @@ def _input_channel_means(model: ir.Model, axes: dict[str, int], feeds: list[dict
     if not axes:
         return {}
     names = sorted(axes)
-    session = make_session(with_outputs(model, names), optimize=False)
     sums: dict[str, np.ndarray] = {}
     counts = dict.fromkeys(names, 0)
-    for feed in feeds:
-        for name, array in zip(names, session.run(names, feed), strict=True):
+    for outputs in stream_outputs(model, names, feeds):
+        for name, array in outputs.items():
             channels = np.moveaxis(np.asarray(array, dtype=np.float64), axes[name], -1)
             flat = channels.reshape(-1, channels.shape[-1])
             sums[name] = sums.get(name, 0) + flat.sum(axis=0)

@@ -2,18 +2,21 @@
 
 Statistics are collected sample by sample, never holding every activation: pass 1 keeps a
 running min/max per tensor; methods that need a distribution (percentile, entropy, mse)
-make pass 2, a fixed-range histogram per tensor (range from pass 1). At most
-``chunk`` tensors are outputs of one session, so memory stays bounded on big models.
+make pass 2, a fixed-range histogram per tensor (range from pass 1). Tensors are read in
+chunks whose outputs for one feed stay under ``max_bytes`` (streaming.py), so memory stays
+bounded on big models and big inputs.
 Results are cached in ``ctx.activations`` so other passes reuse them.
 
 Range rules (``calibration=``):
 - ``minmax``: [min, max] seen;
 - ``percentile``: clip |x| at the given percentile of the |x| histogram (outliers dropped);
 - ``entropy``: TensorRT's KL-divergence threshold on the |x| histogram (128 quantized bins);
-- ``mse``: the clip threshold that minimises the expected squared error of 8-bit
-  quantization (rounding noise inside, clipping error outside) over the histogram.
-Clipped methods return a symmetric [-t, t] range, narrowed to [0, t] (or the observed
-minimum) for tensors that are never negative.
+- ``mse``: on a signed histogram, the [lo, hi] that minimises the expected squared error
+  of 8-bit quantization as the tensor's reader sees it: rounding noise inside, clipping
+  outside, both through the elementwise function (SiLU, hardswish, GELU...) between the
+  tensor and the next quantized value (range_search.py).
+percentile and entropy clip |x| at a threshold t: [-t, t], narrowed to [0, t] (or the
+observed minimum) for tensors that are never negative.
 """
 
 from __future__ import annotations
@@ -26,6 +29,8 @@ from typing import Literal
 import numpy as np
 import onnx_ir as ir
 
+from onnxsmith.passes.quantize.range_search import mse_range, reader_functions
+from onnxsmith.passes.quantize.streaming import MAX_CHUNK_BYTES, chunk_tensors
 from onnxsmith.runtime import make_session, with_outputs
 
 __all__ = ["Method", "TensorRange", "collect_ranges"]
@@ -47,20 +52,28 @@ def collect_ranges(
     *,
     method: Method,
     percentile: float = 99.999,
-    chunk: int = 256,
+    max_bytes: int = MAX_CHUNK_BYTES,
     cache: dict | None = None,
+    symmetric: bool = False,
 ) -> dict[str, TensorRange]:
-    """Per tensor name, the range int8 quantization should cover."""
-    key = _cache_key(model, tensors, feeds, method, percentile)
+    """Per tensor name, the range int8 quantization should cover (``symmetric``: int8
+    activations, a range symmetric around 0; used by mse)."""
+    key = _cache_key(model, tensors, feeds, method, percentile) + f":{symmetric}"
     if cache is not None and key in cache:
         return cache[key]
     ranges: dict[str, TensorRange] = {}
-    for start in range(0, len(tensors), chunk):
-        names = tensors[start : start + chunk]
+    for names in chunk_tensors(model, tensors, feeds[0], max_bytes) if feeds else []:
         session = make_session(with_outputs(model, names), optimize=False)
         lows, highs = _minmax(session, names, feeds)
         if method == "minmax":
             ranges.update({n: TensorRange(float(lows[n]), float(highs[n])) for n in names})
+            continue
+        if method == "mse":
+            readers = reader_functions(model, names)
+            histograms = _signed_histograms(session, names, feeds, lows, highs)
+            for n in names:
+                lo, hi = mse_range(histograms[n], float(lows[n]), float(highs[n]), readers.get(n), symmetric=symmetric)
+                ranges[n] = TensorRange(lo, hi)
             continue
         limits = {n: max(abs(float(lows[n])), abs(float(highs[n])), 1e-12) for n in names}
         histograms = _abs_histograms(session, names, feeds, limits)
@@ -110,6 +123,16 @@ def _abs_histograms(session, names, feeds, limits) -> dict[str, np.ndarray]:
     return histograms
 
 
+def _signed_histograms(session, names, feeds, lows, highs) -> dict[str, np.ndarray]:
+    histograms = {n: np.zeros(BINS, dtype=np.float64) for n in names}
+    for outputs in _run(session, names, feeds):
+        for n, array in outputs.items():
+            if highs[n] > lows[n]:
+                counts, _ = np.histogram(array.astype(np.float32), bins=BINS, range=(float(lows[n]), float(highs[n])))
+                histograms[n] += counts
+    return histograms
+
+
 def _threshold(hist: np.ndarray, limit: float, method: str, percentile: float) -> float:
     """Clip threshold t on |x| (bins of width limit/BINS)."""
     width = limit / len(hist)
@@ -127,7 +150,7 @@ def _threshold(hist: np.ndarray, limit: float, method: str, percentile: float) -
             merge *= 2
         merged = hist.reshape(-1, merge).sum(axis=1)
         return _kl_threshold(merged, width * merge)
-    return _mse_threshold(hist, width)
+    raise ValueError(f"no |x| threshold rule for calibration method '{method}'")
 
 
 def _kl_threshold(hist: np.ndarray, width: float, levels: int = 128) -> float:
@@ -150,18 +173,3 @@ def _kl_threshold(hist: np.ndarray, width: float, levels: int = 128) -> float:
         if kl < best_kl:
             best_kl, best_i = kl, i
     return best_i * width
-
-
-def _mse_threshold(hist: np.ndarray, width: float, levels: int = 127) -> float:
-    """The threshold minimising E[(x - Q(x))^2]: uniform rounding noise (step^2/12) for
-    |x| <= t, squared clipping distance beyond."""
-    centers = (np.arange(len(hist)) + 0.5) * width
-    best_err, best_t = np.inf, len(hist) * width
-    for i in range(16, len(hist) + 1, 8):
-        t = i * width
-        step = t / levels
-        inside = hist[:i].sum() * step * step / 12.0
-        outside = float(np.sum(hist[i:] * (centers[i:] - t) ** 2))
-        if inside + outside < best_err:
-            best_err, best_t = inside + outside, t
-    return best_t

@@ -1,16 +1,23 @@
 """The accuracy guard: keep the most sensitive layers in float until the budget is met.
 
-1. Quantize every eligible layer; if the drift (onnxsmith.metrics.drift on the held-out
-   feeds) is within budget, done.
+1. Quantize every eligible layer; if the drift (``ctx.metric``, by default
+   onnxsmith.metrics.default_drift, on the held-out feeds) is within budget, done.
 2. Rank layers by sensitivity: the error a layer adds, measured as the relative RMS error
-   of its output in the fully quantized model minus that of its input (both against the
-   float model on calibration feeds), so upstream errors are not blamed on it.
+   of its output as its readers see it (after the activation that follows it) in the fully
+   quantized model minus that of its inputs (both against the float model on calibration
+   feeds), so upstream errors are not blamed on it.
 3. Bisection on k, the number of top-ranked layers kept in float: the smallest k whose
    model meets the budget (log2(n) quantize-and-evaluate probes).
+4. Refinement by measured interactions (give_back): the kept layers are tried quantized
+   again one at a time, least sensitive first, for a few probes.
+
+Activations are compared streamed (streaming.py): one feed and a bounded chunk of
+tensors at a time, so memory does not grow with the data or the model.
 """
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
@@ -18,11 +25,15 @@ import numpy as np
 import onnx_ir as ir
 
 from onnxsmith.context import Context
-from onnxsmith.runtime import make_session, run_all, with_outputs
+from onnxsmith.passes.quantize.range_search import read_value
+from onnxsmith.passes.quantize.streaming import paired_outputs
+from onnxsmith.runtime import make_session, run_all
 
-__all__ = ["DEFAULT_BUDGET", "GuardResult", "guard_budget", "layer_sensitivity", "search_float_layers"]
+__all__ = ["DEFAULT_BUDGET", "GuardResult", "give_back", "guard_budget", "layer_sensitivity", "relative_errors",
+           "search_float_layers"]
 
-DEFAULT_BUDGET = 0.05  # drift (ctx.metric) the guard allows when the recipe sets none
+DEFAULT_BUDGET = 0.03  # drift (ctx.metric) the guard allows when the recipe sets none; metrics.py says why
+REFINE_PROBES = 4  # give-back probes after the bisection
 
 
 @dataclass
@@ -40,6 +51,8 @@ def guard_budget(
     layers: list[ir.Node],
     quantize: Callable[[list[str]], ir.Model],
     ctx: Context,
+    *,
+    refine: int = REFINE_PROBES,
 ) -> GuardResult:
     """Keep the fewest, most sensitive ``layers`` in float so the held-out drift meets the budget.
 
@@ -49,6 +62,7 @@ def guard_budget(
     """
     if ctx.evaluation is None or ctx.reference is None:
         return GuardResult(quantized, float("nan"), probes=0, notes=["guard: no held-out data, so the drift was not checked"])
+    started = time.perf_counter()
     budget = ctx.max_drift if ctx.max_drift is not None else DEFAULT_BUDGET
     feeds = ctx.evaluation.feeds()
 
@@ -59,14 +73,21 @@ def guard_budget(
 
     value = evaluate(quantized)
     if value <= budget:
-        return GuardResult(quantized, value, probes=1)
+        return GuardResult(quantized, value, probes=1, notes=[
+            f"guard: drift {value:.4g} with every layer quantized is within the budget {budget:g} "
+            f"(1 probe, {time.perf_counter() - started:.1f} s)"])
     calibration = ctx.require_calibration("quantize")
     sensitivity = layer_sensitivity(float_model, quantized, layers, calibration.feeds())
     ranked = sorted(sensitivity.items(), key=lambda item: -item[1])
     result = search_float_layers(ranked, quantize, evaluate, budget)
+    searched = len(result.kept_float)
+    if result.drift <= budget and refine:
+        result = give_back(result, quantize, evaluate, budget, refine)
     result.probes += 1
     result.notes.append(f"guard: drift {value:.4g} with every layer quantized exceeds the budget {budget:g}; "
-                        f"{len(result.kept_float)} most sensitive layer(s) kept in float, drift now {result.drift:.4g}")
+                        f"{len(result.kept_float)} of {len(ranked)} layer(s) kept in float (bisection: the {searched} most "
+                        f"sensitive, then {searched - len(result.kept_float)} given back), drift now {result.drift:.4g}; "
+                        f"{result.probes} probes in {time.perf_counter() - started:.1f} s")
     if result.drift > budget:
         result.notes.append(f"guard: the budget {budget:g} is not reachable on this model; the artifact is mostly float")
     result.notes.extend(f"kept in float: {name} (sensitivity {s:.4g})" for name, s in result.kept_float)
@@ -76,19 +97,22 @@ def guard_budget(
 def layer_sensitivity(
     float_model: ir.Model, quantized: ir.Model, layers: list[ir.Node], feeds: list[dict[str, np.ndarray]]
 ) -> dict[str, float]:
-    """Per layer (node of the float model), the relative error it adds in ``quantized``:
-    the error of its output minus the largest error among its activation inputs."""
+    """Per layer (node of the float model), the relative error it adds in ``quantized``: the
+    error of its output as its readers see it (after the activation that follows it: a
+    clipped pre-activation is no error after SiLU) minus the largest error among its
+    activation inputs."""
     quantized_names = {v.name for n in quantized.graph for v in n.outputs} | {v.name for v in quantized.graph.inputs}
-    pairs = {
-        node.name: ([v.name for v in node.inputs if v is not None and v.name in quantized_names and v.const_value is None],
-                    node.outputs[0].name)
-        for node in layers
-        if node.outputs[0].name in quantized_names
-    }
+    pairs = {}
+    for node in layers:
+        output = read_value(node.outputs[0])
+        if output.name not in quantized_names:
+            output = node.outputs[0]
+        if output.name not in quantized_names:
+            continue
+        inputs = [v.name for v in node.inputs if v is not None and v.name in quantized_names and v.const_value is None]
+        pairs[node.name] = (inputs, output.name)
     tensors = sorted({t for inputs, out in pairs.values() for t in [*inputs, out]})
-    reference = _collect(float_model, tensors, feeds)
-    got = _collect(quantized, tensors, feeds)
-    error = {t: _relative_rms(reference[t], got[t]) for t in tensors}
+    error = relative_errors(float_model, quantized, tensors, feeds)
     return {name: max(0.0, error[out] - max((error[i] for i in inputs), default=0.0)) for name, (inputs, out) in pairs.items()}
 
 
@@ -119,18 +143,41 @@ def search_float_layers(
     return best
 
 
-def _collect(model: ir.Model, names: list[str], feeds, chunk: int = 256) -> dict[str, list[np.ndarray]]:
-    collected: dict[str, list[np.ndarray]] = {n: [] for n in names}
-    for start in range(0, len(names), chunk):
-        part = names[start : start + chunk]
-        session = make_session(with_outputs(model, part), optimize=False)
-        for feed in feeds:
-            for n, array in zip(part, session.run(part, feed), strict=True):
-                collected[n].append(array)
-    return collected
+def give_back(
+    found: GuardResult,
+    quantize: Callable[[list[str]], ir.Model],
+    evaluate: Callable[[ir.Model], float],
+    budget: float,
+    probes: int,
+) -> GuardResult:
+    """Refine a bisection's float set by measured interactions: the ranking comes from the
+    fully quantized model, where a layer's error is partly its neighbours' amplified; once the
+    most sensitive layers are float, some of the others are harmless. Try quantizing the kept
+    layers again, least sensitive first, one probe each (at most ``probes``), keeping every
+    give-back the budget allows."""
+    best, kept, probes_used = found, list(found.kept_float), found.probes
+    for layer in sorted(found.kept_float, key=lambda item: item[1])[:probes]:
+        trial = [item for item in kept if item[0] != layer[0]]
+        candidate = quantize([name for name, _ in trial])
+        value = evaluate(candidate)
+        probes_used += 1
+        if value <= budget:
+            kept = trial
+            best = GuardResult(candidate, value, trial, notes=list(found.notes))
+    best.probes = probes_used
+    return best
 
 
-def _relative_rms(reference: list[np.ndarray], got: list[np.ndarray]) -> float:
-    num = sum(float(np.sum((g.astype(np.float64) - r) ** 2)) for r, g in zip(reference, got, strict=True))
-    den = sum(float(np.sum(r.astype(np.float64) ** 2)) for r in reference)
-    return float(np.sqrt(num / den)) if den > 0 else float(np.sqrt(num))
+def relative_errors(
+    float_model: ir.Model, quantized: ir.Model, tensors: list[str], feeds: list[dict[str, np.ndarray]]
+) -> dict[str, float]:
+    """Per tensor, RMS(quantized - float) / RMS(float) over ``feeds``, streamed: running sums,
+    one feed and one bounded chunk of tensors at a time (streaming.py)."""
+    noise = dict.fromkeys(tensors, 0.0)
+    signal = dict.fromkeys(tensors, 0.0)
+    for reference, got in paired_outputs(float_model, quantized, tensors, feeds):
+        for name, ref in reference.items():
+            ref64 = ref.astype(np.float64)
+            noise[name] += float(np.sum((got[name].astype(np.float64) - ref64) ** 2))
+            signal[name] += float(np.sum(ref64**2))
+    return {t: float(np.sqrt(noise[t] / signal[t])) if signal[t] > 0 else float(np.sqrt(noise[t])) for t in tensors}

@@ -1,11 +1,12 @@
 """int8 static quantization (QDQ): calibrate, write QDQ, guard the budget, check kernels.
 
-1. Convert to opset 13 if per-channel weights need it (quantize_static does not, and
-   writes an invalid model).
-   With ``smooth=ALPHA``, SmoothQuant first (passes/smooth.py); the Mul nodes smoothing
-   inserted (here or by an earlier ``smooth`` pass) stay float.
-2. Calibrate the activations around the ops the backend runs in integer kernels
-   (``Capabilities.int8_ops``), with ``calibration=minmax|percentile|entropy|mse``.
+1. Split ``fuse``'s FusedConv back into Conv + activation (unfuse.py), and convert to
+   opset 13 if per-channel weights need it (quantize_static does not, and writes an
+   invalid model). With ``smooth=ALPHA``, SmoothQuant first (passes/smooth.py); the Mul
+   nodes smoothing inserted (here or by an earlier ``smooth`` pass) stay float.
+2. Choose the layers and the tensors to calibrate (int8_plan.py: weighted layers, follow
+   ops, float MatMul outputs), and calibrate them with
+   ``calibration=minmax|percentile|entropy|mse``, streamed (calibration.py).
 3. Write QDQ: int8 symmetric per-channel weights, activations as the backend prefers
    (uint8 asymmetric on ONNX Runtime CPU), int32 biases; then correct the biases for the
    mean shift the rounded weights cause (bias_correction.py) and write QDQ again.
@@ -16,10 +17,11 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 import numpy as np
-import onnx
 import onnx_ir as ir
 
 from onnxsmith.context import Context
@@ -27,28 +29,46 @@ from onnxsmith.pass_base import PassResult
 from onnxsmith.passes.quantize.bias_correction import apply_bias_corrections, bias_corrections
 from onnxsmith.passes.quantize.calibration import collect_ranges
 from onnxsmith.passes.quantize.guard import guard_budget
+from onnxsmith.passes.quantize.int8_plan import WEIGHTED_OPS, Int8Plan, default_op_types, plan_int8
 from onnxsmith.passes.quantize.kernels import integer_kernel_check
 from onnxsmith.passes.quantize.qdq import quantize_qdq, upgrade_for_per_channel
+from onnxsmith.passes.quantize.unfuse import unfuse_for_int8
 from onnxsmith.passes.smooth import smooth_model, smoothing_nodes
 
 if TYPE_CHECKING:
     from onnxsmith.passes.quantize.quantize_pass import QuantizePass
 
-__all__ = ["WEIGHTED_OPS", "quantize_int8"]
-
-WEIGHTED_OPS = ("Conv", "ConvTranspose", "MatMul", "Gemm")
+__all__ = ["Int8Build", "prepare_int8", "quantize_int8"]
 
 
-def quantize_int8(options: QuantizePass, model: ir.Model, ctx: Context) -> PassResult:
-    """``model`` (untouched) quantized to int8 QDQ as ``self``'s options say."""
+@dataclass
+class Int8Build:
+    """A model made ready for int8 (calibrated, biases corrected) and the way to write it.
+
+    ``build(names)`` writes the QDQ model with the layers ``names`` kept in float; the
+    guard calls it once per probe, so everything that does not depend on ``names`` is
+    done once, here."""
+
+    float_model: ir.Model  # unfused, opset-upgraded, smoothed: what ``build`` quantizes
+    plan: Int8Plan
+    build: Callable[[list[str]], ir.Model]
+    counts: dict[str, int] = field(default_factory=dict)
+    notes: list[str] = field(default_factory=list)
+
+
+def prepare_int8(options: QuantizePass, model: ir.Model, ctx: Context) -> Int8Build:
+    """Steps 1-3 for ``model`` (untouched) with ``options``."""
     calibration = ctx.require_calibration(options.name)
     capabilities = ctx.backend.capabilities if ctx.backend is not None else None
-    op_types = list(options.ops or (capabilities.int8_ops if capabilities else WEIGHTED_OPS))
+    op_types = list(options.ops or default_op_types(capabilities.int8_ops if capabilities else None))
     activations = options.activations if options.activations != "auto" else (capabilities.int8_activations if capabilities else "uint8")
     notes: list[str] = []
     counts: dict[str, int] = {}
 
     work = ir.from_proto(ir.to_proto(model))  # never touch the caller's model
+    unfused = unfuse_for_int8(work)
+    if unfused:
+        counts["convs_unfused"] = unfused
     if options.per_channel:
         work, from_opset = upgrade_for_per_channel(work)
         if from_opset is not None:
@@ -57,32 +77,50 @@ def quantize_int8(options: QuantizePass, model: ir.Model, ctx: Context) -> PassR
         smoothed = smooth_model(work, calibration.feeds(), alpha=options.smooth, exclude=options.exclude, cache=ctx.activations)
         counts["layers_smoothed"] = sum(len(record["layers"]) for record in smoothed)
     smoothing = smoothing_nodes(work)  # smooth's Muls stay float: quantizing their input would undo them
-    tensors = _activation_tensors(work, op_types)
-    ranges = collect_ranges(work, tensors, calibration.feeds(), method=options.calibration, percentile=options.percentile,
-                            cache=ctx.activations)
-
+    # the speed rule was measured on ONNX Runtime's CPU kernels (MLAS, x86 AVX2); other backends keep every layer
+    on_cpu = ctx.backend is None or getattr(ctx.backend, "provider", None) == "CPUExecutionProvider"
+    # ops given: every layer of them is quantized as asked (the guard may still keep some float)
+    speed = {} if options.skip_slow and on_cpu and not options.ops else {"min_intensity": 0.0}
+    rules = {**speed, **({"heads": False} if options.ops else {})}
+    plan = plan_int8(work, op_types, exclude=[*options.exclude, *smoothing], **rules)
+    if plan.heads:
+        notes.append(f"output head left float ({', '.join(plan.heads[:6])}{', ...' if len(plan.heads) > 6 else ''}): "
+                     "argmax, CTC decoding and thresholds flip on near-ties in its values")
+    if plan.slow:
+        depthwise = sum(1 for why in plan.slow.values() if why.startswith("depthwise"))
+        notes.append(f"{len(plan.slow)} layer(s) left float because int8 would slow them down on this backend "
+                     f"({depthwise} depthwise, {len(plan.slow) - depthwise} with too little arithmetic per value moved)")
+    products = len(plan.float_layers) - len(plan.heads) - len(plan.slow)
+    if products:
+        notes.append(f"{products} MatMul(s) of two activations left float (attention scores)")
+    ranges = collect_ranges(work, plan.tensors, calibration.feeds(), method=options.calibration, percentile=options.percentile,
+                            cache=ctx.activations, symmetric=activations == "int8")
+    reduce_range = bool(capabilities and capabilities.int8_reduce_range and activations == "uint8")
     corrections: dict[str, np.ndarray] = {}
 
-    def quantize(exclude: list[str]) -> ir.Model:
-        excluded = [*options.exclude, *smoothing, *exclude]
+    def build(exclude: list[str]) -> ir.Model:
+        excluded = [*options.exclude, *smoothing, *plan.float_layers, *exclude]
         source = work
         if corrections:
             source = apply_bias_corrections(work, {k: v for k, v in corrections.items() if k not in excluded})
-        return quantize_qdq(source, ranges, op_types=op_types, exclude=excluded,
-                            per_channel=options.per_channel, activations=activations,
-                            reduce_range=bool(capabilities and capabilities.int8_reduce_range and activations == "uint8"))
+        return quantize_qdq(source, ranges, op_types=op_types, exclude=excluded, per_channel=options.per_channel,
+                            activations=activations, reduce_range=reduce_range, float_output_ops=plan.float_output_ops)
 
-    quantized = quantize([])
     if options.bias_correction:
-        layers = [n.name for n in work.graph if n.op_type in WEIGHTED_OPS and n.name not in options.exclude]
-        corrections.update(bias_corrections(work, quantized, layers, calibration.feeds()))
-        if corrections:
-            quantized = quantize([])
+        names = [n.name for n in plan.layers]
+        corrections.update(bias_corrections(work, build([]), names, calibration.feeds()))
         counts["biases_corrected"] = len(corrections)
+    return Int8Build(work, plan, build, counts, notes)
+
+
+def quantize_int8(options: QuantizePass, model: ir.Model, ctx: Context) -> PassResult:
+    """``model`` (untouched) quantized to int8 QDQ as ``options`` say (steps 1-5)."""
+    prepared = prepare_int8(options, model, ctx)
+    counts, notes = dict(prepared.counts), list(prepared.notes)
+    quantized = prepared.build([])
     kept: list[tuple[str, float]] = []
     if options.guard:
-        layers = [n for n in work.graph if n.op_type in op_types and n.name not in [*options.exclude, *smoothing]]
-        outcome = guard_budget(work, quantized, layers, quantize, ctx)
+        outcome = guard_budget(prepared.float_model, quantized, prepared.plan.layers, prepared.build, ctx)
         quantized, kept = outcome.model, outcome.kept_float
         counts["guard_probes"] = outcome.probes
         notes.extend(outcome.notes)
@@ -92,26 +130,37 @@ def quantize_int8(options: QuantizePass, model: ir.Model, ctx: Context) -> PassR
         kernel_counts, fallbacks = integer_kernel_check(quantized, provider)
         counts.update(kernel_counts)
         notes.extend(f"runs as float after DequantizeLinear on {provider}: {name}" for name in fallbacks[:10])
-    counts["layers_quantized"] = sum(1 for n in quantized.graph if n.op_type in WEIGHTED_OPS and _int8_weight(n))
-    counts["layers_float"] = len(kept) + len(options.exclude)
+    int8_layers = {n.name for n in quantized.graph if n.op_type in WEIGHTED_OPS and _int8_weight(n)}
+    layers = _layers(prepared, dict(kept), int8_layers, options.exclude)
+    counts["layers_quantized"] = len(int8_layers)
+    counts["layers_float"] = len(kept) + len(options.exclude)  # by the guard and the user
+    counts["layers_float_by_rule"] = sum(1 for row in layers if row["precision"] == "fp32") - counts["layers_float"]
     quantized.metadata_props.update(model.metadata_props)
-    return PassResult(quantized, modified=True, counts=counts, notes=notes)
+    return PassResult(quantized, modified=True, counts=counts, notes=notes, layers=layers)
 
 
-def _activation_tensors(model: ir.Model, op_types: list[str]) -> list[str]:
-    """Float tensors entering or leaving the ops to quantize (the ones needing a range)."""
-    inferred = onnx.shape_inference.infer_shapes(ir.to_proto(model))
-    types = {v.name: v.type.tensor_type.elem_type for v in [*inferred.graph.value_info, *inferred.graph.input, *inferred.graph.output]}
-    names: list[str] = []
-    for node in model.graph:
-        if node.op_type not in op_types:
+def _layers(prepared: Int8Build, guarded: dict[str, float], int8_layers: set[str], excluded: tuple[str, ...]) -> list[dict]:
+    """One record per weighted layer: its precision, and why a float one stayed float."""
+    plan = prepared.plan
+    reasons = {name: why for name, why in plan.slow.items()}
+    reasons.update({name: "output head: argmax and thresholds flip on near-ties in its values" for name in plan.heads})
+    rows = []
+    for node in prepared.float_model.graph:
+        if node.op_type not in WEIGHTED_OPS:
             continue
-        for value in [*node.inputs, *node.outputs]:
-            if value is None or value.const_value is not None or value.name in model.graph.initializers:
-                continue
-            if types.get(value.name) == onnx.TensorProto.FLOAT and value.name not in names:
-                names.append(value.name)
-    return names
+        row = {"layer": node.name, "op": node.op_type, "precision": "int8" if node.name in int8_layers else "fp32"}
+        if node.name in guarded:
+            row.update(reason="kept in float by the accuracy guard", sensitivity=guarded[node.name])
+        elif node.name in excluded:
+            row["reason"] = "excluded by the user"
+        elif node.name in reasons:
+            row["reason"] = reasons[node.name]
+        elif node.name in plan.float_layers:
+            row["reason"] = "MatMul of two activations (attention scores)"
+        elif row["precision"] == "fp32":
+            row["reason"] = "not in the quantized op set, or its weight is not a constant"
+        rows.append(row)
+    return rows
 
 
 def _int8_weight(node: ir.Node) -> bool:

@@ -1,8 +1,10 @@
 """Did ONNX Runtime really run integer kernels, or dequantize and run the float op?
 
 We let ONNX Runtime optimize the QDQ model for the provider (as it will at deployment),
-save the optimized graph, and count its integer ops against the float compute ops still
-fed by a DequantizeLinear.
+save the optimized graph, and count its integer ops against the float compute ops whose
+weight still comes out of a DequantizeLinear: int8 weights dequantized at every run, for a
+float kernel. (A layer left float on purpose may read a dequantized activation; that is
+no fallback.)
 """
 
 from __future__ import annotations
@@ -34,5 +36,5 @@ def integer_kernel_check(model: ir.Model, provider: str) -> tuple[dict[str, int]
         graph = onnx.load(str(target), load_external_data=False).graph
     produced_by_dq = {out for node in graph.node if node.op_type == "DequantizeLinear" for out in node.output}
     integer = [n for n in graph.node if n.op_type in INTEGER_OPS]
-    fallback = [n.name for n in graph.node if n.op_type in COMPUTE_OPS and n.input and n.input[0] in produced_by_dq]
+    fallback = [n.name for n in graph.node if n.op_type in COMPUTE_OPS and len(n.input) > 1 and n.input[1] in produced_by_dq]
     return {"int8_kernels": len(integer), "float_fallbacks": len(fallback)}, fallback

@@ -51,6 +51,8 @@ def quantize_qdq(
     per_channel: bool,
     activations: str,
     reduce_range: bool = False,
+    float_output_ops: list[str] = (),
+    weights: str = "int8",
 ) -> ir.Model:
     """``model`` with int8 QDQ around the chosen ops; nodes named in ``exclude`` stay float."""
     proto = onnx.shape_inference.infer_shapes(ir.to_proto(model))
@@ -62,13 +64,14 @@ def quantize_qdq(
         proto,
         per_channel,
         reduce_range,  # 7-bit weights: u8 x s8 products saturate int16 pairs on x86 without VNNI
-        QuantType.QInt8,
+        QuantType.QInt8 if weights == "int8" else QuantType.QUInt8,
         QuantType.QUInt8 if activations == "uint8" else QuantType.QInt8,
         tensors,
         None,
         exclude,
         op_types,
-        extra_options={"ActivationSymmetric": activations == "int8", "WeightSymmetric": True},
+        extra_options={"ActivationSymmetric": activations == "int8", "WeightSymmetric": True,
+                       "OpTypesToExcludeOutputQuantization": list(float_output_ops)},
     )
     quantized = ir.from_proto(quantizer.quantize_model())
     common_passes.TopologicalSortPass()(quantized)  # the quantizer appends Q/DQ nodes at the end

@@ -47,13 +47,14 @@ class QuantizePass(Pass):
     changes_input = False  # type: ignore[assignment]
 
     mode: Mode = dataclasses.field(default="int8", metadata={"doc": "int8 (static QDQ) | dynamic | fp16 | bf16 | int4 (weight-only)"})
-    calibration: Method = dataclasses.field(default="percentile", metadata={"doc": "int8: how activation ranges are chosen"})
+    calibration: Method = dataclasses.field(default="mse", metadata={"doc": "int8: how activation ranges are chosen (mse: least error as the tensor's reader sees it)"})
     percentile: float = dataclasses.field(default=99.999, metadata={"doc": "int8: for calibration=percentile"})
     per_channel: bool = dataclasses.field(default=True, metadata={"doc": "int8/dynamic: one weight scale per output channel"})
     activations: Literal["auto", "uint8", "int8"] = dataclasses.field(default="auto", metadata={"doc": "int8: activation type (auto: the backend's)"})
-    ops: tuple[str, ...] = dataclasses.field(default=(), metadata={"doc": "op types to quantize (default: the mode's and backend's)"})
+    ops: tuple[str, ...] = dataclasses.field(default=(), metadata={"doc": "op types to quantize (default: the mode's and backend's; int8: given, every layer of them)"})
     exclude: tuple[str, ...] = dataclasses.field(default=(), metadata={"doc": "node names to keep in float"})
     guard: bool = dataclasses.field(default=True, metadata={"doc": "keep sensitive layers in float to meet the budget"})
+    skip_slow: bool = dataclasses.field(default=True, metadata={"doc": "int8: keep float the layers int8 would slow down on ONNX Runtime CPU (depthwise, little arithmetic per value moved; not with ops)"})
     bias_correction: bool = dataclasses.field(default=True, metadata={"doc": "int8: cancel the mean output shift of int8 weights (dW . E[x])"})
     keep_io_types: bool = dataclasses.field(default=True, metadata={"doc": "fp16/bf16: model inputs and outputs stay float32"})
     block: int = dataclasses.field(default=32, metadata={"doc": "int4: weights per scale along the reduction axis (16..256, power of 2)"})

@@ -1,0 +1,157 @@
+"""int8's plan and plumbing: FusedConv split back, float MatMul outputs, attention scores left
+float, activations streamed in bounded chunks."""
+
+from __future__ import annotations
+
+import numpy as np
+import onnx
+import onnx_ir as ir
+import pytest
+from onnx import TensorProto, helper, numpy_helper
+
+from conftest import FIXTURES, fixture_feeds
+from onnxsmith.backend import get_backend
+from onnxsmith.context import Context
+from onnxsmith.data import Dataset
+from onnxsmith.passes.quantize.guard import relative_errors
+from onnxsmith.passes.quantize.int8_plan import plan_int8
+from onnxsmith.passes.quantize.streaming import chunk_tensors, stream_outputs
+from onnxsmith.passes.quantize.unfuse import unfuse_for_int8
+from onnxsmith.registry import create_pass
+from onnxsmith.runtime import make_session, run_all
+from onnxsmith.sources import load_source
+
+
+def _fused_conv_model(activation: str, params: list[float]) -> ir.Model:
+    rng = np.random.default_rng(0)
+    attrs = {"activation": activation, "pads": [1, 1, 1, 1]}
+    if params:
+        attrs["activation_params"] = params
+    node = helper.make_node("FusedConv", ["x", "w", "b"], ["y"], domain="com.microsoft", name="conv", **attrs)
+    graph = helper.make_graph(
+        [node], "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 4, 8, 8])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 8, 8, 8])],
+        [numpy_helper.from_array(rng.normal(0, 0.5, (8, 4, 3, 3)).astype(np.float32), "w"),
+         numpy_helper.from_array(rng.normal(0, 0.5, 8).astype(np.float32), "b")],
+    )
+    opsets = [helper.make_opsetid("", 17), helper.make_opsetid("com.microsoft", 1)]
+    return ir.from_proto(helper.make_model(graph, opset_imports=opsets, ir_version=8))
+
+
+@pytest.mark.parametrize("activation, params", [("Relu", []), ("Clip", [0.0, 0.7]), ("HardSigmoid", [0.3, 0.4]),
+                                                ("LeakyRelu", [0.2])])
+def test_fused_conv_is_split_back_exactly(activation, params):
+    model = _fused_conv_model(activation, params)
+    feeds = [{"x": np.random.default_rng(i).normal(0, 1, (1, 4, 8, 8)).astype(np.float32)} for i in range(3)]
+    before = run_all(make_session(model, optimize=False), feeds)
+    assert unfuse_for_int8(model) == 1
+    assert [n.op_type for n in model.graph] == ["Conv", activation]
+    assert [v.name for v in model.graph.outputs] == ["y"]
+    onnx.checker.check_model(ir.to_proto(model))
+    after = run_all(make_session(model, optimize=False), feeds)
+    for b, a in zip(before, after, strict=True):
+        np.testing.assert_allclose(a["y"], b["y"], rtol=1e-5, atol=1e-6)
+
+
+def _transformer() -> ir.Model:
+    """The tiny BERT fixture with its weights folded (the export transposes them at run time)."""
+    return create_pass("cleanup").run(load_source(str(FIXTURES / "transformer.onnx")).ir, Context()).model
+
+
+def test_plan_leaves_attention_scores_and_matmul_outputs_float():
+    model = _transformer()
+    plan = plan_int8(model, ["MatMul", "Gemm"], heads=False, min_intensity=0.0)  # hidden 32: too small to pay
+    matmuls = [n for n in model.graph if n.op_type == "MatMul"]
+    weighted = [n for n in matmuls if n.inputs[1].const_value is not None]
+    assert weighted and len(plan.layers) == len(weighted)
+    assert sorted(plan.float_layers) == sorted(n.name for n in matmuls if n.inputs[1].const_value is None)
+    assert plan.float_layers  # the fixture has attention score MatMuls
+    assert not {n.outputs[0].name for n in weighted} & set(plan.tensors)  # MatMul outputs stay float
+    assert {n.inputs[0].name for n in weighted} <= set(plan.tensors)
+
+
+def test_int8_transformer_runs_matmuls_as_integer_kernels_with_float_outputs():
+    model = _transformer()
+    feeds = fixture_feeds("transformer", count=16)
+    data = Dataset({k: np.stack([f[k] for f in feeds]) for k in feeds[0]}, "transformer.npz")
+    options = {"guard": False, "skip_slow": False}  # hidden 32 is too small for int8 to pay; quantize it anyway
+    result = create_pass("quantize", options).run(model, Context(backend=get_backend("cpu"), calibration=data))
+    plan = plan_int8(model, ["MatMul", "Gemm"], min_intensity=0.0)
+    assert result.counts["layers_quantized"] == len(plan.layers)
+    assert result.counts["int8_kernels"] >= len(plan.layers) and result.counts["float_fallbacks"] == 0
+    reference = run_all(make_session(model), feeds)
+    got = run_all(make_session(result.model), feeds)
+    for r, g in zip(reference, got, strict=True):
+        (name,) = r
+        a, b = r[name].ravel(), g[name].ravel()
+        assert float(a @ b / np.linalg.norm(a) / np.linalg.norm(b)) > 0.99
+
+
+def test_chunks_respect_the_byte_bound_and_streaming_matches_a_direct_run():
+    model = load_source(str(FIXTURES / "cnn.onnx")).ir
+    feeds = fixture_feeds("cnn", count=3)
+    names = [n.outputs[0].name for n in model.graph if n.op_type in ("Conv", "Relu", "Add")]
+    one_conv = 16 * 16 * 16 * 4  # a 1x16x16x16 float activation of the fixture
+    chunks = chunk_tensors(model, names, feeds[0], max_bytes=2 * one_conv)
+    assert [n for chunk in chunks for n in chunk] == names and len(chunks) >= len(names) // 2
+    streamed = list(stream_outputs(model, names, feeds, max_bytes=2 * one_conv))
+    assert len(streamed) == len(chunks) * len(feeds)
+    assert all(sum(a.nbytes for a in part.values()) <= 2 * one_conv for part in streamed)
+    # the same tensor read streamed and read directly
+    first = chunks[0][0]
+    direct = [o[0] for o in [make_session(_with_output(model, first), optimize=False).run([first], f) for f in feeds]]
+    np.testing.assert_array_equal(streamed[0][first], direct[0])
+
+
+def test_relative_errors_are_the_pooled_rms_ratio():
+    model = load_source(str(FIXTURES / "cnn.onnx")).ir
+    feeds = fixture_feeds("cnn", count=4)
+    noisy = ir.from_proto(ir.to_proto(model))
+    conv = next(n for n in noisy.graph if n.op_type == "Conv")
+    weight = conv.inputs[1]
+    perturbed = weight.const_value.numpy() * 1.05
+    conv.replace_input_with(1, _initializer(noisy, "w_perturbed", perturbed))
+    name = conv.outputs[0].name
+    errors = relative_errors(model, noisy, [name], feeds)
+    ref = np.concatenate([make_session(_with_output(model, name), optimize=False).run([name], f)[0] for f in feeds])
+    got = np.concatenate([make_session(_with_output(noisy, name), optimize=False).run([name], f)[0] for f in feeds])
+    expected = np.linalg.norm(got.astype(np.float64) - ref) / np.linalg.norm(ref.astype(np.float64))
+    assert errors[name] == pytest.approx(expected, rel=1e-6)
+
+
+def _with_output(model: ir.Model, name: str) -> ir.Model:
+    from onnxsmith.runtime import with_outputs
+
+    return with_outputs(model, [name])
+
+
+def _initializer(model: ir.Model, name: str, array: np.ndarray) -> ir.Value:
+    value = ir.Value(name=name, const_value=ir.tensor(array.astype(np.float32)))
+    model.graph.register_initializer(value)
+    return value
+
+
+def test_bisection_then_give_back_keeps_only_the_layers_the_budget_needs():
+    """Drift adds up the true cost of every quantized layer; the ranking (from a fully quantized
+    model) overrates 'c'. Bisection keeps the top 3 in float; giving back finds 'c' harmless."""
+    from onnxsmith.passes.quantize.guard import give_back, search_float_layers
+
+    true_cost = {"a": 0.05, "b": 0.04, "c": 0.0, "d": 0.01, "e": 0.005}
+    ranked = [("a", 0.9), ("c", 0.8), ("b", 0.7), ("d", 0.1), ("e", 0.05)]
+    builds: list[frozenset] = []
+
+    def quantize(kept: list[str]) -> frozenset:
+        builds.append(frozenset(kept))
+        return frozenset(kept)
+
+    def evaluate(kept: frozenset) -> float:
+        return sum(cost for layer, cost in true_cost.items() if layer not in kept)
+
+    budget = 0.02
+    found = search_float_layers(ranked, quantize, evaluate, budget)
+    assert [name for name, _ in found.kept_float] == ["a", "c", "b"] and found.drift <= budget
+    bisection_probes = found.probes
+    refined = give_back(found, quantize, evaluate, budget, probes=4)
+    assert sorted(name for name, _ in refined.kept_float) == ["a", "b"]
+    assert refined.drift == pytest.approx(0.015) and refined.probes == bisection_probes + 3  # one try per kept layer
+    assert len(builds) == refined.probes
