@@ -40,6 +40,7 @@ from onnxsmith.context import Context
 from onnxsmith.pass_base import PassResult
 from onnxsmith.passes.quantize.guard import guard_budget
 from onnxsmith.passes.quantize.kernels import integer_kernel_check
+from onnxsmith.passes.quantize.output_heads import is_output_head
 from onnxsmith.passes.quantize.uncalibrated import NOTE, guard_context
 
 if TYPE_CHECKING:
@@ -71,7 +72,7 @@ def quantize_dynamic(options: QuantizePass, model: ir.Model, ctx: Context) -> Pa
         counts["gemm_as_matmul"] = _gemm_as_matmul(work)
     ort_ops = sorted(_ORT_OPS & ({*op_types} | ({"MatMul"} if "Gemm" in op_types else set())))
     eligible = [n for n in work.graph if n.op_type in ort_ops and n.name not in options.exclude and _weighted(n)]
-    heads = [n for n in eligible if n.op_type == "MatMul" and _is_output_head(n)]
+    heads = [n for n in eligible if n.op_type == "MatMul" and is_output_head(n)]
     if heads:
         eligible = [n for n in eligible if n not in heads]
         notes.append(f"output head left float ({', '.join(n.name for n in heads)}): argmax, CTC decoding and thresholds "
@@ -127,25 +128,6 @@ def quantize_dynamic(options: QuantizePass, model: ir.Model, ctx: Context) -> Pa
     layers = _layers(eligible, dict(kept), set(skipped), [n for n in work.graph if n.name in options.exclude], convs, heads)
     return PassResult(quantized, modified=counts["layers_quantized"] > 0, counts=counts, notes=notes, warnings=warnings,
                       layers=layers)
-
-
-_HEAD_PATH = frozenset({"Add", "Sub", "Mul", "Div", "Reshape", "Transpose", "Squeeze", "Unsqueeze", "Flatten", "Identity",
-                        "Softmax", "LogSoftmax", "Sigmoid", "Concat", "Slice", "Split"})
-
-
-def _is_output_head(node: ir.Node) -> bool:
-    """Whether ``node``'s output reaches a graph output through bias adds, reshapes and
-    Softmax/Sigmoid only: a classifier head, whose logits the application decides on."""
-    frontier, seen = list(node.outputs), set()
-    while frontier:
-        value = frontier.pop()
-        if value in seen:
-            continue
-        seen.add(value)
-        if value.is_graph_output():
-            return True
-        frontier.extend(out for use in value.uses() if use.node.op_type in _HEAD_PATH for out in use.node.outputs)
-    return False
 
 
 def _weighted(node: ir.Node) -> bool:

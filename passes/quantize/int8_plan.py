@@ -43,6 +43,8 @@ import numpy as np
 import onnx
 import onnx_ir as ir
 
+from onnxsmith.passes.quantize.output_heads import is_output_head
+
 __all__ = ["FOLLOW_OPS", "FLOAT_OUTPUT_OPS", "Int8Plan", "WEIGHTED_OPS", "default_op_types", "plan_int8"]
 
 WEIGHTED_OPS = ("Conv", "ConvTranspose", "MatMul", "Gemm")
@@ -89,7 +91,7 @@ def plan_int8(
                 plan.float_layers.append(node.name)
                 plan.slow[node.name] = slow
                 continue
-            if heads and _is_output_head(node):
+            if heads and is_output_head(node):
                 plan.float_layers.append(node.name)
                 plan.heads.append(node.name)
                 continue
@@ -137,24 +139,6 @@ def _slow_in_int8(node: ir.Node, min_intensity: float) -> str | None:
     if intensity < min_intensity:
         return f"{intensity:.0f} multiply-adds per value moved (< {min_intensity:g}): quantizing costs more than int8 saves"
     return None
-
-
-_HEAD_PATH = frozenset({"Add", "Sub", "Mul", "Div", "Reshape", "Transpose", "Squeeze", "Unsqueeze", "Flatten", "Identity",
-                        "Softmax", "LogSoftmax", "Sigmoid", "Concat", "Slice", "Split"})
-
-
-def _is_output_head(node: ir.Node) -> bool:
-    """Whether ``node``'s output reaches a graph output through _HEAD_PATH ops only."""
-    frontier, seen = list(node.outputs), set()
-    while frontier:
-        value = frontier.pop()
-        if value in seen:
-            continue
-        seen.add(value)
-        if value.is_graph_output():
-            return True
-        frontier.extend(out for use in value.uses() if use.node.op_type in _HEAD_PATH for out in use.node.outputs)
-    return False
 
 
 def _constant_weight(node: ir.Node) -> bool:
