@@ -26,14 +26,13 @@ import sys
 import time
 from pathlib import Path
 
-import numpy as np
-
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import tasks as task_lib  # noqa: E402
+from metric_study import fused_model, stacked_dataset  # noqa: E402
 
 from onnxsmith.backend import get_backend  # noqa: E402
 from onnxsmith.context import Context  # noqa: E402
-from onnxsmith.data import Dataset, split_dataset  # noqa: E402
+from onnxsmith.data import split_dataset  # noqa: E402
 from onnxsmith.latency import measure_interleaved  # noqa: E402
 from onnxsmith.registry import create_pass  # noqa: E402
 from onnxsmith.runtime import make_session, run_all  # noqa: E402
@@ -58,23 +57,6 @@ VARIANTS: dict[str, tuple[str, dict, dict]] = {
 }
 
 
-def _dataset(feeds: list[dict[str, np.ndarray]]) -> Dataset:
-    return Dataset({name: np.stack([f[name] for f in feeds]) for name in feeds[0]}, "bench")
-
-
-def fused(name: str):
-    """The original model after ``fuse`` (cached on disk)."""
-    import onnx_ir as ir
-
-    path = CACHE / f"{name}.fused.onnx"
-    if not path.is_file():
-        model = load_source(str(task_lib.get_task(name).model_path())).ir
-        result = create_pass("fuse").run(model, Context(backend=get_backend("cpu")))
-        path.parent.mkdir(parents=True, exist_ok=True)
-        ir.save(result.model, str(path))
-    return load_source(str(path)).ir
-
-
 @contextlib.contextmanager
 def plan_overrides(**overrides):
     """int8's plan with some of plan_int8's keyword defaults overridden."""
@@ -92,11 +74,11 @@ def build(name: str, key: str, calibration_n: int = 16):
     """(quantized model, pass result, seconds) of variant ``key`` on model ``name``."""
     _, options, overrides = VARIANTS[key]
     task = task_lib.get_task(name)
-    calibration, evaluation = split_dataset(_dataset(task.calibration(calibration_n)), seed=0)
+    calibration, evaluation = split_dataset(stacked_dataset(task.calibration(calibration_n)), seed=0)
     original = load_source(str(task.model_path())).ir
     reference = run_all(make_session(original, optimize=False), evaluation.feeds())
     ctx = Context(backend=get_backend("cpu"), calibration=calibration, evaluation=evaluation, reference=reference)
-    model = fused(name)
+    model = fused_model(name, CACHE)
     with plan_overrides(**overrides):
         start = time.perf_counter()
         result = create_pass("quantize", {"mode": "int8", **options}).run(model, ctx)

@@ -169,15 +169,21 @@ CANDIDATES = {
 }
 
 
-def _dataset(feeds: list[dict[str, np.ndarray]]) -> Dataset:
+def stacked_dataset(feeds: list[dict[str, np.ndarray]]) -> Dataset:
+    """Feeds stacked into one Dataset, as the pipeline takes calibration data."""
     return Dataset({name: np.stack([f[name] for f in feeds]) for name in feeds[0]}, "bench")
 
 
-def fused_model(name: str):
-    """The original model after ``fuse`` (cached on disk)."""
+def fused_model(name: str, cache: Path = CACHE):
+    """The original model after ``fuse``, cached on disk under a digest of the fuse code, so a
+    changed rule never reuses a stale fused model."""
+    import hashlib
+
     import onnx_ir as ir
 
-    path = CACHE / f"{name}.fused.onnx"
+    fuse_dir = Path(__file__).resolve().parents[1] / "passes" / "fuse"
+    digest = hashlib.sha256(b"".join(p.read_bytes() for p in sorted(fuse_dir.glob("*.py")))).hexdigest()[:12]
+    path = cache / f"{name}.fused-{digest}.onnx"
     if not path.is_file():
         model = load_source(str(task_lib.get_task(name).model_path())).ir
         result = create_pass("fuse").run(model, Context(backend=get_backend("cpu")))
@@ -188,7 +194,7 @@ def fused_model(name: str):
 
 def guard_feeds(name: str) -> tuple[Dataset, Dataset]:
     """(calibration, guard evaluation) as ``onnxsmith optimize`` splits bench/run.py's feeds."""
-    return split_dataset(_dataset(task_lib.get_task(name).calibration(CALIBRATION)), seed=0)
+    return split_dataset(stacked_dataset(task_lib.get_task(name).calibration(CALIBRATION)), seed=0)
 
 
 def variants(name: str, builder, ranked: list[str], many: bool, seed: int = 0):
