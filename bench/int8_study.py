@@ -17,9 +17,7 @@ wins) and, with ``write``, to the section "## int8 plan" of docs/benchmarks.md.
 from __future__ import annotations
 
 import argparse
-import contextlib
 import datetime
-import functools
 import json
 import resource
 import sys
@@ -28,7 +26,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import tasks as task_lib  # noqa: E402
-from metric_study import fused_model, stacked_dataset  # noqa: E402
+from metric_study import fused_model, plan_overrides, stacked_dataset  # noqa: E402
 
 from onnxsmith.backend import get_backend  # noqa: E402
 from onnxsmith.context import Context  # noqa: E402
@@ -55,19 +53,6 @@ VARIANTS: dict[str, tuple[str, dict, dict]] = {
     "full-op-set": ("guard off; ONNX Runtime's whole CPU int8 op set, outputs quantized (as quantize_static)",
                     {"guard": False, "ops": FULL_CPU_OPS}, {}),
 }
-
-
-@contextlib.contextmanager
-def plan_overrides(**overrides):
-    """int8's plan with some of plan_int8's keyword defaults overridden."""
-    import onnxsmith.passes.quantize.int8 as int8
-
-    original = int8.plan_int8
-    int8.plan_int8 = functools.partial(original, **overrides)
-    try:
-        yield
-    finally:
-        int8.plan_int8 = original
 
 
 def build(name: str, key: str, calibration_n: int = 16):

@@ -228,7 +228,7 @@ def collect(name: str) -> None:
     ctx = Context(backend=backend, calibration=calibration, evaluation=guard_eval)
     built = []
     for label, options, plan_options in PLANS:
-        with _plan_options(**plan_options):
+        with plan_overrides(**plan_options):
             built.append((label, prepare_int8(create_pass("quantize", {"guard": False, **options}), model, ctx)))
     for plan_label, prepared in built:
         everything = prepared.build([])
@@ -261,8 +261,8 @@ PLANS = (
 
 
 @contextlib.contextmanager
-def _plan_options(**overrides):
-    """int8's plan with some of its keyword defaults overridden."""
+def plan_overrides(**overrides):
+    """int8's plan with some of plan_int8's keyword defaults overridden (a study's variant)."""
     import onnxsmith.passes.quantize.int8 as int8
 
     original = int8.plan_int8
