@@ -34,6 +34,8 @@ class OrtCpuBackend(OrtBackend):
             # of fuse's Attention broke MiniLM (embedding cosine 0.57), so Attention stays float
             dynamic_ops=("MatMul", "Gemm", "LSTM"),
             int8_reduce_range=u8s8_saturates(),
+            # MLAS (ORT 1.31, x86 AVX2): int8 depthwise Conv at half the speed of the float NCHWc one
+            int8_slow_small_layers=True,
             # Measured on ORT 1.31 (MiniLM shapes, 128x384): SkipLayerNormalization's CPU kernel is a
             # scalar loop, ~4x slower than Sum + LayerNormalization; a channel Split between Convs
             # cannot stay in the NCHWc blocked layout, so ORT reorders data on both sides of it.

@@ -51,6 +51,9 @@ class Capabilities:
     # int8 weights limited to 7 bits: u8 x s8 GEMMs that add product pairs in int16 saturate
     # with full-range weights (MLAS on x86 CPUs without VNNI)
     int8_reduce_range: bool = False
+    # its int8 kernels run slower than float for depthwise convolutions and for layers with
+    # little arithmetic per value moved: the int8 plan keeps those float (passes/quantize/int8_plan.py)
+    int8_slow_small_layers: bool = False
     gains_from_nm_sparsity: bool = False
     notes: tuple[str, ...] = field(default_factory=tuple)
 

@@ -77,10 +77,10 @@ def prepare_int8(options: QuantizePass, model: ir.Model, ctx: Context) -> Int8Bu
         smoothed = smooth_model(work, calibration.feeds(), alpha=options.smooth, exclude=options.exclude, cache=ctx.activations)
         counts["layers_smoothed"] = sum(len(record["layers"]) for record in smoothed)
     smoothing = smoothing_nodes(work)  # smooth's Muls stay float: quantizing their input would undo them
-    # the speed rule was measured on ONNX Runtime's CPU kernels (MLAS, x86 AVX2); other backends keep every layer
-    on_cpu = ctx.backend is None or getattr(ctx.backend, "provider", None) == "CPUExecutionProvider"
+    # the speed rule applies where the backend says its int8 kernels lose on small layers (no backend: assume so)
+    slow_small = capabilities.int8_slow_small_layers if capabilities else True
     # ops given: every layer of them is quantized as asked (the guard may still keep some float)
-    speed = {} if options.skip_slow and on_cpu and not options.ops else {"min_intensity": 0.0}
+    speed = {} if options.skip_slow and slow_small and not options.ops else {"min_intensity": 0.0}
     rules = {**speed, **({"heads": False} if options.ops else {})}
     plan = plan_int8(work, op_types, exclude=[*options.exclude, *smoothing], **rules)
     if plan.heads:
