@@ -66,9 +66,14 @@ class ProfilerOverhead:
     section_ms: float = 0.0
 
     def of(self, args: dict[str, Any]) -> float:
-        stats = args.get("thread_scheduling_stats") or {}
-        sections = len((stats.get("main_thread") or {}).get("block_size") or [])
-        return self.serial_ms + sections * self.section_ms
+        """The overhead inside a kernel event with these ``args``."""
+        return self.serial_ms + parallel_sections(args) * self.section_ms
+
+
+def parallel_sections(args: dict[str, Any]) -> int:
+    """How many parallel sections a kernel event ran on the intra-op thread pool."""
+    stats = args.get("thread_scheduling_stats") or {}
+    return len((stats.get("main_thread") or {}).get("block_size") or [])
 
 
 def iter_trace_events(stream: TextIO) -> Iterator[dict[str, Any]]:
@@ -263,7 +268,7 @@ class _ProbeChain:
         with open(trace, encoding="utf-8") as stream:
             events = [e for e in iter_trace_events(stream) if e.get("cat") == "Node" and e.get("name", "").endswith(_KERNEL_SUFFIX)]
         trace.unlink(missing_ok=True)
-        if wants_parallel and not any(ProfilerOverhead(0.0, 1.0).of(e.get("args", {})) for e in events):
+        if wants_parallel and not any(parallel_sections(e.get("args", {})) for e in events):
             return None
         per_run = [statistics.fmean(e["dur"] / 1000.0 for e in events[i:i + _CALIBRATION_NODES])
                    for i in range(0, len(events) - _CALIBRATION_NODES + 1, _CALIBRATION_NODES)]
