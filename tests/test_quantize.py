@@ -7,6 +7,7 @@ import os
 
 import numpy as np
 import onnx
+import onnx_ir as ir
 import pytest
 from onnx import numpy_helper
 
@@ -93,6 +94,21 @@ def test_clipping_methods_choose_narrower_ranges_than_minmax(tmp_path):
             assert clipped[n].low <= 0.0 <= clipped[n].high  # int8 zero points are exact
         if method != "entropy":  # KL keeps the full range when clipping costs more than it saves
             assert any(clipped[n].high < minmax[n].high * 0.999 for n in names), method
+
+
+def test_cached_ranges_follow_weights_changed_in_place():
+    """smooth rescales weights under their old names: cached ranges must not outlive them."""
+    from onnxsmith.passes.quantize.calibration import collect_ranges
+    from onnxsmith.sources import load_source
+
+    model = load_source(str(FIXTURES / "cnn.onnx")).ir
+    conv = next(n for n in model.graph if n.op_type == "Conv")
+    name, feeds, cache = conv.outputs[0].name, fixture_feeds("cnn", count=4), {}
+    before = collect_ranges(model, [name], feeds, method="minmax", cache=cache)[name]
+    weight = conv.inputs[1]
+    weight.const_value = ir.tensor(weight.const_value.numpy() * 2.0, name=weight.name)
+    after = collect_ranges(model, [name], feeds, method="minmax", cache=cache)[name]
+    assert after.high > before.high * 1.5 and len(cache) == 2
 
 
 def test_mse_range_clips_what_silu_flattens():

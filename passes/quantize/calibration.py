@@ -29,6 +29,7 @@ from typing import Literal
 import numpy as np
 import onnx_ir as ir
 
+from onnxsmith.passes.prune.activations import model_digest
 from onnxsmith.passes.quantize.range_search import mse_range, reader_functions
 from onnxsmith.passes.quantize.streaming import MAX_CHUNK_BYTES, chunk_tensors
 from onnxsmith.runtime import make_session, with_outputs
@@ -87,15 +88,8 @@ def collect_ranges(
 
 
 def _cache_key(model, tensors, feeds, method, percentile) -> str:
-    digest = hashlib.sha256()
-    digest.update(repr((method, percentile, tuple(tensors))).encode())
-    for value in model.graph.initializers.values():
-        digest.update(value.name.encode())
-    for feed in feeds:
-        for name, array in sorted(feed.items()):
-            digest.update(name.encode())
-            digest.update(np.ascontiguousarray(array).tobytes())
-    return "calibration:" + digest.hexdigest()
+    """Keyed by the weights' values, not only their names: smooth rescales weights in place."""
+    return f"calibration:{model_digest(model, feeds)}:{method}:{percentile}:{hashlib.sha256(repr(tuple(tensors)).encode()).hexdigest()[:16]}"
 
 
 def _run(session, names: list[str], feeds: Iterable[dict[str, np.ndarray]]):
