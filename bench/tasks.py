@@ -52,6 +52,8 @@ from PIL import Image
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import realmodels as rm  # noqa: E402
 
+from onnxsmith.task_metrics import mean_pool, row_cosine  # noqa: E402
+
 __all__ = [
     "TASKS",
     "Detections",
@@ -224,22 +226,6 @@ def top1_agreement(reference: np.ndarray, candidate: np.ndarray) -> float:
     ref, cand = np.asarray(reference), np.asarray(candidate)
     ref, cand = ref.reshape(-1, ref.shape[-1]), cand.reshape(-1, cand.shape[-1])
     return float(np.mean(ref.argmax(axis=1) == cand.argmax(axis=1)))
-
-
-def mean_pool(hidden: np.ndarray, mask: np.ndarray) -> np.ndarray:
-    """Mean of ``hidden`` [batch, seq, dim] over the positions where ``mask`` [batch, seq] is
-    nonzero (sentence-transformers' mean pooling): [batch, dim]."""
-    h = np.asarray(hidden, np.float64)
-    m = (np.asarray(mask) != 0).astype(np.float64)[..., None]
-    return (h * m).sum(axis=1) / np.clip(m.sum(axis=1), 1e-9, None)
-
-
-def row_cosine(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    """Cosine similarity of matching rows of ``a`` and ``b`` [n, dim]: [n]."""
-    a, b = np.asarray(a, np.float64), np.asarray(b, np.float64)
-    norms = np.linalg.norm(a, axis=1) * np.linalg.norm(b, axis=1)
-    dots = np.sum(a * b, axis=1)
-    return np.where(norms > 0, dots / np.where(norms > 0, norms, 1.0), np.where(np.all(a == b, axis=1), 1.0, 0.0))
 
 
 def generic_scores(reference: list[Outputs], candidate: list[Outputs]) -> dict[str, float]:

@@ -31,13 +31,13 @@ class Context:
     seed: int = 0
     max_drift: float | None = None  # the accuracy budget (recipe accuracy.max_drift); lossy passes guard it
     activations: dict[str, Any] = field(default_factory=dict)
-    metric: DriftMetric = default_drift  # what max_drift budgets; --metric package.module:function
+    metric: DriftMetric = default_drift  # what max_drift budgets; --metric NAME or package.module:function
 
     def drift(self, candidate: list[Outputs]) -> float:
         """The metric of ``candidate`` outputs (on ``evaluation``) against ``reference``."""
-        if self.reference is None:
-            raise ValueError("drift needs ctx.reference")
-        return self.metric(self.reference, candidate)
+        if self.reference is None or self.evaluation is None:
+            raise ValueError("drift needs ctx.reference and ctx.evaluation")
+        return self.metric(self.reference, candidate, self.evaluation.feeds())
 
     def require_calibration(self, pass_name: str) -> Dataset:
         """The calibration set, or a DataError telling the user how to give one."""

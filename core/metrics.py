@@ -21,12 +21,14 @@ bench/metric_study.py): every int8 variant within 0.03 kept its task bound, exce
 PP-OCRv4 rec variants that differ from fp32 by a space in one or two of 32 word crops
 (ambiguous steps, margin < 0.2), which no output-level number on 4 held-out feeds predicts.
 Per output we also report max abs error, cosine similarity, SQNR in dB over all samples and
-the mean per-channel relative RMS error (``channel_error``).
+the mean per-channel relative RMS error (``channel_error``). Where the task is known, a task
+metric (task_metrics.py, ``--metric embedding-cosine``) or the user's own replaces the drift.
 """
 
 from __future__ import annotations
 
 import importlib
+import inspect
 import math
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -50,9 +52,9 @@ __all__ = [
 ACTIVE = 0.05  # probability-like values below this, on both sides, are background
 BOUND_TOLERANCE = 1e-6
 
-# (reference outputs, candidate outputs), one dict per evaluation sample -> drift (0 = identical;
-# larger = worse). The accuracy budget ``max_drift`` is compared with this number.
-DriftMetric = Callable[[list[Outputs], list[Outputs]], float]
+# (reference outputs, candidate outputs, the feeds that produced them), one dict per evaluation
+# sample -> drift (0 = identical; larger = worse). The budget ``max_drift`` is compared with it.
+DriftMetric = Callable[[list[Outputs], list[Outputs], list[dict[str, np.ndarray]]], float]
 
 
 @dataclass
@@ -116,8 +118,8 @@ def drift(per_output: dict[str, OutputDrift]) -> float:
     return max((d.channel_error for d in per_output.values()), default=0.0)
 
 
-def default_drift(reference: list[Outputs], candidate: list[Outputs]) -> float:
-    """The built-in DriftMetric (module docstring): the worst output's worst part."""
+def default_drift(reference: list[Outputs], candidate: list[Outputs], feeds: object = None) -> float:
+    """The built-in DriftMetric (module docstring): the worst output's worst part (``feeds`` unused)."""
     worst = 0.0
     for name in reference[0]:
         ref = _channels([r[name] for r in reference])
@@ -150,17 +152,25 @@ def _channels(runs: list[np.ndarray]) -> np.ndarray:
 
 
 def load_metric(spec: str | None) -> DriftMetric:
-    """The metric named ``package.module:function`` (imported only now), or the default for None.
+    """The DriftMetric ``spec`` names: None for the default, a task metric's name
+    (task_metrics.TASK_METRICS, e.g. ``embedding-cosine``), or ``package.module:function``
+    (imported only now).
 
-    The function takes (reference, candidate), two lists of {output name: ndarray}, one
-    dict per evaluation sample, and returns a float drift where 0 means identical.
+    A user's function takes (reference, candidate), two lists of {output name: ndarray},
+    one dict per evaluation sample, and may take the feeds that produced them as a third
+    argument; it returns a float drift where 0 means identical.
     """
+    from onnxsmith.task_metrics import TASK_METRICS
+
     if spec is None:
         return default_drift
+    if spec in TASK_METRICS:
+        return TASK_METRICS[spec]
     module_name, _, function_name = spec.partition(":")
-    fix = "give --metric as package.module:function, importable from where onnxsmith runs"
+    fix = (f"give --metric as one of {', '.join(TASK_METRICS)}, or as package.module:function, "
+           "importable from where onnxsmith runs")
     if not module_name or not function_name:
-        raise RecipeError(f"metric '{spec}' is not of the form package.module:function", fix)
+        raise RecipeError(f"metric '{spec}' is neither a built-in task metric nor of the form package.module:function", fix)
     try:
         module = importlib.import_module(module_name)
     except ImportError as e:
@@ -168,15 +178,23 @@ def load_metric(spec: str | None) -> DriftMetric:
     function = getattr(module, function_name, None)
     if not callable(function):
         raise RecipeError(f"metric module '{module_name}' has no function '{function_name}'", fix)
+    wants_feeds = _takes_three_arguments(function)
 
-    def checked(reference: list[Outputs], candidate: list[Outputs]) -> float:
-        value = function(reference, candidate)
+    def checked(reference: list[Outputs], candidate: list[Outputs], feeds: list[dict[str, np.ndarray]] | None = None) -> float:
+        value = function(reference, candidate, feeds) if wants_feeds else function(reference, candidate)
         if isinstance(value, bool) or not isinstance(value, (int, float, np.floating, np.integer)) or math.isnan(value):
             raise RecipeError(f"metric '{spec}' returned {value!r}, not a number", "return a float drift (0 = identical)")
         return float(value)
 
     checked.__name__ = spec
     return checked
+
+
+def _takes_three_arguments(function: Callable) -> bool:
+    try:
+        return len(inspect.signature(function).bind_partial(None, None, None).arguments) == 3
+    except (TypeError, ValueError):  # takes fewer, or a builtin without a signature
+        return False
 
 
 def within_tolerance(reference: list[Outputs], candidate: list[Outputs], *, rtol: float, atol: float) -> str | None:

@@ -27,6 +27,7 @@ from onnxsmith.recipe import Recipe
 from onnxsmith.report import OutputReport, PassRecord, Report, Summary
 from onnxsmith.runtime import make_session, run_all
 from onnxsmith.sources import load_source
+from onnxsmith.task_metrics import MASK_INPUT, has_padding
 
 __all__ = ["OptimizeOptions", "optimize", "report_path_for"]
 
@@ -128,7 +129,7 @@ def optimize(source: str, output: str | Path, recipe: Recipe, options: OptimizeO
             "evaluation": evaluation.describe(),
         },
         artifact={"path": str(output), "files": [str(p) for p in written], "external_data": external},
-        warnings=_warnings(evaluation, result.records),
+        warnings=_warnings(evaluation, result.records, recipe.accuracy.metric),
         profile=profile,
     )
     write_text_atomic(report_path_for(output), report.to_json())
@@ -208,13 +209,16 @@ def _output_report(d: OutputDrift) -> OutputReport:
     return OutputReport(max_abs=d.max_abs, mean_abs=d.mean_abs, cosine=d.cosine, sqnr_db=d.sqnr_db, channel_error=d.channel_error)
 
 
-def _warnings(evaluation: Dataset, records: list[PassRecord]) -> list[str]:
+def _warnings(evaluation: Dataset, records: list[PassRecord], metric: str | None) -> list[str]:
     warnings = []
     if evaluation.random:
         warnings.append(
             "evaluation used RANDOM inputs: drift and accuracy numbers do not describe real data; pass --calib PATH"
         )
     warnings.extend(n for n in evaluation.notes if not n.startswith("random data"))
+    if metric is None and any(r.modified and not r.exact for r in records) and has_padding(evaluation.feeds()):
+        warnings.append(f"the default drift judged padded tokens too ({MASK_INPUT} has zeros); for sentence embeddings, "
+                        "budget the task: --metric embedding-cosine --max-drift 0.01 (cosine >= 0.99)")
     for record in records:
         warnings.extend(f"pass '{record.name}': {w}" for w in record.warnings)
         if not record.modified:

@@ -67,8 +67,9 @@ class AccuracySpec(_Strict):
     max_drift: float | None = Field(None, ge=0, description="fail when the output drift exceeds this")
     metric: str | None = Field(
         None,
-        pattern=r"^[A-Za-z_][\w.]*:[A-Za-z_]\w*$",
-        description="package.module:function(reference, candidate) -> drift; default: onnxsmith's per-channel drift",
+        pattern=r"^([A-Za-z_][\w.]*:[A-Za-z_]\w*|[a-z][a-z0-9-]*)$",
+        description="a task metric by name (embedding-cosine: 1 - mean-pooled embedding cosine) or "
+                    "package.module:function(reference, candidate[, feeds]) -> drift; default: onnxsmith's per-channel drift",
     )
 
 

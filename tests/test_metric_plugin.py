@@ -24,7 +24,7 @@ def test_load_metric_defaults_and_imports_by_name(monkeypatch):
 
 
 @pytest.mark.parametrize("spec, message", [
-    ("no_colon", "not of the form"),
+    ("no_colon", "neither a built-in task metric nor of the form"),
     ("plugins.missing_module:f", "cannot be imported"),
     ("plugins.user_metrics:missing", "has no function 'missing'"),
 ])
@@ -67,3 +67,71 @@ def test_cli_metric_that_cannot_be_imported_fails_before_running(tmp_path):
     result = run_cli("optimize", str(FIXTURES / "mlp.onnx"), "-o", str(out), "--calib", str(FIXTURES / "mlp.npz"),
                      "--metric", "nowhere.at_all:f")
     assert result.code == 2 and "cannot be imported" in result.stderr and not out.exists()
+
+
+def test_plugin_metric_may_take_the_feeds(monkeypatch):
+    monkeypatch.syspath_prepend(str(ROOT / "tests"))
+    metric = load_metric("plugins.user_metrics:max_abs_where_fed_nonzero")
+    ref = [{"y": np.zeros((1, 3), np.float32)}]
+    got = [{"y": np.array([[0.5, -9.0, 1.0]], np.float32)}]
+    assert metric(ref, got, [{"mask": np.array([[1, 0, 1]])}]) == 1.0  # the -9 sits where the mask is 0
+
+
+def test_embedding_cosine_pools_over_the_masked_tokens_only():
+    metric = load_metric("embedding-cosine")
+    hidden = np.array([[[1.0, 0.0], [0.0, 1.0], [5.0, 5.0]]], np.float32)  # [batch 1, 3 tokens, dim 2]
+    feeds = [{"attention_mask": np.array([[1, 1, 0]])}]
+    padding_moved = hidden.copy()
+    padding_moved[0, 2] = [-50.0, 80.0]
+    assert metric([{"h": hidden}], [{"h": padding_moved}], feeds) == pytest.approx(0.0, abs=1e-12)
+    token_moved = hidden.copy()
+    token_moved[0, 0] = [1.0, 1.0]  # pooled embedding (0.5, 0.5) -> (0.5, 1.0)
+    expected = 1 - 0.75 / (np.sqrt(0.5) * np.sqrt(1.25))
+    assert metric([{"h": hidden}], [{"h": token_moved}], feeds) == pytest.approx(expected, rel=1e-9)
+    # Without a mask every token is pooled, so the padding's move now counts.
+    assert metric([{"h": hidden}], [{"h": padding_moved}], [{}]) > 0.5
+
+
+def test_embedding_cosine_takes_pooled_outputs_as_they_are_and_refuses_models_without_embeddings():
+    metric = load_metric("embedding-cosine")
+    pooled = np.array([[3.0, 4.0]], np.float32)
+    assert metric([{"e": pooled}], [{"e": -pooled}], [{}]) == pytest.approx(2.0)
+    with pytest.raises(RecipeError, match="no float output"):
+        metric([{"boxes": np.zeros((1, 3, 4, 4), np.float32)}], [{"boxes": np.ones((1, 3, 4, 4), np.float32)}], [{}])
+
+
+def test_cli_embedding_cosine_budgets_the_pooled_embeddings(tmp_path):
+    model, data = FIXTURES / "transformer.onnx", FIXTURES / "transformer.npz"
+    out = tmp_path / "t.onnx"
+    args = ["optimize", str(model), "-o", str(out), "--passes", "prune{ratio=0.3}",
+            "--calib", str(data), "--latency-rounds", "0", "--metric", "embedding-cosine"]
+    result = run_cli(*args)
+    assert result.code == 0, result.stderr
+    report = json.loads(out.with_name("t.report.json").read_text())
+    assert report["recipe"]["accuracy"]["metric"] == "embedding-cosine"
+    assert not any("judged padded tokens" in w for w in report["warnings"])
+    with np.load(data) as npz:
+        _, held_out = split_dataset(Dataset({k: npz[k] for k in npz.files}, "transformer.npz"))
+    feeds = [{k: v[None] for k, v in f.items()} for f in held_out.feeds()]
+    assert any((f["attention_mask"] == 0).any() for f in feeds)  # padding is there to be left out
+    cosines = []
+    for feed, r, g in zip(feeds, ort_outputs(model, feeds), ort_outputs(out, feeds)):
+        mask = feed["attention_mask"][0, :, None] != 0
+        a, b = (np.asarray(x, np.float64)[0][mask[:, 0]].mean(axis=0) for x in (r[0], g[0]))
+        cosines.append(a @ b / (np.linalg.norm(a) * np.linalg.norm(b)))
+    expected = 1 - float(np.mean(cosines))
+    assert expected > 0
+    assert report["summary"]["drift"] == pytest.approx(expected, rel=1e-3)
+
+    tight = tmp_path / "tight.onnx"
+    failed = run_cli(*args[:3], str(tight), *args[4:], "--max-drift", str(expected / 10))
+    assert failed.code == 4 and "exceeds the budget" in failed.stderr and not tight.exists()
+
+
+def test_default_metric_on_padded_tokens_points_to_the_task_metric(tmp_path):
+    out = tmp_path / "t.onnx"
+    result = run_cli("optimize", str(FIXTURES / "transformer.onnx"), "-o", str(out), "--passes", "prune{ratio=0.3}",
+                     "--calib", str(FIXTURES / "transformer.npz"), "--latency-rounds", "0")
+    assert result.code == 0, result.stderr
+    warnings = json.loads(out.with_name("t.report.json").read_text())["warnings"]
+    assert any("judged padded tokens" in w and "--metric embedding-cosine" in w for w in warnings), warnings

@@ -10,3 +10,9 @@ def max_abs(reference, candidate):
 
 def not_a_number(reference, candidate):
     return "large"
+
+
+def max_abs_where_fed_nonzero(reference, candidate, feeds):
+    """Largest absolute difference at the positions where the feed's ``mask`` is nonzero (takes the feeds)."""
+    return max(float(np.max(np.abs(np.asarray(c[k], np.float64) - r[k])[f["mask"] != 0]))
+               for r, c, f in zip(reference, candidate, feeds) for k in r)
