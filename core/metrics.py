@@ -37,6 +37,7 @@ import numpy as np
 
 from onnxsmith.errors import RecipeError
 from onnxsmith.runtime import Outputs
+from onnxsmith.task_metrics import TASK_METRICS
 
 __all__ = [
     "DriftMetric",
@@ -160,8 +161,6 @@ def load_metric(spec: str | None) -> DriftMetric:
     one dict per evaluation sample, and may take the feeds that produced them as a third
     argument; it returns a float drift where 0 means identical.
     """
-    from onnxsmith.task_metrics import TASK_METRICS
-
     if spec is None:
         return default_drift
     if spec in TASK_METRICS:
