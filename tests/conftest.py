@@ -47,6 +47,28 @@ def ort_outputs(model_path: Path | str, feeds: list[dict[str, np.ndarray]]) -> l
     return [session.run(None, feed) for feed in feeds]
 
 
+def real_model_or_skip(name: str) -> Path:
+    """The real model ``name`` of DESIGN.md (bench/realmodels.py, fetched once into the cache).
+    Where it cannot be had the test is skipped, except on CI (``CI`` set), where it fails."""
+    from realmodels import RealModelUnavailable, real_model
+
+    try:
+        return real_model(name)
+    except RealModelUnavailable as e:
+        if os.environ.get("CI"):
+            pytest.fail(f"real model '{name}' is unavailable on CI: {e}")
+        pytest.skip(f"real model '{name}' is unavailable (set CI to make this a failure): {e}")
+
+
+def sentence_embeddings(model_path: Path | str, batch: dict[str, np.ndarray]) -> np.ndarray:
+    """Unit-length mean-pooled embeddings (over the attention mask's tokens) of a sentence
+    encoder's first output, on ONNX Runtime CPU: [sentences, dim]. Rows' dot products are cosines."""
+    hidden = ort.InferenceSession(str(model_path), providers=["CPUExecutionProvider"]).run(None, batch)[0]
+    mask = batch["attention_mask"][..., None].astype(np.float64)
+    pooled = (hidden * mask).sum(axis=1) / mask.sum(axis=1)
+    return pooled / np.linalg.norm(pooled, axis=1, keepdims=True)
+
+
 def fixture_feeds(name: str, count: int = 4) -> list[dict[str, np.ndarray]]:
     """The first ``count`` samples of fixtures/NAME.npz, each with batch 1."""
     with np.load(FIXTURES / f"{name}.npz") as npz:

@@ -86,19 +86,10 @@ def weights(path: Path) -> dict[str, np.ndarray]:
 
 def minilm_or_skip():
     """bench/tasks.py's MiniLM task and the model's path; skips (fails on CI) when it cannot be had."""
-    import os
-
-    import pytest
     import tasks
-    from realmodels import RealModelUnavailable
+    from conftest import real_model_or_skip
 
-    try:
-        task = tasks.get_task("minilm")
-        return task, task.model_path()
-    except RealModelUnavailable as e:
-        if os.environ.get("CI"):
-            pytest.fail(f"MiniLM is unavailable on CI: {e}")
-        pytest.skip(str(e))
+    return tasks.get_task("minilm"), real_model_or_skip("minilm")
 
 
 def minilm_cosine(task, path, pass_name: str, params: dict, calibration: int = 16, held_out: int = 16):

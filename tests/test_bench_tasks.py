@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 
 import tasks as T
+from conftest import real_model_or_skip
 
 
 def test_box_iou_known_values():
@@ -190,14 +191,9 @@ def test_real_tasks_decode_what_the_pictures_show():
     nudenet's YOLOv8n finds faces (FACE_FEMALE 1, FACE_MALE 12) in the held-out pictures."""
     import onnxruntime as ort
 
-    from realmodels import RealModelUnavailable
-
-    try:
-        rec, yolo = T.get_task("ppocr_rec"), T.get_task("yolov8n")
-        rec_session = ort.InferenceSession(str(rec.model_path()), providers=["CPUExecutionProvider"])
-        yolo_session = ort.InferenceSession(str(yolo.model_path()), providers=["CPUExecutionProvider"])
-    except RealModelUnavailable as e:
-        pytest.skip(str(e))
+    rec, yolo = T.get_task("ppocr_rec"), T.get_task("yolov8n")
+    rec_session = ort.InferenceSession(str(real_model_or_skip("ppocr_rec")), providers=["CPUExecutionProvider"])
+    yolo_session = ort.InferenceSession(str(real_model_or_skip("yolov8n")), providers=["CPUExecutionProvider"])
     crops = rec.evaluation(rec.max_evaluation)
     texts = rec.texts([{"y": rec_session.run(None, f)[0]} for f in crops])
     assert {"markers", "coins", "background.", "histogram"} <= set(texts)

@@ -18,7 +18,7 @@ import onnxruntime as ort
 import pytest
 from PIL import Image
 
-from conftest import FIXTURES, fixture_feeds, run_cli
+from conftest import FIXTURES, fixture_feeds, real_model_or_skip, run_cli
 from onnxsmith.backend import available_backends, get_backend
 from onnxsmith.backends import ort_profiler
 from onnxsmith.flops import TensorInfo, kernel_flops
@@ -152,14 +152,9 @@ def test_layer_times_cover_end_to_end_latency_on_cnn_at_batch_64():
 
 @pytest.mark.realmodel
 def test_layer_times_cover_end_to_end_latency_on_ppocr_det():
-    from realmodels import RealModelUnavailable, det_input, real_model, text_photos
+    from realmodels import det_input, text_photos
 
-    try:
-        path = real_model("ppocr_det")
-    except RealModelUnavailable as e:
-        if os.environ.get("CI"):
-            pytest.fail(f"real model unavailable on CI: {e}")
-        pytest.skip(str(e))
+    path = real_model_or_skip("ppocr_det")
     model, _ = load_onnx(path)
     feed = {"x": det_input(text_photos()["page"], (192, 384))}
     profile = _coverage_profile(model, [feed])

@@ -9,7 +9,6 @@ speed are measured in bench/channel_bench.py, not here.
 
 from __future__ import annotations
 
-import os
 
 import numpy as np
 import onnx_ir as ir
@@ -24,18 +23,14 @@ from onnxsmith.passes.prune.channel_groups import analyse_channels, const_array
 from onnxsmith.passes.prune.heads import prune_heads
 from onnxsmith.runtime import make_session
 
-from realmodels import RealModelUnavailable, det_input, minilm_inputs, photos, real_model, sentences, text_photos, yolo_input
+from conftest import real_model_or_skip
+from realmodels import det_input, minilm_inputs, photos, sentences, text_photos, yolo_input
 
 pytestmark = pytest.mark.realmodel
 
 
 def _model(name: str) -> ir.Model:
-    try:
-        return ir.load(real_model(name))
-    except RealModelUnavailable as e:
-        if os.environ.get("CI"):
-            pytest.fail(f"real model '{name}' is unavailable on CI: {e}")
-        pytest.skip(f"real model '{name}' is unavailable (set CI to make this a failure): {e}")
+    return ir.load(real_model_or_skip(name))
 
 
 def _feed(name: str) -> dict[str, np.ndarray]:

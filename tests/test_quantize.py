@@ -3,7 +3,6 @@ reader-aware ranges, the default drift metric, the guard; one real model end to 
 
 from __future__ import annotations
 
-import os
 
 import numpy as np
 import onnx
@@ -11,7 +10,7 @@ import onnx_ir as ir
 import pytest
 from onnx import numpy_helper
 
-from conftest import FIXTURES, fixture_feeds, ort_outputs
+from conftest import FIXTURES, fixture_feeds, ort_outputs, real_model_or_skip
 from onnxsmith.errors import DataError
 from onnxsmith.metrics import default_drift
 from onnxsmith.optimize import OptimizeOptions, optimize
@@ -234,15 +233,9 @@ def test_default_int8_recipe_on_yolov8n_keeps_detections_and_runs_integer_kernel
     """``fuse,quantize{mode=int8}`` (guard on, default budget) on nudenet's YOLOv8n: held-out
     detection F1 >= 0.95 against fp32 (bench/tasks.py's data and metric), integer kernels."""
     import tasks
-    from realmodels import RealModelUnavailable
 
+    source = real_model_or_skip("yolov8n")
     task = tasks.get_task("yolov8n")
-    try:
-        source = task.model_path()
-    except RealModelUnavailable as e:
-        if os.environ.get("CI"):
-            pytest.fail(f"YOLOv8n is unavailable on CI: {e}")
-        pytest.skip(f"YOLOv8n is unavailable: {e}")
     calib = tasks.save_npz(task.calibration(16), tmp_path / "calib.npz")
     recipe = validate_recipe({"passes": parse_pipeline("fuse,quantize{mode=int8}"), "calibration": {"data": str(calib)}})
     out = tmp_path / "yolov8n.int8.onnx"

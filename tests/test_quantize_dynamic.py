@@ -9,7 +9,7 @@ import onnx_ir as ir
 import pytest
 from onnx import TensorProto
 
-from conftest import FIXTURES, fixture_feeds, ort_outputs
+from conftest import FIXTURES, fixture_feeds, ort_outputs, real_model_or_skip
 from onnxsmith.optimize import OptimizeOptions, optimize
 from onnxsmith.recipe import parse_pipeline, validate_recipe
 from onnxsmith.runtime import make_session, run_all
@@ -114,22 +114,14 @@ def test_gemm_to_matmul_is_exact():
 
 @pytest.mark.realmodel
 def test_dynamic_minilm_quantizes_every_weighted_matmul_and_keeps_embeddings_close():
-    import os
-
     import tasks
-    from realmodels import RealModelUnavailable
 
     from onnxsmith.backend import get_backend
     from onnxsmith.context import Context
     from onnxsmith.passes.quantize.quantize_pass import QuantizePass
 
-    try:
-        task = tasks.get_task("minilm")
-        model = ir.load(str(task.model_path()))
-    except RealModelUnavailable as e:
-        if os.environ.get("CI"):
-            pytest.fail(f"MiniLM is unavailable on CI: {e}")
-        pytest.skip(str(e))
+    model = ir.load(str(real_model_or_skip("minilm")))
+    task = tasks.get_task("minilm")
     result = QuantizePass(mode="dynamic", guard=False).run(model, Context(backend=get_backend("cpu")))
     ops = [n.op_type for n in result.model.graph]
     assert ops.count("MatMulInteger") == 36 and result.counts["int8_kernels"] == 36  # 6 layers x (Q, K, V, out, 2 FFN)

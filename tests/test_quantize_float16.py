@@ -11,7 +11,7 @@ import onnx_ir as ir
 import pytest
 from onnx import TensorProto, helper, numpy_helper
 
-from conftest import FIXTURES, fixture_feeds, ort_outputs, run_cli
+from conftest import FIXTURES, fixture_feeds, ort_outputs, real_model_or_skip, run_cli
 from onnxsmith.backend import get_backend
 from onnxsmith.context import Context
 from onnxsmith.errors import InputError
@@ -185,19 +185,10 @@ def test_cpu_bf16_kernel_list_matches_what_sessions_accept():
 
 
 def _real_task(name):
-    import os
-
     import tasks
-    from realmodels import RealModelUnavailable
 
-    try:
-        task = tasks.get_task(name)
-        task.model_path()
-    except RealModelUnavailable as e:
-        if os.environ.get("CI"):
-            pytest.fail(f"real model '{name}' is unavailable on CI: {e}")
-        pytest.skip(str(e))
-    return task
+    real_model_or_skip(name)
+    return tasks.get_task(name)
 
 
 @pytest.mark.realmodel

@@ -12,7 +12,7 @@ import onnxruntime as ort
 import pytest
 from onnx import TensorProto, helper, numpy_helper
 
-from conftest import FIXTURES
+from conftest import FIXTURES, real_model_or_skip, sentence_embeddings
 from onnxsmith.backend import Capabilities
 from onnxsmith.context import Context
 from onnxsmith.data import Dataset
@@ -230,12 +230,9 @@ def test_guard_keeps_int4_layers_in_float_for_a_tight_budget(tmp_path):
 def test_int4_on_minilm_shrinks_matmul_weights_and_keeps_embeddings(tmp_path):
     """RTN, block 32, every MatMul weight: 6.4x smaller, embeddings of held-out sentences
     within cosine 0.95 of fp32 (measured 0.96; GPTQ reaches 0.98, see docs/benchmarks.md)."""
-    from realmodels import RealModelUnavailable, minilm_inputs, real_model, sentences
+    from realmodels import minilm_inputs, sentences
 
-    try:
-        source = real_model("minilm")
-    except RealModelUnavailable as e:
-        pytest.skip(f"MiniLM is unavailable: {e}")
+    source = real_model_or_skip("minilm")
     npz = tmp_path / "calib.npz"
     np.savez(npz, **{k: v[:, None] for k, v in minilm_inputs(sentences(8), seq_len=64).items()})
     recipe = validate_recipe({"passes": parse_pipeline("quantize{mode=int4,guard=false}"), "calibration": {"data": str(npz)}})
@@ -246,13 +243,7 @@ def test_int4_on_minilm_shrinks_matmul_weights_and_keeps_embeddings(tmp_path):
     assert sum(n.op_type == "MatMulNBits" for n in artifact.graph.node) == 36
     held_out = minilm_inputs(sentences(8, start=400), seq_len=64)
 
-    def embeddings(path):
-        hidden = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"]).run(None, held_out)[0]
-        mask = held_out["attention_mask"][..., None].astype(np.float64)
-        pooled = (hidden * mask).sum(axis=1) / mask.sum(axis=1)
-        return pooled / np.linalg.norm(pooled, axis=1, keepdims=True)
-
-    cosine = np.sum(embeddings(source) * embeddings(tmp_path / "int4.onnx"), axis=1)
+    cosine = np.sum(sentence_embeddings(source, held_out) * sentence_embeddings(tmp_path / "int4.onnx", held_out), axis=1)
     assert cosine.mean() >= 0.95, cosine
 
 
@@ -261,12 +252,7 @@ def test_rtn_equals_onnxruntime_quantizer_on_every_minilm_weight():
     """All 36 MiniLM weights, block 32, symmetric: the same bytes as MatMulNBitsQuantizer (ties included)."""
     from onnxruntime.quantization.matmul_nbits_quantizer import DefaultWeightOnlyQuantConfig, MatMulNBitsQuantizer
 
-    from realmodels import RealModelUnavailable, real_model
-
-    try:
-        source = onnx.load(str(real_model("minilm")))
-    except RealModelUnavailable as e:
-        pytest.skip(f"MiniLM is unavailable: {e}")
+    source = onnx.load(str(real_model_or_skip("minilm")))
     weights = {n.outputs[0].name: n.inputs[1].const_value.numpy() for n in ir.from_proto(source).graph
                if n.op_type == "MatMul" and n.inputs[1].const_value is not None}
     logging.getLogger("onnxruntime.quantization.matmul_nbits_quantizer").setLevel(logging.WARNING)

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import subprocess
 import sys
 from pathlib import Path
@@ -27,7 +26,8 @@ import pytest
 from onnxsmith.optimize import OptimizeOptions, optimize, report_path_for
 from onnxsmith.recipe import validate_recipe
 
-from realmodels import RealModelUnavailable, minilm_inputs, real_image_batch, real_model, sentences
+from conftest import real_model_or_skip
+from realmodels import minilm_inputs, real_image_batch, sentences
 
 pytestmark = pytest.mark.realmodel
 
@@ -40,15 +40,6 @@ PIPELINES = {
 }
 # model -> (input kind of realmodels, original ai.onnx opset)
 MODELS = {"ppocr_det": ("det", 12), "ppocr_cls": ("cls", 11)}
-
-
-def _model_or_skip(name: str) -> Path:
-    try:
-        return real_model(name)
-    except RealModelUnavailable as e:
-        if os.environ.get("CI"):
-            pytest.fail(f"real model '{name}' is unavailable on CI: {e}")
-        pytest.skip(f"real model '{name}' is unavailable (set CI to make this a failure): {e}")
 
 
 def _sha256(path: Path) -> str:
@@ -90,7 +81,7 @@ def _held_out(kind: str) -> list[np.ndarray]:
 @pytest.fixture(scope="module")
 def sources() -> dict[str, Path]:
     """Per model, the cached original file."""
-    return {name: _model_or_skip(name) for name in MODELS}
+    return {name: real_model_or_skip(name) for name in MODELS}
 
 
 @pytest.fixture(scope="module")
@@ -175,7 +166,7 @@ def test_negative_batch_dim_is_dynamic(sources: dict[str, Path], calib_npz: dict
 
 def test_fuse_on_minilm_fuses_attention_and_keeps_embeddings(tmp_path: Path) -> None:
     """The transformer fusions on the real all-MiniLM-L6-v2 export, with real sentences."""
-    source = _model_or_skip("minilm")
+    source = real_model_or_skip("minilm")
     npz = tmp_path / "calib.npz"
     np.savez(npz, **minilm_inputs(sentences(8), seq_len=64))
     recipe = validate_recipe({"passes": ["fuse"], "calibration": {"data": str(npz)}})

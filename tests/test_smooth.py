@@ -9,6 +9,7 @@ import onnxruntime as ort
 import pytest
 from onnx import TensorProto, helper, numpy_helper
 
+from conftest import real_model_or_skip, sentence_embeddings
 from onnxsmith.optimize import OptimizeOptions, optimize
 from onnxsmith.passes.smooth import SMOOTH_METADATA, smooth_model, smoothing_nodes
 from onnxsmith.recipe import parse_pipeline, validate_recipe
@@ -221,29 +222,20 @@ def test_smooth_on_minilm_leaves_fewer_layers_float_under_the_embedding_budget(t
     after smooth than without (measured 1 vs 18), and both keep 16 held-out sentences near the
     0.99 bound (measured 0.9931 and 0.9900). So few sentences at 64 tokens bound it only within
     0.005; bench/int4_bench.py measures the bound itself on 32 sentences at 128 tokens."""
-    from realmodels import RealModelUnavailable, minilm_inputs, real_model, sentences
+    from realmodels import minilm_inputs, sentences
 
-    try:
-        source = real_model("minilm")
-    except RealModelUnavailable as e:
-        pytest.skip(f"MiniLM is unavailable: {e}")
+    source = real_model_or_skip("minilm")
     npz = tmp_path / "calib.npz"
     np.savez(npz, **{k: v[:, None] for k, v in minilm_inputs(sentences(32), seq_len=64).items()})
     held_out = minilm_inputs(sentences(16, start=400), seq_len=64)
 
-    def embeddings(path):
-        hidden = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"]).run(None, held_out)[0]
-        mask = held_out["attention_mask"][..., None].astype(np.float64)
-        pooled = (hidden * mask).sum(axis=1) / mask.sum(axis=1)
-        return pooled / np.linalg.norm(pooled, axis=1, keepdims=True)
-
-    reference = embeddings(source)
+    reference = sentence_embeddings(source, held_out)
     results = {}
     for label, passes in {"plain": "quantize{mode=int8,ops=[MatMul]}", "smooth": "smooth,quantize{mode=int8,ops=[MatMul]}"}.items():
         recipe = validate_recipe({"passes": parse_pipeline(passes), "calibration": {"data": str(npz)},
                                   "accuracy": {"metric": "embedding-cosine", "max_drift": BUDGET_MINILM}})
         report = optimize(str(source), tmp_path / f"{label}.onnx", recipe, OptimizeOptions(latency_rounds=0))
-        cosine = float(np.mean(np.sum(reference * embeddings(tmp_path / f"{label}.onnx"), axis=1)))
+        cosine = float(np.mean(np.sum(reference * sentence_embeddings(tmp_path / f"{label}.onnx", held_out), axis=1)))
         results[label] = (report.passes[-1].counts["layers_float"], report.summary.drift, cosine)
     assert results["smooth"][0] < results["plain"][0], results
     assert all(drift <= BUDGET_MINILM and cosine >= 0.985 for _, drift, cosine in results.values()), results
