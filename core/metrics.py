@@ -119,7 +119,7 @@ def drift(per_output: dict[str, OutputDrift]) -> float:
     return max((d.channel_error for d in per_output.values()), default=0.0)
 
 
-def default_drift(reference: list[Outputs], candidate: list[Outputs], feeds: object = None) -> float:
+def default_drift(reference: list[Outputs], candidate: list[Outputs], feeds: list[dict[str, np.ndarray]] | None = None) -> float:
     """The built-in DriftMetric (module docstring): the worst output's worst part (``feeds`` unused)."""
     worst = 0.0
     for name in reference[0]:
