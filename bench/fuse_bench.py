@@ -473,6 +473,13 @@ def _onnxsim_version() -> str:
         return "unknown"
 
 
+def _timed_rows(results: list[tuple[Case, dict[str, Variant], list[Timing]]]):
+    """(row label, Timing) for every timed input of every model, in order."""
+    for case, _, timings in results:
+        for t in timings:
+            yield (f"{case.name} ({t.label})" if t.label else case.name), t
+
+
 def render_section(results: list[tuple[Case, dict[str, Variant], list[Timing]]], passes: list[str], rounds: int, command: str) -> str:
     ours_label = f"ours (`--passes {','.join(passes)}`)"
     lines = [
@@ -506,16 +513,14 @@ def render_section(results: list[tuple[Case, dict[str, Variant], list[Timing]]],
         "| speedup ours | ours vs onnxslim | A/A control |",
         "|---|--:|--:|--:|--:|--:|--:|--:|--:|--:|",
     ]
-    for case, _, timings in results:
-        for t in timings:
-            ms = t.ms
-            where = f"{case.name} ({t.label})" if t.label else case.name
-            lines.append(
-                f"| {where} | {_fmt_ms(ms.get('original'))} | {_fmt_ms(ms.get('onnxslim'))} | {_fmt_ms(ms.get('onnxsim'))} "
-                f"| {_fmt_ms(ms.get('ours'))} | {_ratio(ms.get('original'), ms.get('onnxslim'))} "
-                f"| {_ratio(ms.get('original'), ms.get('onnxsim'))} | {_ratio(ms.get('original'), ms.get('ours'))} "
-                f"| {_ratio(ms.get('onnxslim'), ms.get('ours'))} | {t.aa_ratio:.2f}x |"
-            )
+    for where, t in _timed_rows(results):
+        ms = t.ms
+        lines.append(
+            f"| {where} | {_fmt_ms(ms.get('original'))} | {_fmt_ms(ms.get('onnxslim'))} | {_fmt_ms(ms.get('onnxsim'))} "
+            f"| {_fmt_ms(ms.get('ours'))} | {_ratio(ms.get('original'), ms.get('onnxslim'))} "
+            f"| {_ratio(ms.get('original'), ms.get('onnxsim'))} | {_ratio(ms.get('original'), ms.get('ours'))} "
+            f"| {_ratio(ms.get('onnxslim'), ms.get('ours'))} | {t.aa_ratio:.2f}x |"
+        )
     lines += [
         "",
         "CPU time per run with one intra-op thread (process CPU time, median of interleaved rounds;",
@@ -525,14 +530,12 @@ def render_section(results: list[tuple[Case, dict[str, Variant], list[Timing]]],
         "| model (timed input) | cpu ms original | cpu ms onnxslim | cpu ms onnxsim | cpu ms ours | ours vs original | ours vs onnxslim |",
         "|---|--:|--:|--:|--:|--:|--:|",
     ]
-    for case, _, timings in results:
-        for t in timings:
-            cpu = t.cpu_ms
-            where = f"{case.name} ({t.label})" if t.label else case.name
-            lines.append(
-                f"| {where} | {_fmt_ms(cpu.get('original'))} | {_fmt_ms(cpu.get('onnxslim'))} | {_fmt_ms(cpu.get('onnxsim'))} "
-                f"| {_fmt_ms(cpu.get('ours'))} | {_ratio(cpu.get('original'), cpu.get('ours'))} | {_ratio(cpu.get('onnxslim'), cpu.get('ours'))} |"
-            )
+    for where, t in _timed_rows(results):
+        cpu = t.cpu_ms
+        lines.append(
+            f"| {where} | {_fmt_ms(cpu.get('original'))} | {_fmt_ms(cpu.get('onnxslim'))} | {_fmt_ms(cpu.get('onnxsim'))} "
+            f"| {_fmt_ms(cpu.get('ours'))} | {_ratio(cpu.get('original'), cpu.get('ours'))} | {_ratio(cpu.get('onnxslim'), cpu.get('ours'))} |"
+        )
     lines += [
         "",
         f"Produced by `{command}` on {datetime.date.today().isoformat()} (needs `pip install -e .[bench]`,",

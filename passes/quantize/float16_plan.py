@@ -29,6 +29,8 @@ from dataclasses import dataclass, field
 import numpy as np
 import onnx_ir as ir
 
+from onnxsmith.passes.quantize.output_heads import reaches
+
 __all__ = ["COMPUTE_OPS", "KEEP_FP32", "NodePlan", "Plan", "fits", "plan_precision", "qualified_op"]
 
 LOW_TYPES = {"fp16": ir.DataType.FLOAT16, "bf16": ir.DataType.BFLOAT16}
@@ -205,21 +207,11 @@ def fits(array: np.ndarray, precision: str) -> bool:
 def _thresholded_probabilities(graph: ir.Graph) -> set[ir.Node]:
     """Sigmoid/Softmax nodes whose output reaches a graph output or a comparison through
     data movement only."""
-    found = set()
-    for node in graph:
-        if node.op_type not in _PROBABILITY_OPS:
-            continue
-        frontier, seen = list(node.outputs), set()
-        while frontier:
-            value = frontier.pop()
-            if value in seen:
-                continue
-            seen.add(value)
-            if value.is_graph_output() or any(use.node.op_type in _COMPARISON_OPS for use in value.uses()):
-                found.add(node)
-                break
-            frontier.extend(out for use in value.uses() if use.node.op_type in _MOVEMENT_OPS for out in use.node.outputs)
-    return found
+
+    def thresholded(value: ir.Value) -> bool:
+        return value.is_graph_output() or any(use.node.op_type in _COMPARISON_OPS for use in value.uses())
+
+    return {node for node in graph if node.op_type in _PROBABILITY_OPS and reaches(node, _MOVEMENT_OPS, thresholded)}
 
 
 def _param(formals, index: int) -> str | None:
