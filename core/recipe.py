@@ -68,7 +68,8 @@ class AccuracySpec(_Strict):
     metric: str | None = Field(
         None,
         pattern=r"^([A-Za-z_][\w.]*:[A-Za-z_]\w*|[a-z][a-z0-9-]*)$",
-        description="a task metric by name (embedding-cosine: 1 - mean-pooled embedding cosine) or "
+        description="a task metric by name (embedding-cosine: 1 - mean-pooled embedding cosine; top1: share of "
+                    "changed argmax classes) or "
                     "package.module:function(reference, candidate[, feeds]) -> drift; default: onnxsmith's per-channel drift",
     )
 

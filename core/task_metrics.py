@@ -1,4 +1,4 @@
-"""Built-in task metrics, chosen by name (``--metric embedding-cosine``): drift = 1 - a task score.
+"""Built-in task metrics, chosen by name (``--metric embedding-cosine``, ``--metric top1``): drift = 1 - a task score.
 
 The default drift (metrics.py) judges every output position in its own units, and cannot
 know which positions the task reads. A sentence encoder's task reads the mean of its token
@@ -19,7 +19,7 @@ import numpy as np
 from onnxsmith.errors import RecipeError
 from onnxsmith.runtime import Outputs
 
-__all__ = ["MASK_INPUT", "TASK_METRICS", "embedding_cosine", "has_padding", "mean_pool", "row_cosine"]
+__all__ = ["MASK_INPUT", "TASK_METRICS", "embedding_cosine", "has_padding", "mean_pool", "row_cosine", "top1_disagreement"]
 
 MASK_INPUT = "attention_mask"
 
@@ -77,9 +77,31 @@ def _embedding(output: np.ndarray, feed: dict[str, np.ndarray]) -> np.ndarray:
     return mean_pool(output, mask)
 
 
+def top1_disagreement(reference: list[Outputs], candidate: list[Outputs], feeds: list[dict[str, np.ndarray]]) -> float:
+    """The fraction of rows whose argmax over the last axis changed, for the worst score output.
+
+    A classifier's outputs [..., classes] (logits or probabilities, 2 classes or more) are
+    judged row by row; other outputs are not. ``feeds`` is unused.
+    """
+    worst, judged = 0.0, []
+    for name, first in reference[0].items():
+        first = np.asarray(first)
+        if first.ndim == 0 or first.shape[-1] < 2 or not np.issubdtype(first.dtype, np.floating):
+            continue
+        judged.append(name)
+        ref = np.concatenate([np.asarray(r[name]).reshape(-1, first.shape[-1]) for r in reference])
+        got = np.concatenate([np.asarray(c[name]).reshape(-1, first.shape[-1]) for c in candidate])
+        worst = max(worst, float(np.mean(ref.argmax(axis=1) != got.argmax(axis=1))))
+    if not judged:
+        shapes = {name: np.shape(value) for name, value in reference[0].items()}
+        raise RecipeError(f"metric 'top1' found no float output of shape [..., classes] (outputs: {shapes})",
+                          "use the default metric or a --metric package.module:function")
+    return worst
+
+
 def has_padding(feeds: list[dict[str, np.ndarray]]) -> bool:
     """Whether any feed's ``attention_mask`` leaves tokens out (padding the default drift still judges)."""
     return any(MASK_INPUT in feed and not np.all(np.asarray(feed[MASK_INPUT]) != 0) for feed in feeds)
 
 
-TASK_METRICS = {"embedding-cosine": embedding_cosine}
+TASK_METRICS = {"embedding-cosine": embedding_cosine, "top1": top1_disagreement}

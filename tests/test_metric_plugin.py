@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 
 import numpy as np
+import onnx
 import pytest
 
 from conftest import FIXTURES, ROOT, ort_outputs, run_cli
@@ -135,3 +136,48 @@ def test_default_metric_on_padded_tokens_points_to_the_task_metric(tmp_path):
     assert result.code == 0, result.stderr
     warnings = json.loads(out.with_name("t.report.json").read_text())["warnings"]
     assert any("judged padded tokens" in w and "--metric embedding-cosine" in w for w in warnings), warnings
+
+
+def test_top1_counts_the_rows_whose_class_changed():
+    metric = load_metric("top1")
+    reference = [{"logits": np.array([[0.1, 2.0, 0.3], [1.0, 0.0, 0.5]], np.float32)},
+                 {"logits": np.array([[5.0, 1.0, 0.0], [0.0, 0.2, 0.1]], np.float32)}]
+    candidate = [{"logits": np.array([[0.1, 1.9, 2.5], [0.9, 0.1, 0.5]], np.float32)},  # row 1 flips to class 2
+                 {"logits": np.array([[4.0, 1.0, 0.0], [0.0, 0.2, 0.3]], np.float32)}]  # row 4 flips to class 2
+    assert metric(reference, candidate, [{}, {}]) == pytest.approx(0.5)
+    assert metric(reference, reference, [{}, {}]) == 0.0
+    with pytest.raises(RecipeError, match="no float output"):
+        metric([{"ids": np.array([[1, 2]])}], [{"ids": np.array([[2, 1]])}], [{}])
+
+
+def _linear_classifier(path, npz, samples: int = 40):
+    """x [1, 16] -> MatMul -> logits [1, 8], random weights, and ``samples`` random inputs: classes vary."""
+    from onnx import TensorProto, helper, numpy_helper
+
+    rng = np.random.default_rng(0)
+    weight = numpy_helper.from_array(rng.standard_normal((16, 8)).astype(np.float32), "W")
+    graph = helper.make_graph([helper.make_node("MatMul", ["x", "W"], ["logits"], name="fc")], "classifier",
+                              [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 16])],
+                              [helper.make_tensor_value_info("logits", TensorProto.FLOAT, [1, 8])], [weight])
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], ir_version=9), str(path))
+    np.savez(npz, x=rng.standard_normal((samples, 1, 16)).astype(np.float32))
+
+
+def test_cli_top1_budgets_the_classes_of_held_out_samples(tmp_path):
+    model, data = tmp_path / "classifier.onnx", tmp_path / "classifier.npz"
+    _linear_classifier(model, data)
+    out = tmp_path / "c.onnx"
+    args = ["optimize", str(model), "-o", str(out), "--passes", "prune{ratio=0.5}", "--calib", str(data),
+            "--latency-rounds", "0", "--metric", "top1"]
+    result = run_cli(*args)
+    assert result.code == 0, result.stderr
+    with np.load(data) as npz:
+        _, held_out = split_dataset(Dataset({"x": npz["x"]}, "classifier.npz"))
+    feeds = held_out.feeds()
+    classes = [int(np.argmax(r[0])) for r in ort_outputs(model, feeds)]
+    flips = [int(np.argmax(r[0]) != np.argmax(g[0])) for r, g in zip(ort_outputs(model, feeds), ort_outputs(out, feeds))]
+    assert len(set(classes)) > 2 and 0 < sum(flips) < len(flips)  # varied classes, some moved by pruning half the weights
+    report = json.loads(out.with_name("c.report.json").read_text())
+    assert report["summary"]["drift"] == pytest.approx(np.mean(flips))
+    failed = run_cli(*args[:3], str(tmp_path / "tight.onnx"), *args[4:], "--max-drift", "0")
+    assert failed.code == 4 and not (tmp_path / "tight.onnx").exists()
