@@ -14,6 +14,8 @@ one dict per evaluation sample, and the feeds that produced them.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import numpy as np
 
 from onnxsmith.errors import RecipeError
@@ -49,22 +51,14 @@ def embedding_cosine(reference: list[Outputs], candidate: list[Outputs], feeds: 
     over the tokens the feed's ``attention_mask`` marks (over every token without one).
     Other outputs are not embeddings and are not judged.
     """
-    worst, judged = 0.0, []
-    for name, first in reference[0].items():
-        if np.asarray(first).ndim not in (2, 3) or not np.issubdtype(np.asarray(first).dtype, np.floating):
-            continue
-        judged.append(name)
-        ref, got = [], []
-        for r, c, feed in zip(reference, candidate, feeds, strict=True):
-            ref.append(_embedding(r[name], feed))
-            got.append(_embedding(c[name], feed))
-        cosine = row_cosine(np.concatenate(ref), np.concatenate(got))
-        worst = max(worst, 1.0 - float(cosine.mean()))
-    if not judged:
-        shapes = {name: np.shape(value) for name, value in reference[0].items()}
-        raise RecipeError(f"metric 'embedding-cosine' found no float output of shape [batch, dim] or [batch, seq, dim] "
-                          f"(outputs: {shapes})", "use the default metric or a --metric package.module:function")
-    return worst
+
+    def drift(name: str) -> float:
+        ref = np.concatenate([_embedding(r[name], feed) for r, feed in zip(reference, feeds, strict=True)])
+        got = np.concatenate([_embedding(c[name], feed) for c, feed in zip(candidate, feeds, strict=True)])
+        return 1.0 - float(row_cosine(ref, got).mean())
+
+    names = [name for name, value in reference[0].items() if np.ndim(value) in (2, 3) and _is_float(value)]
+    return _worst("embedding-cosine", "[batch, dim] or [batch, seq, dim]", reference, names, drift)
 
 
 def _embedding(output: np.ndarray, feed: dict[str, np.ndarray]) -> np.ndarray:
@@ -83,20 +77,28 @@ def top1_disagreement(reference: list[Outputs], candidate: list[Outputs], feeds:
     A classifier's outputs [..., classes] (logits or probabilities, 2 classes or more) are
     judged row by row; other outputs are not. ``feeds`` is unused.
     """
-    worst, judged = 0.0, []
-    for name, first in reference[0].items():
-        first = np.asarray(first)
-        if first.ndim == 0 or first.shape[-1] < 2 or not np.issubdtype(first.dtype, np.floating):
-            continue
-        judged.append(name)
-        ref = np.concatenate([np.asarray(r[name]).reshape(-1, first.shape[-1]) for r in reference])
-        got = np.concatenate([np.asarray(c[name]).reshape(-1, first.shape[-1]) for c in candidate])
-        worst = max(worst, float(np.mean(ref.argmax(axis=1) != got.argmax(axis=1))))
-    if not judged:
+
+    def drift(name: str) -> float:
+        classes = np.shape(reference[0][name])[-1]
+        ref = np.concatenate([np.reshape(r[name], (-1, classes)) for r in reference])
+        got = np.concatenate([np.reshape(c[name], (-1, classes)) for c in candidate])
+        return float(np.mean(ref.argmax(axis=1) != got.argmax(axis=1)))
+
+    names = [name for name, value in reference[0].items() if np.ndim(value) > 0 and np.shape(value)[-1] >= 2 and _is_float(value)]
+    return _worst("top1", "[..., classes]", reference, names, drift)
+
+
+def _is_float(value: np.ndarray) -> bool:
+    return np.issubdtype(np.asarray(value).dtype, np.floating)
+
+
+def _worst(metric: str, wanted: str, reference: list[Outputs], names: list[str], drift: Callable[[str], float]) -> float:
+    """The largest ``drift`` over the outputs ``names``; a RecipeError when the model has none."""
+    if not names:
         shapes = {name: np.shape(value) for name, value in reference[0].items()}
-        raise RecipeError(f"metric 'top1' found no float output of shape [..., classes] (outputs: {shapes})",
+        raise RecipeError(f"metric '{metric}' found no float output of shape {wanted} (outputs: {shapes})",
                           "use the default metric or a --metric package.module:function")
-    return worst
+    return max(0.0, *(drift(name) for name in names))
 
 
 def has_padding(feeds: list[dict[str, np.ndarray]]) -> bool:
