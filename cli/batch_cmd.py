@@ -36,18 +36,10 @@ def batch(
     from onnxsmith.batch import BatchOptions, run_batch
     from onnxsmith.cli.batch_view import BatchProgress, batch_summary
     from onnxsmith.cli.console import print_json
-    from onnxsmith.recipe import base_recipe_data, parse_pipeline, validate_recipe
+    from onnxsmith.recipe import recipe_from_flags
 
-    data = base_recipe_data(recipe, preset, passes_given=passes is not None)
-    if backend is not None:
-        data["backend"] = backend
-    if passes is not None:
-        data["passes"] = parse_pipeline(passes)
-    if calib is not None:
-        data["calibration"] = {**(data.get("calibration") or {}), "data": calib}
-    if max_drift is not None:
-        data["accuracy"] = {**(data.get("accuracy") or {}), "max_drift": max_drift}
-    batch_recipe = validate_recipe(data, where=str(recipe) if recipe else f"preset {preset}" if preset else "command line")
+    batch_recipe = recipe_from_flags(recipe, preset, passes=passes, backend=backend,
+                                     calibration={"data": calib}, accuracy={"max_drift": max_drift})
     options = BatchOptions(executor=executor, workers=workers, timeout_s=timeout or None, memory_mb=memory_limit,
                            retries=retries, resume=resume, latency_rounds=latency_rounds, ray_address=ray_address)
 

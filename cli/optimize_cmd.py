@@ -44,23 +44,15 @@ def optimize(
     from onnxsmith.modelio import write_text_atomic
     from onnxsmith.optimize import OptimizeOptions, optimize as run_optimize, report_path_for
     from onnxsmith.pipeline import DumpInstrument
-    from onnxsmith.recipe import base_recipe_data, parse_pipeline, validate_recipe
+    from onnxsmith.recipe import recipe_from_flags
     from onnxsmith.sources import parse_shape
 
-    data = base_recipe_data(recipe, preset, passes_given=passes is not None)
-    overrides = {"backend": backend, "seed": seed}
-    data.update({k: v for k, v in overrides.items() if v is not None})
-    if passes is not None:
-        data["passes"] = parse_pipeline(passes)
-    calibration = dict(data.get("calibration") or {})
-    calib_overrides = {"data": calib, "samples": calib_samples, "eval_samples": eval_samples,
-                       "image_size": list(parse_shape(image_size)) if image_size else None}
-    calibration.update({k: v for k, v in calib_overrides.items() if v is not None})
-    data["calibration"] = calibration
-    accuracy_overrides = {"max_drift": max_drift, "metric": metric}
-    if any(v is not None for v in accuracy_overrides.values()):
-        data["accuracy"] = {**(data.get("accuracy") or {}), **{k: v for k, v in accuracy_overrides.items() if v is not None}}
-    resolved_recipe = validate_recipe(data, where=str(recipe) if recipe else f"preset {preset}" if preset else "command line")
+    resolved_recipe = recipe_from_flags(
+        recipe, preset, passes=passes, backend=backend, seed=seed,
+        calibration={"data": calib, "samples": calib_samples, "eval_samples": eval_samples,
+                     "image_size": list(parse_shape(image_size)) if image_size else None},
+        accuracy={"max_drift": max_drift, "metric": metric},
+    )
     resolved = resolved_recipe.resolved()
 
     if save_recipe is not None:

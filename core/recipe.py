@@ -14,6 +14,7 @@ from __future__ import annotations
 import json
 from importlib import resources
 from pathlib import Path
+from collections.abc import Mapping
 from typing import Any, Literal
 
 import pydantic
@@ -36,7 +37,9 @@ __all__ = [
     "load_preset",
     "load_recipe",
     "parse_pipeline",
+    "recipe_from_flags",
     "recipe_json_schema",
+    "validate_recipe",
 ]
 
 DEFAULT_PIPELINE = "cleanup"
@@ -204,6 +207,36 @@ def base_recipe_data(recipe: str | Path | None, preset: str | None, *, passes_gi
     if preset is not None:
         return load_preset(preset).model_dump(mode="json")
     return load_recipe(recipe).model_dump(mode="json") if recipe is not None else {}
+
+
+def recipe_from_flags(
+    recipe: str | Path | None,
+    preset: str | None,
+    *,
+    passes: str | None = None,
+    backend: str | None = None,
+    seed: int | None = None,
+    **sections: Mapping[str, Any],
+) -> Recipe:
+    """The validated recipe a command's options describe: a recipe file, a preset or nothing
+    (see ``base_recipe_data``), then every option given on top of it.
+
+    ``None`` means "not given": it leaves the base's value. ``passes`` is pipeline text
+    (``cleanup,opset{version=17}``) and replaces the base's passes. Each of ``sections``
+    names a recipe section and maps its keys to values, merged key by key into the base's
+    section, e.g. ``calibration={"data": calib, "samples": None}`` sets only ``data``.
+    A new recipe section needs no change here; an unknown one fails validation.
+    """
+    data = base_recipe_data(recipe, preset, passes_given=passes is not None)
+    data.update({key: value for key, value in {"backend": backend, "seed": seed}.items() if value is not None})
+    if passes is not None:
+        data["passes"] = parse_pipeline(passes)
+    for section, values in sections.items():
+        given = {key: value for key, value in values.items() if value is not None}
+        if given:
+            data[section] = {**(data.get(section) or {}), **given}
+    where = str(recipe) if recipe is not None else f"preset {preset}" if preset is not None else "command line"
+    return validate_recipe(data, where=where)
 
 
 def validate_recipe(data: dict[str, Any], *, where: str = "recipe") -> Recipe:

@@ -124,6 +124,26 @@ def test_preset_errors_name_the_choices():
     assert base_recipe_data(None, "fast")["passes"] == ["cleanup", "fuse"]
 
 
+def test_recipe_from_flags_merges_given_options_over_the_base(tmp_path):
+    from onnxsmith.recipe import recipe_from_flags
+
+    base = tmp_path / "r.yaml"
+    base.write_text("seed: 3\ncalibration: {data: a.npz, eval_samples: 2}\naccuracy: {max_drift: 0.5}\npasses: [cleanup]\n")
+    recipe = recipe_from_flags(base, None, passes="fuse", backend="cpu", seed=None,
+                               calibration={"data": None, "samples": 8}, accuracy={"max_drift": 0.1, "metric": None})
+    assert recipe.seed == 3  # None: not given, the file's value stays
+    assert recipe.passes == [{"fuse": {}}]
+    assert (recipe.calibration.data, recipe.calibration.samples, recipe.calibration.eval_samples) == ("a.npz", 8, 2)
+    assert (recipe.accuracy.max_drift, recipe.accuracy.metric) == (0.1, None)
+    assert recipe_from_flags(None, None) == validate_recipe({})
+    assert recipe_from_flags(None, "fast", accuracy={"max_drift": 0.2}).accuracy.max_drift == 0.2
+    with pytest.raises(RecipeError, match="--preset fast and --passes"):
+        recipe_from_flags(None, "fast", passes="cleanup")
+    with pytest.raises(RecipeError, match="command line: unknown key 'targett'"):
+        recipe_from_flags(None, None, targett={"threads": 2})
+    assert recipe_from_flags(None, None, targett={"threads": None}) == validate_recipe({})  # nothing given, nothing merged
+
+
 def test_resources_are_validated_and_do_not_change_a_batch_recipe_hash():
     from onnxsmith.batch.jobs import recipe_hash
 
