@@ -59,7 +59,8 @@ class Pass(ir.passes.PassBase):
 
     @abc.abstractmethod
     def run(self, model: ir.Model, ctx: Context) -> PassResult:
-        """Transform ``model`` (in place unless ``in_place`` is False) and say what changed."""
+        """Transform ``model`` (in place unless ``in_place`` is False: then return a new model,
+        e.g. ``model.clone()``, and leave ``model`` untouched) and say what changed."""
 
     def call(self, model: ir.Model) -> PassResult:
         """onnx-ir's entry point: run with a default context (no data, CPU backend)."""
@@ -68,7 +69,9 @@ class Pass(ir.passes.PassBase):
         return self.run(model, Context())
 
     def apply(self, model: ir.Model, ctx: Context) -> PassResult:
-        """Run with the contract checks of onnx-ir's ``PassBase.__call__``, but with a context."""
+        """Run with the contract checks of onnx-ir's ``PassBase.__call__``, but with a context:
+        preconditions, postconditions, and the ``in_place`` claim both ways (an in-place pass
+        returns its input model, any other pass a new one, even when it changed nothing)."""
         self.requires(model)
         result = self.run(model, ctx)
         if not isinstance(result, PassResult):
@@ -76,6 +79,8 @@ class Pass(ir.passes.PassBase):
         self.ensures(result.model)
         if self.in_place and result.model is not model:
             raise ir.passes.PassError(f"pass '{self.name}' is declared in place but returned a new model")
+        if not self.in_place and result.model is model:
+            raise ir.passes.PassError(f"pass '{self.name}' is declared not in place but returned its input model")
         return result
 
     def requires_calibration(self) -> bool:

@@ -43,7 +43,7 @@ class OpsetPass(Pass):
     def run(self, model: ir.Model, ctx: Context) -> PassResult:
         current = model.opset_imports.get("", model.opset_imports.get("ai.onnx"))
         if current == self.version:
-            return PassResult(ir.from_proto(ir.to_proto(model)), modified=False)
+            return PassResult(model.clone(), modified=False)  # not in place: a new model, even unchanged
         proto = ir.to_proto(model)
         try:
             converted = onnx.version_converter.convert_version(proto, self.version)

@@ -107,3 +107,53 @@ def test_cleanup_shrinks_the_unoptimized_exports():
     after = graph_stats(model)
     assert after.nodes < before * 0.6
     assert "Identity" not in after.op_histogram
+
+
+@pytest.mark.parametrize("declared_in_place", [True, False])
+def test_a_pass_whose_result_contradicts_its_in_place_claim_is_refused(declared_in_place):
+    """As onnx-ir's PassBase: an in-place pass must return its input, any other pass a new model."""
+    import dataclasses
+
+    from onnxsmith.pass_base import Pass, PassResult
+
+    @dataclasses.dataclass(frozen=True)
+    class Liar(Pass):
+        name = "liar"
+        summary = "returns a copy when declared in place, its input when not"
+        in_place = declared_in_place  # type: ignore[assignment]
+
+        def run(self, model: ir.Model, ctx: Context) -> PassResult:
+            return PassResult(model.clone() if self.in_place else model, modified=False)
+
+    with pytest.raises(ir.passes.PassError, match="'liar' is declared " + ("in place" if declared_in_place else "not in place")):
+        Liar().apply(_tiny_model(), Context())
+
+
+@pytest.mark.parametrize("name", FIXTURE_MODELS)
+def test_clone_is_an_exact_copy(name):
+    """``Model.clone()`` (what passes copy models with) keeps every initializer's values."""
+    model = ir.load(FIXTURES / f"{name}.onnx")
+    copy = model.clone()
+    assert ir.to_proto(copy).SerializeToString() == ir.to_proto(model).SerializeToString()
+    for value in model.graph.initializers.values():
+        np.testing.assert_array_equal(copy.graph.initializers[value.name].const_value.numpy(), value.const_value.numpy())
+
+
+@pytest.mark.parametrize(("name", "spec"), [
+    ("tiny", {"opset": {"version": 17}}),  # the same version: nothing to convert
+    ("tiny", {"quantize": {"mode": "int4", "guard": False}}),  # no MatMul: nothing to quantize
+    ("transformer", {"quantize": {"mode": "int4", "guard": False}}),
+    ("mlp", {"quantize": {"mode": "fp16", "guard": False}}),
+    ("mlp", {"quantize": {"mode": "bf16", "guard": False}}),
+])
+def test_a_pass_not_in_place_returns_a_new_model_and_leaves_its_input_as_it_was(name, spec):
+    model = _tiny_model() if name == "tiny" else ir.load(FIXTURES / f"{name}.onnx")
+    create_pass("cleanup").apply(model, Context())  # folds the exported weight transposes int4 reads
+    before = ir.to_proto(model).SerializeToString()
+    (pass_name, params), = spec.items()
+    pass_ = create_pass(pass_name, params)
+    assert not pass_.in_place
+    result = pass_.apply(model, Context())
+    assert result.model is not model
+    assert result.modified == (name != "tiny")
+    assert ir.to_proto(model).SerializeToString() == before

@@ -128,7 +128,7 @@ def _remove_and_refit(model, ctx, analysis, removed: set[int], feeds, refit: boo
     shrunk = {name for name in analysis.slots if len(analysis.kept(name, removed)) < len(analysis.slots[name].ids)}
     readers = [layer for layer in analysis.layers if layer.in_slot in shrunk and not layer.depthwise]
     originals = {id(layer.node): o for layer in readers if (o := snapshot(layer)) is not None}
-    original = ir.from_proto(ir.to_proto(model))
+    original = model.clone()  # shares tensors: the pruning below replaces them, never writes into them
     kept = remove_units(model, analysis, removed)
     fits = refit_layers(model, original, [r for r in readers if id(r.node) in originals], originals, kept, feeds,
                         apply=refit, seed=ctx.seed)

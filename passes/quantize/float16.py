@@ -66,7 +66,7 @@ def quantize_float16(options: QuantizePass, model: ir.Model, ctx: Context) -> Pa
 
     def build(exclude: list[str]) -> Build:
         excluded = frozenset([*options.exclude, *exclude])
-        copy = ir.from_proto(ir.to_proto(work))
+        copy = work.clone()
         plan = plan_precision(copy, precision, kernels=kernels, compute=forced or COMPUTE_OPS, forced=forced,
                               exclude=excluded, provider=provider)
         return copy, plan, apply_plan(copy, plan, exclude=excluded)
@@ -99,7 +99,7 @@ def quantize_float16(options: QuantizePass, model: ir.Model, ctx: Context) -> Pa
 def _prepared(model: ir.Model) -> ir.Model:
     """A copy with every Constant node lifted to an initializer (so one rule converts all
     constants), unique names, in topological order."""
-    work = ir.from_proto(ir.to_proto(model))
+    work = model.clone()
     common_passes.LiftConstantsToInitializersPass(lift_all_constants=True, size_limit=0)(work)
     common_passes.NameFixPass()(work)
     common_passes.TopologicalSortPass()(work)

@@ -67,7 +67,9 @@ class _Rewriter:
         for node, node_plan in self.plan.nodes.items():
             if node_plan.low:
                 for i in node_plan.outputs:
-                    node.outputs[i].dtype = self.low
+                    # a new type, not ``.dtype = low``: that sets the dtype inside the value's type
+                    # object, which Model.clone() (onnx-ir 1.1) shares with the model it copied
+                    node.outputs[i].type = ir.TensorType(self.low)
                     self.low_values.add(node.outputs[i])
 
     def initializers(self, min_elements: int) -> None:
@@ -91,7 +93,7 @@ class _Rewriter:
                     self.stats.weights_kept.append(value.name)
                 continue
             value.const_value = ir.tensor(array.astype(self.low.numpy()), name=value.name)
-            value.dtype = self.low
+            value.type = ir.TensorType(self.low)  # a new type: see outputs_low
             self.low_values.add(value)
             self.stats.weights_low += 1
             self.stats.bytes_before += array.size * 4

@@ -88,11 +88,11 @@ def quantize_int4(options: QuantizePass, model: ir.Model, ctx: Context) -> PassR
     contrib = {op: kernel in kernels for op, kernel in CONTRIB_KERNELS.items()}  # else the DequantizeLinear form
     notes: list[str] = []
 
-    work = ir.from_proto(ir.to_proto(model))  # never touch the caller's model
+    work = model.clone()  # never touch the caller's model (the pass is not in place)
     layers, skipped = select_layers(work, ops, options.exclude)
     notes.extend(f"left in float: {s}" for s in skipped[:20])
     if not layers:
-        return PassResult(model, modified=False, notes=[*notes, "int4: no MatMul with a constant 2-D float32 weight"])
+        return PassResult(work, modified=False, notes=[*notes, "int4: no MatMul with a constant 2-D float32 weight"])
     if not all(contrib[layer.node.op_type] for layer in layers):
         work, from_opset = _upgrade_opset(work)
         layers, _ = select_layers(work, ops, options.exclude)
@@ -204,7 +204,7 @@ def _quantize_weights(layers: list[Int4Layer], hessians: dict[str, np.ndarray], 
 
 def _rewrite(model: ir.Model, names: list[str], weights: dict[str, Int4Weight], contrib: dict[str, bool]) -> ir.Model:
     """A copy of ``model`` with the layers called ``names`` reading int4 weights."""
-    copy = ir.from_proto(ir.to_proto(model))
+    copy = model.clone()
     nodes = {node.name: node for node in copy.graph}
     cache: dict[str, list[ir.Value]] = {}
     replaced: list[ir.Value] = []
