@@ -46,7 +46,7 @@ def external_data_files(proto: onnx.ModelProto, base_dir: Path) -> list[Path]:
     a tensor's offset + length (a truncated copy).
     """
     needed: dict[Path, int] = {}
-    for tensor in onnx.external_data_helper._get_all_tensors(proto):  # noqa: SLF001 - stable helper used by onnx.load itself
+    for tensor in _all_tensors(proto):
         if not onnx.external_data_helper.uses_external_data(tensor):
             continue
         info = onnx.external_data_helper.ExternalDataInfo(tensor)
@@ -70,6 +70,29 @@ def external_data_files(proto: onnx.ModelProto, base_dir: Path) -> list[Path]:
                 "copy the data file again in full",
             )
     return sorted(needed)
+
+
+def _all_tensors(proto: onnx.ModelProto) -> Iterator[onnx.TensorProto]:
+    """Every tensor that can hold external data: initializers and tensor attributes of the
+    graph, its subgraphs and the model's functions (what onnx.load's private
+    ``_get_all_tensors`` walks, written with public protobuf fields)."""
+    yield from _graph_tensors(proto.graph)
+    for function in proto.functions:
+        yield from _graph_tensors(function)
+
+
+def _graph_tensors(graph: onnx.GraphProto | onnx.FunctionProto) -> Iterator[onnx.TensorProto]:
+    if isinstance(graph, onnx.GraphProto):
+        yield from graph.initializer
+    for node in graph.node:
+        for attribute in node.attribute:
+            if attribute.HasField("t"):
+                yield attribute.t
+            yield from attribute.tensors
+            if attribute.HasField("g"):
+                yield from _graph_tensors(attribute.g)
+            for subgraph in attribute.graphs:
+                yield from _graph_tensors(subgraph)
 
 
 def load_onnx(path: str | os.PathLike) -> tuple[ir.Model, list[Path]]:

@@ -41,6 +41,27 @@ def test_truncated_external_data_is_detected(tmp_path):
         load_onnx(tmp_path / "external.onnx")
 
 
+def test_external_data_of_a_subgraph_constant_is_checked(tmp_path):
+    """External tensors are found in subgraphs (an If branch's Constant) too, not only in the main graph."""
+    from onnx import TensorProto, external_data_helper, helper
+
+    weight = helper.make_tensor("w", TensorProto.FLOAT, [256], bytes(1024), raw=True)
+    external_data_helper.set_external_data(weight, "branch.data", offset=0, length=1024)
+    weight.ClearField("raw_data")
+    weight.data_location = TensorProto.EXTERNAL
+    branch = helper.make_graph([helper.make_node("Constant", [], ["w_out"], value=weight)], "branch", [],
+                               [helper.make_tensor_value_info("w_out", TensorProto.FLOAT, [256])])
+    graph = helper.make_graph([helper.make_node("If", ["cond"], ["y"], then_branch=branch, else_branch=branch)], "g",
+                              [helper.make_tensor_value_info("cond", TensorProto.BOOL, [])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [256])])
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), tmp_path / "m.onnx")
+    with pytest.raises(InputError, match="'branch.data' is missing"):
+        load_onnx(tmp_path / "m.onnx")
+    (tmp_path / "branch.data").write_bytes(b"\0" * 100)
+    with pytest.raises(InputError, match="truncated"):
+        load_onnx(tmp_path / "m.onnx")
+
+
 def test_provenance_is_none_for_foreign_models():
     assert provenance(ir.load(FIXTURES / "cnn.onnx")) is None
 

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from onnxscript.rewriter._rewrite_rule import RewriteRule, RewriteRuleSet
+from onnxscript.rewriter import RewriteRule, RewriteRuleSet
 from onnxscript.rewriter.ort_fusions import (
     attention,
     bias_gelu,
@@ -28,7 +28,8 @@ from onnxscript.rewriter.ort_fusions import (
     skip_normalization,
 )
 from onnxscript.rewriter.rules import common as oss
-from onnxscript.rewriter.rules.common import _no_op
+# Private: onnxscript (0.5 to 0.7) exports no name for its LayerNormalization fusion rules;
+# pinned below the next minor version in pyproject.toml for this import.
 from onnxscript.rewriter.rules.fusion import _layer_norm
 
 from onnxsmith.passes.fuse import rules_flatten, rules_neutral, rules_ort
@@ -64,8 +65,10 @@ def _rules(*items) -> tuple[RewriteRule, ...]:
 # Backend-neutral: standard ONNX ops in, standard ONNX ops out.
 NEUTRAL_RULES: tuple[FuseRule, ...] = (
     FuseRule("noop", "remove x+0, x*1, x-0, x/1, Dropout, Cast/Expand/Transpose/Reshape to the same, Pad of zeros",
-             _rules(_no_op.rules, oss.no_op_cast_rule, oss.no_op_expand_rule, oss.no_op_transpose_rule,
-                    oss.cast_cast_rule, rules_neutral.pad_zero_rule, rules_neutral.reshape_same_shape_rule), explain=False),
+             _rules(oss.mul_by_1_rule.commute(), oss.add_0_rule.commute(), oss.sub_0_rule, oss.div_by_1_rule,
+                    oss.dropout_zero_rule, oss.dropout_inference_rule, oss.no_op_cast_rule, oss.no_op_expand_rule,
+                    oss.no_op_transpose_rule, oss.cast_cast_rule, rules_neutral.pad_zero_rule,
+                    rules_neutral.reshape_same_shape_rule), explain=False),
     FuseRule("transpose", "merge consecutive Transposes (and drop pairs that cancel)", (oss.transpose_transpose_rule,)),
     FuseRule("reshape", "merge consecutive Reshapes; 1-D Squeeze+Reshape",
              (oss.reshape_reshape_rule, oss.squeeze_reshape_1d_rule, rules_flatten.reshape_of_reshape_rule)),

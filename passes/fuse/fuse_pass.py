@@ -19,8 +19,7 @@ from collections import Counter
 
 import onnx_ir as ir
 import onnx_ir.passes.common as common_passes
-from onnxscript.rewriter._basics import MatchingTracer, MatchStatus
-from onnxscript.rewriter._rewrite_rule import RewriteRuleSet
+from onnxscript.rewriter import MatchingTracer, MatchStatus, RewriteRuleSet
 
 from onnxsmith.context import Context
 from onnxsmith.graph_stats import graph_signature

@@ -24,8 +24,7 @@ from __future__ import annotations
 
 import numpy as np
 import onnx_ir as ir
-from onnxscript.rewriter._basics import MatchResult
-from onnxscript.rewriter._rewrite_rule import RewriteRuleClassBase
+from onnxscript.rewriter import MatchResult, RewriteRuleClassBase
 
 __all__ = ["flattened_linear_rules", "reshape_of_reshape_rule", "residual_layernorm_2d_rule"]
 

@@ -16,8 +16,7 @@ from __future__ import annotations
 
 import numpy as np
 import onnx_ir as ir
-from onnxscript.rewriter._basics import MatchResult
-from onnxscript.rewriter._rewrite_rule import RewriteRuleClassBase
+from onnxscript.rewriter import MatchResult, RewriteRuleClassBase
 
 __all__ = ["conv_affine_rules", "gemm_affine_rules", "pad_zero_rule", "reshape_same_shape_rule", "squeeze_unsqueeze_rules"]
 

@@ -14,8 +14,7 @@ Used only when the target backend says it has the fused kernel (``Capabilities.o
 from __future__ import annotations
 
 import onnx_ir as ir
-from onnxscript.rewriter._basics import MatchResult
-from onnxscript.rewriter._rewrite_rule import RewriteRuleClassBase
+from onnxscript.rewriter import MatchResult, RewriteRuleClassBase
 
 __all__ = ["conv_activation_rules", "drop_equal_qkv_sizes", "silu_rules"]
 

@@ -32,9 +32,12 @@ from typing import TYPE_CHECKING
 import numpy as np
 import onnx_ir as ir
 import onnx_ir.passes.common as common_passes
-from onnxruntime.quantization import QuantType
+from onnxruntime.quantization import QuantizationMode, QuantType
+
+# Not in onnxruntime.quantization's exports: quantize_dynamic only reads and writes files
+# (a pass does no file I/O), and the guard rebuilds with other exclusions many times.
 from onnxruntime.quantization.onnx_quantizer import ONNXQuantizer
-from onnxruntime.quantization.quant_utils import QuantizationMode, update_opset_version
+from onnxruntime.quantization.quant_utils import update_opset_version
 
 from onnxsmith.context import Context
 from onnxsmith.pass_base import PassResult

@@ -231,6 +231,7 @@ def _type_str(dtype: ir.DataType) -> str:
 @functools.cache
 def _all_schemas() -> dict[tuple[str, str], list]:
     """ONNX Runtime's operator schemas (ai.onnx and its contrib domains) by (domain, op), oldest first."""
+    # ONNX Runtime's Python API has no other way to list its operator schemas
     from onnxruntime.capi import onnxruntime_pybind11_state as ort_state
 
     table: dict[tuple[str, str], list] = {}

@@ -20,9 +20,7 @@ import onnx
 import onnx.version_converter
 import onnx_ir as ir
 import onnx_ir.passes.common as common_passes
-from onnxruntime.quantization import QuantType
-from onnxruntime.quantization.calibrate import CalibrationMethod, TensorData, TensorsData
-from onnxruntime.quantization.qdq_quantizer import QDQQuantizer
+from onnxruntime.quantization import CalibrationMethod, QDQQuantizer, QuantType, TensorData, TensorsData
 
 from onnxsmith.passes.quantize.calibration import TensorRange
 
