@@ -2,14 +2,10 @@
 
 from __future__ import annotations
 
-import platform
-import re
-from pathlib import Path
-
 from onnxsmith.backend import Capabilities, register_backend
 from onnxsmith.backends.ort_base import OrtBackend
 
-__all__ = ["OrtCpuBackend", "u8s8_saturates"]
+__all__ = ["OrtCpuBackend"]
 
 
 @register_backend
@@ -33,26 +29,13 @@ class OrtCpuBackend(OrtBackend):
             # than the float Conv, so dynamic int8 leaves convolutions alone; QAttention in place
             # of fuse's Attention broke MiniLM (embedding cosine 0.57), so Attention stays float
             dynamic_ops=("MatMul", "Gemm", "LSTM"),
-            int8_reduce_range=u8s8_saturates(),
-            # MLAS (ORT 1.31, x86 AVX2): int8 depthwise Conv at half the speed of the float NCHWc one
-            int8_slow_small_layers=True,
+            int8_reduce_range=self.target.cpu.u8s8_saturates,
+            # Measured on ORT 1.31, x86 AVX2 without VNNI: int8 depthwise Conv at half the speed
+            # of the float NCHWc one. Not measured elsewhere: kept to the CPUs it was measured on.
+            int8_slow_small_layers=self.target.cpu.is_x86 and not self.target.cpu.int8_dot,
             # Measured on ORT 1.31 (MiniLM shapes, 128x384): SkipLayerNormalization's CPU kernel is a
             # scalar loop, ~4x slower than Sum + LayerNormalization; a channel Split between Convs
             # cannot stay in the NCHWc blocked layout, so ORT reorders data on both sides of it.
             slow_ops=frozenset({"SkipLayerNormalization", "Split"}),
             notes=("fp16/bf16 kernels are slow or missing on CPU: these precisions save size, not time",),
         )
-
-
-def u8s8_saturates() -> bool:
-    """Whether MLAS's u8 x s8 GEMM saturates here: on x86 without VNNI it multiplies with
-    vpmaddubsw, which adds two u8*s8 products into int16 (255*127*2 > 32767), so full-range
-    int8 weights lose accuracy (a 3-layer MLP's dynamic int8 drift: 0.54, with 7-bit weights
-    0.04). VNNI (AVX512-VNNI, AVX-VNNI, AMX) accumulates in int32; ARM does not pair in int16."""
-    if platform.machine().lower() not in ("x86_64", "amd64", "i386", "i686", "x86"):
-        return False
-    try:
-        cpuinfo = Path("/proc/cpuinfo").read_text()
-    except OSError:
-        return True  # x86 of unknown features (macOS, Windows): assume no VNNI
-    return re.search(r"\b(avx512_vnni|avx_vnni|amx_int8)\b", cpuinfo) is None

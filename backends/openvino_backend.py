@@ -1,6 +1,10 @@
 """The OpenVINO runtime (``pip install onnxsmith[openvino]``), reading the ONNX artifact.
 
-Sessions compile the model for OpenVINO's CPU device with the latency hint. A profile
+Sessions compile the model for OpenVINO's CPU device with the latency hint and the
+target's inference precision, fp32 unless the target says bf16 or fp16: left alone, the CPU
+plugin picks bf16 by itself on CPUs with AVX512-BF16 or AMX, so the same command would be
+exact on one machine and lossy on another. The precision that ran is read back from the
+compiled model and reported with every profile. A profile
 reads OpenVINO's performance counters (``PERF_COUNT``) after every run: per executed
 layer of the compiled (fused) graph its time and the kernel it chose (``exec_type``, such
 as ``brgconv_avx2_f32`` or ``jit_avx512_I8``: whether an int8 kernel really ran). The
@@ -25,12 +29,19 @@ import onnx_ir as ir
 from onnxsmith.backend import Backend, Capabilities, register_backend
 from onnxsmith.flops import TensorInfo
 from onnxsmith.graph_stats import all_nodes
-from onnxsmith.profile import KernelRun, Measurement, Profile, build_profile, peak_rss_mb
+from onnxsmith.profile import (
+    KernelRun,
+    Measurement,
+    Profile,
+    build_profile,
+    peak_rss_mb,
+)
 
-__all__ = ["OpenVINOBackend"]
+__all__ = ["OpenVINOBackend", "precision_ran"]
 
 DEVICE = "CPU"
 _CONFIG = {"PERFORMANCE_HINT": "LATENCY"}
+_HINTS = {"fp32": "f32", "bf16": "bf16", "fp16": "f16"}  # the target's precision -> INFERENCE_PRECISION_HINT
 # OpenVINO layer types -> the ONNX op types the FLOP rules know
 _OP_TYPES = {"Convolution": "Conv", "GroupConvolution": "Conv", "Deconvolution": "ConvTranspose", "FullyConnected": "Gemm",
              "Eltwise": "Add", "Reduce": "ReduceMean", "Pooling": "MaxPool", "Interpolate": "Resize", "SoftMax": "Softmax",
@@ -44,6 +55,7 @@ _LAYOUT_TYPES = frozenset({"Reorder"})  # layout conversions the runtime inserts
 class OpenVINOBackend(Backend):
     name = "openvino"
     description = "OpenVINO runtime, CPU device (reads the ONNX model itself)"
+    precisions_run = ("fp32", "bf16", "fp16")
 
     @functools.cached_property
     def capabilities(self) -> Capabilities:
@@ -54,7 +66,8 @@ class OpenVINOBackend(Backend):
             int8_ops=("Conv", "ConvTranspose", "MatMul", "Gemm", "Add", "Mul", "Concat", "MaxPool", "AveragePool",
                       "ReduceMean", "Interpolate", "Resize"),
             int8_activations="uint8",
-            notes=("bf16 runs natively on CPUs with AMX/AVX512-BF16; elsewhere OpenVINO computes in fp32",),
+            notes=("bf16 runs natively on CPUs with AMX/AVX512-BF16 (--inference-precision bf16); elsewhere OpenVINO "
+                   "computes in fp32",),
         )
 
     def available(self) -> tuple[bool, str]:
@@ -68,11 +81,18 @@ class OpenVINOBackend(Backend):
 
     def create_session(self, model: ir.Model, *, optimize: bool = True) -> _OpenVINOSession:
         # OpenVINO has no switch to turn its graph transformations off; ``optimize`` cannot apply.
-        return _OpenVINOSession(_compile(model, None, _CONFIG))
+        return _OpenVINOSession(_compile(model, None, self.config()))
+
+    def config(self) -> dict[str, str]:
+        """The compile properties of this target: latency hint, inference precision, threads."""
+        config = {**_CONFIG, "INFERENCE_PRECISION_HINT": _HINTS[self.target.precision]}
+        if self.target.threads:
+            config["INFERENCE_NUM_THREADS"] = str(self.target.threads)
+        return config
 
     def profile(self, model: ir.Model, feeds: list[dict[str, np.ndarray]], *, runs: int = 20, warmup: int = 3) -> Profile:
         start = time.perf_counter()
-        compiled = _compile(model, feeds[0], {**_CONFIG, "PERF_COUNT": "YES"})
+        compiled = _compile(model, feeds[0], {**self.config(), "PERF_COUNT": "YES"})
         session_ms = (time.perf_counter() - start) * 1000.0
         request = compiled.create_infer_request()
         layers = _runtime_layers(compiled)
@@ -98,7 +118,15 @@ class OpenVINOBackend(Backend):
         kernels = [_kernel(*names[i], [run.get(i, 0.0) for run in per_run], layers.get(names[i][0]), known)
                    for i in sorted(names)]
         measured = Measurement(self.name, kernels, e2e, session_ms, peak_rss_mb())
-        return build_profile(measured, model, warmup=warmup)
+        return build_profile(measured, model, warmup=warmup, precision=precision_ran(compiled),
+                             target=self.describe_target())
+
+
+def precision_ran(compiled: Any) -> str:
+    """The inference precision a compiled model runs in (fp32, bf16, fp16), as compiled:
+    a bf16 hint on a CPU without bf16 arithmetic compiles to f32."""
+    ran = compiled.get_property("INFERENCE_PRECISION_HINT").get_type_name()  # an openvino.Type: "f32", "bf16"
+    return {theirs: ours for ours, theirs in _HINTS.items()}.get(ran, ran)
 
 
 class _OpenVINOSession:
@@ -108,6 +136,7 @@ class _OpenVINOSession:
         self._compiled = compiled
         self._request = compiled.create_infer_request()
         self._names = [output.get_any_name() for output in compiled.outputs]
+        self.precision = precision_ran(compiled)
 
     def run(self, output_names: list[str] | None, feed: dict[str, np.ndarray]) -> list[np.ndarray]:
         results = self._request.infer(feed)

@@ -18,7 +18,7 @@ import onnx_ir as ir
 
 from onnxsmith.backend import Backend, Capabilities
 from onnxsmith.profile import Profile, build_profile
-from onnxsmith.runtime import make_session
+from onnxsmith.runtime import make_session, session_threads
 
 __all__ = ["OrtBackend", "gpu_present", "kernel_ops", "typed_kernel_ops"]
 
@@ -65,13 +65,14 @@ class OrtBackend(Backend):
         return [(self.provider, self.provider_options()), *self.fallbacks]
 
     def create_session(self, model: ir.Model, *, optimize: bool = True):
-        return make_session(model, optimize=optimize, providers=self.providers())
+        return make_session(model, optimize=optimize, providers=self.providers(), threads=self.target.threads)
 
     def profile(self, model: ir.Model, feeds: list[dict[str, np.ndarray]], *, runs: int = 20, warmup: int = 3) -> Profile:
         from onnxsmith.backends.ort_profiler import profile_session
 
-        measured = profile_session(model, feeds, backend=self.name, providers=self.providers(), runs=runs, warmup=warmup)
-        return build_profile(measured, model, warmup=warmup)
+        with session_threads(self.target.threads):
+            measured = profile_session(model, feeds, backend=self.name, providers=self.providers(), runs=runs, warmup=warmup)
+        return build_profile(measured, model, warmup=warmup, target=self.describe_target())
 
 
 def kernel_ops(provider: str) -> frozenset[str]:

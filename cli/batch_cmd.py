@@ -7,7 +7,7 @@ from typing import Annotated, Literal
 
 import typer
 
-from onnxsmith.cli.options import BackendOpt, JsonFlag, PresetOpt
+from onnxsmith.cli.options import BackendOpt, JsonFlag, PrecisionOpt, PresetOpt, TargetOpt
 
 
 def batch(
@@ -17,6 +17,8 @@ def batch(
     recipe: Annotated[Path | None, typer.Option("--recipe", "-r", help="A YAML or JSON recipe; flags given here override it.")] = None,
     preset: PresetOpt = None,
     backend: BackendOpt = None,
+    target: TargetOpt = None,
+    inference_precision: PrecisionOpt = None,
     calib: Annotated[str | None, typer.Option("--calib", help="Calibration/evaluation data for every model (a manifest can set its own).")] = None,
     max_drift: Annotated[float | None, typer.Option("--max-drift", help="A model whose output drift exceeds this fails.")] = None,
     executor: Annotated[Literal["local", "ray"], typer.Option("--executor", help="Worker processes here, or Ray tasks.")] = "local",
@@ -39,7 +41,8 @@ def batch(
     from onnxsmith.recipe import recipe_from_flags
 
     batch_recipe = recipe_from_flags(recipe, preset, passes=passes, backend=backend,
-                                     calibration={"data": calib}, accuracy={"max_drift": max_drift})
+                                     calibration={"data": calib}, accuracy={"max_drift": max_drift},
+                                     target={"cpu": target, "precision": inference_precision})
     options = BatchOptions(executor=executor, workers=workers, timeout_s=timeout or None, memory_mb=memory_limit,
                            retries=retries, resume=resume, latency_rounds=latency_rounds, ray_address=ray_address)
 

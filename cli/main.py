@@ -12,7 +12,7 @@ from typing import Annotated
 
 import typer
 
-from onnxsmith.cli import backends_cmd, batch_cmd, inspect_cmd, optimize_cmd, passes_cmd, profile_cmd, recipe_cmd
+from onnxsmith.cli import backends_cmd, batch_cmd, inspect_cmd, optimize_cmd, passes_cmd, profile_cmd, recipe_cmd, target_cmd
 
 app = typer.Typer(
     name="onnxsmith",
@@ -28,6 +28,7 @@ app.command("optimize")(optimize_cmd.optimize)
 app.command("profile")(profile_cmd.profile)
 app.command("backends")(backends_cmd.backends)
 app.command("batch")(batch_cmd.batch)
+app.command("target")(target_cmd.target)
 app.add_typer(recipe_cmd.app, name="recipe")
 
 

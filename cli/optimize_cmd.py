@@ -7,7 +7,7 @@ from typing import Annotated
 
 import typer
 
-from onnxsmith.cli.options import BackendOpt, JsonFlag, PresetOpt
+from onnxsmith.cli.options import BackendOpt, JsonFlag, PrecisionOpt, PresetOpt, TargetOpt, ThreadsOpt
 
 
 def optimize(
@@ -17,6 +17,9 @@ def optimize(
     recipe: Annotated[Path | None, typer.Option("--recipe", "-r", help="A YAML or JSON recipe; flags given here override it.")] = None,
     preset: PresetOpt = None,
     backend: BackendOpt = None,
+    target: TargetOpt = None,
+    threads: ThreadsOpt = None,
+    inference_precision: PrecisionOpt = None,
     calib: Annotated[str | None, typer.Option("--calib", help="Calibration/evaluation data: .npz, folder of .npz/.npy/images, or 'random'.")] = None,
     calib_samples: Annotated[int | None, typer.Option("--calib-samples", help="Use at most this many samples.")] = None,
     eval_samples: Annotated[int | None, typer.Option("--eval-samples", help="Samples held out for evaluation (default: a quarter).")] = None,
@@ -52,6 +55,7 @@ def optimize(
         calibration={"data": calib, "samples": calib_samples, "eval_samples": eval_samples,
                      "image_size": list(parse_shape(image_size)) if image_size else None},
         accuracy={"max_drift": max_drift, "metric": metric},
+        target={"cpu": target, "threads": threads, "precision": inference_precision},
     )
     resolved = resolved_recipe.resolved()
 

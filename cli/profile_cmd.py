@@ -8,7 +8,7 @@ from typing import Annotated
 
 import typer
 
-from onnxsmith.cli.options import BackendOpt
+from onnxsmith.cli.options import BackendOpt, PrecisionOpt, TargetOpt, ThreadsOpt
 
 
 class Format(str, Enum):
@@ -22,6 +22,9 @@ class Format(str, Enum):
 def profile(
     model: Annotated[str, typer.Argument(help="An .onnx file (or a PyTorch source, as for optimize).", show_default=False)],
     backend: BackendOpt = None,
+    target: TargetOpt = None,
+    threads: ThreadsOpt = None,
+    inference_precision: PrecisionOpt = None,
     runs: Annotated[int, typer.Option("--runs", "-n", min=1, help="Timed runs (median and p90 are over these).")] = 20,
     warmup: Annotated[int, typer.Option("--warmup", "-w", min=0, help="Untimed runs first.")] = 3,
     calib: Annotated[str | None, typer.Option("--calib", help="Inputs to run: .npz or folder (default: random, see --input-shape).")] = None,
@@ -47,7 +50,7 @@ def profile(
     options = ProfileOptions(
         backend=backend or "cpu", runs=runs, warmup=warmup, calib=calib,
         input_shapes=[parse_shape(s) for s in input_shape or []] or None,
-        compare=compare, threshold_db=sqnr_threshold,
+        compare=compare, threshold_db=sqnr_threshold, target=target, threads=threads or 0, precision=inference_precision,
     )
     data = profile_model(model, options).to_dict()
     summary_file = os.environ.get("GITHUB_STEP_SUMMARY")

@@ -55,6 +55,8 @@ def markdown(profile: dict[str, Any], rows: int = MARKDOWN_ROWS) -> str:
     lines = [
         f"### Profile on `{profile['backend']}` ({profile['runs']} runs)",
         "",
+        f"Ran in **{profile.get('precision', 'fp32')}** on {where(profile)}.",
+        "",
         f"End-to-end **{total['median_ms']:.3f} ms** median, {total['p90_ms']:.3f} ms p90; layers add up to "
         f"{total['layers_sum_ms']:.3f} ms ({total['coverage']:.0%} coverage); session created in {total['session_ms']:.0f} ms.",
     ]
@@ -88,8 +90,19 @@ def _totals_line(profile: dict[str, Any]) -> str:
     memory = f", peak RSS {t['peak_rss_mb']:.0f} MiB" if t.get("peak_rss_mb") else ""
     if t.get("kernel_overhead_us"):
         memory += f"; profiler overhead {t['kernel_overhead_us']:.1f} us/kernel (mean) taken off"
-    return (f"[bold]{profile['backend']}[/bold]: {t['median_ms']:.3f} ms median, {t['p90_ms']:.3f} ms p90 over {profile['runs']} runs; "
+    return (f"[bold]{profile['backend']}[/bold] in {profile.get('precision', 'fp32')} on {where(profile)}: "
+            f"{t['median_ms']:.3f} ms median, {t['p90_ms']:.3f} ms p90 over {profile['runs']} runs; "
             f"layers sum {t['layers_sum_ms']:.3f} ms ({t['coverage']:.0%} coverage); session {t['session_ms']:.0f} ms{memory}")
+
+
+def where(profile: dict[str, Any]) -> str:
+    """The CPU a profile ran on, with its ISA and threads: every timing names its machine."""
+    target = profile.get("target") or {}
+    cpu = target.get("measured_on") or target.get("cpu")
+    if not cpu:
+        return "an unnamed CPU"
+    threads = target.get("threads") or "all"
+    return f"{cpu['model']} ({cpu['isa']}, {threads} threads)"
 
 
 def divergence_line(compare: dict[str, Any]) -> str:

@@ -15,6 +15,7 @@ import numpy as np
 import onnx_ir as ir
 
 from onnxsmith.errors import RecipeError
+from onnxsmith.target import Target, load_target
 
 if TYPE_CHECKING:
     from onnxsmith.profile import Profile
@@ -59,9 +60,26 @@ class Capabilities:
 
 
 class Backend(abc.ABC):
+    """A runtime on a target: sessions and profiles run here, capabilities describe the target.
+
+    ``target`` is where the artifact will run (CPU, threads, inference precision); by
+    default this machine, in fp32. Capabilities that depend on the CPU read ``target.cpu``.
+    """
+
     name: ClassVar[str]
     description: ClassVar[str]
     provider: ClassVar[str | None] = None  # the ONNX Runtime execution provider, for ORT backends
+    precisions_run: ClassVar[tuple[str, ...]] = ("fp32",)  # whole-model inference precisions it can be told to use
+
+    def __init__(self, target: Target | None = None) -> None:
+        self.target = target or load_target()
+        if self.target.precision not in self.precisions_run:
+            raise RecipeError(f"backend '{self.name}' cannot run a whole model in {self.target.precision}",
+                              f"choose one of {', '.join(self.precisions_run)} for it, or quantize{{mode={self.target.precision}}}")
+
+    def describe_target(self) -> dict[str, Any]:
+        """The target as the report records it, with the backend's name."""
+        return {"backend": self.name, **self.target.to_dict()}
 
     @property
     @abc.abstractmethod
@@ -107,12 +125,12 @@ def available_backends() -> dict[str, type[Backend]]:
     return dict(sorted(_BACKENDS.items()))
 
 
-def get_backend(name: str) -> Backend:
-    """The backend called ``name``, checked to be usable on this machine."""
+def get_backend(name: str, target: Target | None = None) -> Backend:
+    """The backend called ``name`` for ``target`` (default: this machine), checked to be usable here."""
     backends = available_backends()
     if name not in backends:
         raise RecipeError(f"unknown backend '{name}'", f"choose one of: {', '.join(backends)}")
-    backend = backends[name]()
+    backend = backends[name](target)
     ok, why = backend.available()
     if not ok:
         raise RecipeError(f"backend '{name}' is not available here: {why}", "choose another with --backend (see `onnxsmith backends`)")

@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from onnxsmith.errors import DataError
+from onnxsmith.measure import Measurements
 from onnxsmith.metrics import DriftMetric, default_drift
 
 if TYPE_CHECKING:
@@ -20,8 +21,9 @@ __all__ = ["Context"]
 class Context:
     """Everything a pass may read besides the model; passes never read globals or env vars.
 
-    ``reference`` holds the original model's outputs on ``evaluation``; ``activations`` is
-    the cache quantize and prune share so activations are collected once per pipeline.
+    ``reference`` holds the original model's outputs on ``evaluation``; ``measure`` is the
+    one service that runs models to read their tensors and outputs (measure.py): passes and
+    the pipeline share its caches, so activations are collected once per pipeline.
     """
 
     backend: Backend | None = None
@@ -30,7 +32,7 @@ class Context:
     reference: list[Outputs] | None = None
     seed: int = 0
     max_drift: float | None = None  # the accuracy budget (recipe accuracy.max_drift); lossy passes guard it
-    activations: dict[str, Any] = field(default_factory=dict)
+    measure: Measurements = field(default_factory=Measurements)
     metric: DriftMetric = default_drift  # what max_drift budgets; --metric NAME or package.module:function
 
     def drift(self, candidate: list[Outputs]) -> float:

@@ -10,9 +10,12 @@ import onnx_ir as ir
 
 from onnxsmith.origin import ORIGIN_METADATA_KEY, OriginMap
 
-__all__ = ["PROVENANCE_PREFIX", "Model", "provenance"]
+__all__ = ["INFERENCE_PRECISION_KEY", "PROVENANCE_PREFIX", "Model", "provenance"]
 
 PROVENANCE_PREFIX = "onnxsmith."
+# The whole-model inference precision the artifact was verified with: onnxsmith's OpenVINO
+# sessions compile with it unless told otherwise (fp32 when absent).
+INFERENCE_PRECISION_KEY = PROVENANCE_PREFIX + "inference_precision"
 
 
 @dataclass

@@ -14,18 +14,31 @@ from pathlib import Path
 from onnxsmith import __version__
 from onnxsmith.backend import get_backend
 from onnxsmith.context import Context
-from onnxsmith.data import Dataset, ImageOptions, InputSpec, load_dataset, model_inputs, random_dataset, split_dataset
+from onnxsmith.data import (
+    Dataset,
+    ImageOptions,
+    InputSpec,
+    load_dataset,
+    model_inputs,
+    random_dataset,
+    split_dataset,
+)
 from onnxsmith.errors import AccuracyBudgetExceeded, DataError, InputError, first_line
 from onnxsmith.graph_stats import graph_stats
 from onnxsmith.latency import measure_interleaved
-from onnxsmith.metrics import OutputDrift, load_metric
-from onnxsmith.model import Model
-from onnxsmith.modelio import EXTERNAL_DATA_THRESHOLD, model_bytes, save_onnx, write_text_atomic
+from onnxsmith.measure import Measurements
+from onnxsmith.metrics import OutputDrift, compare_outputs, load_metric
+from onnxsmith.model import INFERENCE_PRECISION_KEY, Model
+from onnxsmith.modelio import (
+    EXTERNAL_DATA_THRESHOLD,
+    model_bytes,
+    save_onnx,
+    write_text_atomic,
+)
 from onnxsmith.pipeline import Instrument, Pipeline
 from onnxsmith.profile_compare import compare_profiles
 from onnxsmith.recipe import Recipe
 from onnxsmith.report import OutputReport, PassRecord, Report, Summary
-from onnxsmith.runtime import make_session, run_all
 from onnxsmith.sources import load_source
 from onnxsmith.task_metrics import MASK_INPUT, has_padding
 
@@ -58,25 +71,29 @@ def optimize(source: str, output: str | Path, recipe: Recipe, options: OptimizeO
     _refuse_overwriting_input(source, output)
     passes = recipe.build_passes()
     metric = load_metric(recipe.accuracy.metric)
-    backend = get_backend(recipe.backend)
+    backend = get_backend(recipe.backend, recipe.target.load())
     model = load_source(source, options.input_shapes)
     inputs = model_inputs(model.ir)
     pinned = {name: shape for p in passes for name, shape in p.input_shapes().items()}
     calibration, evaluation = _datasets(recipe, inputs, options.input_shapes, pinned)
 
     stats_before = graph_stats(model.ir)
-    reference = _reference_outputs(model, evaluation)
+    measure = Measurements()
+    reference = _reference_outputs(measure, model, evaluation)
     baseline = backend.create_session(model.ir) if options.latency_rounds else None
     profile_before = backend.profile(model.ir, evaluation.feeds(), runs=options.profile_runs) if options.profile_runs else None
 
     ctx = Context(backend=backend, calibration=calibration, evaluation=evaluation, reference=reference, seed=recipe.seed,
-                  max_drift=recipe.accuracy.max_drift, metric=metric)
+                  max_drift=recipe.accuracy.max_drift, metric=metric, measure=measure)
     result = Pipeline(passes, instruments=options.instruments).run(model, ctx)
+    runtime = _runtime_precision(ctx, model)
+    drift = max(result.drift, runtime["drift"]) if runtime else result.drift
 
     budget = recipe.accuracy.max_drift
-    if budget is not None and result.drift > budget:
+    if budget is not None and drift > budget:
         raise AccuracyBudgetExceeded(
-            f"output drift {result.drift:.4g} exceeds the budget max_drift={budget:g}; nothing was written",
+            f"output drift {drift:.4g} exceeds the budget max_drift={budget:g}"
+            f"{' with the runtime in ' + runtime['precision'] if runtime else ''}; nothing was written",
             "relax accuracy.max_drift, or drop or tune the lossy passes",
         )
 
@@ -84,7 +101,7 @@ def optimize(source: str, output: str | Path, recipe: Recipe, options: OptimizeO
     timed = None
     if baseline is not None:
         timed = measure_interleaved(
-            {"before": baseline, "after": backend.create_session(model.ir)},
+            {"before": baseline, "after": measure.session(model.ir, backend)},
             evaluation.feeds()[0],
             rounds=options.latency_rounds,
         )
@@ -96,6 +113,7 @@ def optimize(source: str, output: str | Path, recipe: Recipe, options: OptimizeO
 
     resolved = recipe.resolved()
     model.stamp_provenance(__version__, resolved)
+    model.ir.metadata_props[INFERENCE_PRECISION_KEY] = backend.target.precision
     profile = None
     if profile_before is not None:  # after stamping: the artifact's origin map names its layers
         profile_after = backend.profile(model.ir, evaluation.feeds(), runs=options.profile_runs)
@@ -114,6 +132,7 @@ def optimize(source: str, output: str | Path, recipe: Recipe, options: OptimizeO
             "format": "onnx" if model.source is not None and model.source.suffix == ".onnx" else "torch",
         },
         backend=backend.name,
+        target=backend.describe_target(),
         recipe=resolved,
         passes=result.records,
         summary=Summary(
@@ -121,30 +140,42 @@ def optimize(source: str, output: str | Path, recipe: Recipe, options: OptimizeO
             params={"before": stats_before.params, "after": stats_after.params},
             bytes={"before": _size(model.source, model.data_files), "after": sum(p.stat().st_size for p in written)},
             latency_ms=latency,
-            drift=result.drift,
+            drift=drift,
             outputs={name: _output_report(d) for name, d in result.outputs.items()},
+            runtime_precision=runtime,
         ),
         data={
             "calibration": calibration.describe() if calibration else None,
             "evaluation": evaluation.describe(),
         },
         artifact={"path": str(output), "files": [str(p) for p in written], "external_data": external},
-        warnings=_warnings(evaluation, result.records, recipe.accuracy.metric),
+        warnings=[*backend.target.warnings(), *_warnings(evaluation, result.records, recipe.accuracy.metric)],
         profile=profile,
     )
     write_text_atomic(report_path_for(output), report.to_json())
     return report
 
 
-def _reference_outputs(model: Model, evaluation: Dataset) -> list:
+def _runtime_precision(ctx: Context, model: Model) -> dict[str, object] | None:
+    """With the runtime told to compute in bf16/fp16 (a lossy choice of the target), the final
+    model's outputs as the backend computes them in that precision, and their drift."""
+    precision = ctx.backend.target.precision
+    if precision == "fp32":
+        return None
+    got = ctx.measure.outputs(model.ir, ctx.evaluation.feeds(), ctx.backend)
+    ran = getattr(ctx.measure.session(model.ir, ctx.backend), "precision", precision)
+    return {"precision": ran, "drift": ctx.drift(got), "outputs": {n: vars(_output_report(d)) for n, d in compare_outputs(ctx.reference, got).items()}}
+
+
+def _reference_outputs(measure: Measurements, model: Model, evaluation: Dataset) -> list:
     """The original model's outputs on the evaluation feeds (ONNX Runtime, optimizations off)."""
     try:
-        session = make_session(model.ir, optimize=False)
+        measure.session(model.ir)
     except Exception as e:  # onnxruntime raises its own Fail/InvalidGraph types
         first = first_line(e)
         raise InputError(f"ONNX Runtime cannot load the model: {first}", "check that every op and opset it uses is one ONNX Runtime supports") from None
     try:
-        return run_all(session, evaluation.feeds())
+        return measure.outputs(model.ir, evaluation.feeds())
     except Exception as e:  # onnxruntime raises its own Fail/InvalidArgument types
         shapes = ", ".join(f"{k} {'x'.join(map(str, v.shape))}" for k, v in evaluation.feeds()[0].items())
         first = first_line(e)

@@ -1,10 +1,11 @@
 """The pipeline: run passes in order, verify the model after each, record what happened.
 
-After every pass: the ONNX checker, a session on ONNX Runtime CPU (its own graph
-optimizations off, so it cannot mask a broken rewrite), and the outputs compared with
-the original model's on the evaluation feeds. An exact pass must stay within
-the pass's ``rtol``/``atol``; a lossy pass records its drift, measured on the target
-backend's own session (optimizations on), since that is where integer kernels run. Anything else a user may want around a
+After every pass: the ONNX checker, then the outputs on the evaluation feeds compared with
+the original model's. An exact pass runs on ONNX Runtime CPU with its own graph
+optimizations off (so it cannot mask a broken rewrite) and must stay within the pass's
+``rtol``/``atol``; a lossy pass records its drift, measured on the target backend's own
+session (optimizations on), since that is where integer kernels run. Sessions and outputs
+come from the context's measurement service, which the passes share. Anything else a user may want around a
 pass (progress, IR dumps) is an Instrument, in the manner of TVM's pass instruments.
 """
 
@@ -26,7 +27,7 @@ from onnxsmith.model import Model
 from onnxsmith.modelio import EXTERNAL_DATA_THRESHOLD, model_bytes, save_onnx
 from onnxsmith.pass_base import Pass
 from onnxsmith.report import PassRecord
-from onnxsmith.runtime import Outputs, make_session, run_all
+from onnxsmith.runtime import Outputs
 
 __all__ = ["DumpInstrument", "Instrument", "Pipeline", "PipelineResult"]
 
@@ -120,23 +121,25 @@ class Pipeline:
 
     def verify(self, pass_: Pass, model: Model, ctx: Context) -> list[Outputs]:
         """Check the model after ``pass_``; its outputs on the evaluation feeds, or PassFailure
-        naming the pass and the check."""
+        naming the pass and the check. Outputs come from ``ctx.measure``, so a lossy pass's
+        guard that already ran the final model on these feeds is not run again."""
+        feeds = ctx.evaluation.feeds()
+        lossy_on_target = not pass_.exact and ctx.backend is not None
         try:
             if model_bytes(model.ir) < EXTERNAL_DATA_THRESHOLD:
                 onnx.checker.check_model(ir.to_proto(model.ir))
-            session = make_session(model.ir, optimize=False)
+            if lossy_on_target:  # the drift as the target computes it (its kernels, its optimizations)
+                got = ctx.measure.outputs(model.ir, feeds, ctx.backend)
+            else:
+                got = ctx.measure.outputs(model.ir, feeds)  # ORT CPU, optimizations off
+                if ctx.backend is not None and ctx.backend.name != "cpu":
+                    ctx.measure.session(model.ir, ctx.backend)  # the target backend must load it too
         except Exception as e:
             first = first_line(e, 300)
             raise PassFailure(
                 f"pass '{pass_.name}' produced a model that does not load: {first}",
                 "leave the pass out and report the problem with --debug output",
             ) from e
-        if not pass_.exact and ctx.backend is not None:
-            got = ctx.backend.run_all(model.ir, ctx.evaluation.feeds())  # the drift as the target computes it
-        else:
-            if ctx.backend is not None and ctx.backend.name != "cpu":
-                ctx.backend.create_session(model.ir)  # the target backend must load it too
-            got = run_all(session, ctx.evaluation.feeds())
         if pass_.exact:
             problem = within_tolerance(ctx.reference, got, rtol=pass_.rtol, atol=pass_.atol)
             if problem:
@@ -145,4 +148,3 @@ class Pipeline:
                     "leave the pass out and report the model",
                 )
         return got
-

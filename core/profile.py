@@ -19,8 +19,8 @@ from typing import Any
 import onnx_ir as ir
 
 from onnxsmith.flops import TensorInfo, kernel_bytes, kernel_flops, precision_of
-from onnxsmith.layer_map import LayerMapper
 from onnxsmith.latency import percentile
+from onnxsmith.layer_map import LayerMapper
 from onnxsmith.report import json_safe
 
 __all__ = ["KernelRun", "Layer", "Measurement", "Profile", "Totals", "build_profile", "peak_rss_mb"]
@@ -103,6 +103,8 @@ class Profile:
     total: Totals
     layers: list[Layer]
     compare: dict[str, Any] | None = None  # set by profile_compare: other model, first divergence
+    precision: str = "fp32"  # the whole-model inference precision the runtime ran (OpenVINO: its hint, read back)
+    target: dict[str, Any] | None = None  # the backend's target: CPU model, ISA, threads (Backend.describe_target)
 
     def by_op_type(self) -> list[dict[str, Any]]:
         """Time per op type, largest first: where a family of kernels costs the most."""
@@ -130,6 +132,8 @@ class Profile:
             "backend": self.backend,
             "runs": self.runs,
             "warmup": self.warmup,
+            "precision": self.precision,
+            "target": self.target,
             "total": dict(vars(self.total)),
             "layers": layers,
             "by_op_type": self.by_op_type(),
@@ -140,8 +144,10 @@ class Profile:
         return json_safe(result)
 
 
-def build_profile(measurement: Measurement, model: ir.Model, *, warmup: int) -> Profile:
-    """Aggregate a measurement per layer (median, p90 over runs) and name layers by origin."""
+def build_profile(measurement: Measurement, model: ir.Model, *, warmup: int, precision: str = "fp32",
+                  target: dict[str, Any] | None = None) -> Profile:
+    """Aggregate a measurement per layer (median, p90 over runs) and name layers by origin;
+    ``precision`` is the inference precision the runtime ran, ``target`` what it ran on."""
     mapper = LayerMapper(model)
     mapped = mapper.assign(
         {k.node: k.seeds for k in measurement.kernels},
@@ -195,7 +201,8 @@ def build_profile(measurement: Measurement, model: ir.Model, *, warmup: int) -> 
         peak_rss_mb=measurement.peak_rss_mb,
         kernel_overhead_us=None if measurement.kernel_overhead_ms is None else measurement.kernel_overhead_ms * 1000.0,
     )
-    return Profile(backend=measurement.backend, runs=runs, warmup=warmup, total=totals, layers=layers)
+    return Profile(backend=measurement.backend, runs=runs, warmup=warmup, total=totals, layers=layers,
+                   precision=precision, target=target)
 
 
 def peak_rss_mb() -> float | None:

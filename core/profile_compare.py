@@ -22,20 +22,19 @@ which were measured one after the other and so under different machine noise.
 from __future__ import annotations
 
 import math
-from collections.abc import Iterator
 
 import numpy as np
 import onnx_ir as ir
 
 from onnxsmith.backend import Backend
 from onnxsmith.latency import LatencyStats
+from onnxsmith.measure import Measurements
 from onnxsmith.profile import Layer, Profile
-from onnxsmith.runtime import with_outputs
+from onnxsmith.statistics import ErrorEnergy
 
 __all__ = ["DEFAULT_THRESHOLD_DB", "compare_profiles", "tensor_sqnr"]
 
 DEFAULT_THRESHOLD_DB = 30.0
-CHUNK = 64  # intermediate tensors read per session
 
 
 def compare_profiles(
@@ -112,29 +111,14 @@ def tensor_sqnr(
     feeds: list[dict[str, np.ndarray]],
     names: list[str],
     *,
-    chunk: int = CHUNK,
+    measure: Measurements | None = None,
 ) -> dict[str, float]:
-    """SQNR in dB of each float tensor in ``names`` that both models compute (+inf when equal)."""
+    """SQNR in dB of each float tensor in ``names`` that both models compute (+inf when equal),
+    on ``backend``'s sessions."""
     available = _float_tensors(reference) & _float_tensors(candidate)
     shared = [n for n in dict.fromkeys(names) if n in available]
-    result: dict[str, float] = {}
-    for part in _chunks(shared, chunk):
-        ref_session = backend.create_session(with_outputs(reference, part))
-        got_session = backend.create_session(with_outputs(candidate, part))
-        signal = dict.fromkeys(part, 0.0)
-        noise = dict.fromkeys(part, 0.0)
-        for feed in feeds:
-            for name, ref, got in zip(part, ref_session.run(part, feed), got_session.run(part, feed)):
-                if not np.issubdtype(np.asarray(ref).dtype, np.floating):
-                    continue  # a tensor whose type the model did not declare turned out not to be float
-                ref64, got64 = np.asarray(ref, np.float64), np.asarray(got, np.float64)
-                if ref64.shape != got64.shape:
-                    noise[name] = math.inf
-                    continue
-                signal[name] += float(np.sum(ref64 * ref64))
-                noise[name] += float(np.sum((got64 - ref64) ** 2)) if np.isfinite(got64).all() else math.inf
-        result.update({n: _db(signal[n], noise[n]) for n in part if signal[n] or noise[n]})
-    return result
+    energies = (measure or Measurements()).compare(reference, candidate, shared, feeds, statistic=ErrorEnergy(float_only=True), backend=backend)
+    return {n: _db(signal, noise) for n, (noise, signal) in energies.items() if signal or noise}
 
 
 def _float_tensors(model: ir.Model) -> set[str]:
@@ -143,11 +127,6 @@ def _float_tensors(model: ir.Model) -> set[str]:
         out.name for node in model.graph for out in node.outputs
         if out.name and (out.dtype is None or out.dtype.is_floating_point())
     }
-
-
-def _chunks(items: list[str], size: int) -> Iterator[list[str]]:
-    for start in range(0, len(items), size):
-        yield items[start:start + size]
 
 
 def _db(signal: float, noise: float) -> float:

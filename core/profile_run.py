@@ -16,10 +16,11 @@ from onnxsmith.backend import get_backend
 from onnxsmith.data import load_dataset, model_inputs, random_dataset
 from onnxsmith.errors import InputError
 from onnxsmith.latency import measure_interleaved
-from onnxsmith.model import Model
+from onnxsmith.model import INFERENCE_PRECISION_KEY, Model
 from onnxsmith.profile import Profile
 from onnxsmith.profile_compare import DEFAULT_THRESHOLD_DB, compare_profiles, tensor_sqnr
 from onnxsmith.sources import load_source
+from onnxsmith.target import load_target
 
 __all__ = ["ProfileOptions", "profile_model"]
 
@@ -37,14 +38,18 @@ class ProfileOptions:
     compare: str | None = None  # the model to compare against (the "before")
     threshold_db: float = DEFAULT_THRESHOLD_DB
     seed: int = 0
+    target: str | None = None  # the CPU: host, a named CPU or a target file (core/target.py)
+    threads: int = 0
+    precision: str | None = None  # the runtime's inference precision; None: the artifact's (its metadata), else fp32
 
 
 def profile_model(source: str, options: ProfileOptions) -> Profile:
     """Profile ``source`` on ``options.backend``; with ``compare``, against that model."""
     if options.runs < 1:
         raise InputError(f"--runs {options.runs}", "profile at least one run")
-    backend = get_backend(options.backend)
     model = load_source(source, options.input_shapes)
+    precision = options.precision or model.ir.metadata_props.get(INFERENCE_PRECISION_KEY, "fp32")
+    backend = get_backend(options.backend, load_target(options.target, threads=options.threads, precision=precision))
     feeds = _feeds(model, options)
     profile = backend.profile(model.ir, feeds, runs=options.runs, warmup=options.warmup)
     if options.compare is None:

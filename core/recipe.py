@@ -13,8 +13,8 @@ from __future__ import annotations
 
 import json
 from importlib import resources
-from pathlib import Path
 from collections.abc import Mapping
+from pathlib import Path
 from typing import Any, Literal
 
 import pydantic
@@ -24,6 +24,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from onnxsmith.errors import RecipeError
 from onnxsmith.pass_base import Pass
 from onnxsmith.registry import available_passes, create_pass
+from onnxsmith.target import HOST, PRESETS, Target, load_target
 
 __all__ = [
     "DEFAULT_PIPELINE",
@@ -77,6 +78,21 @@ class AccuracySpec(_Strict):
     )
 
 
+class TargetSpec(_Strict):
+    """Where the artifact will run (core/target.py): decisions that depend on the CPU read it
+    instead of the build machine, and the report records it."""
+
+    cpu: str = Field(HOST, max_length=4096, description=f"'{HOST}' (this machine), a named CPU ({', '.join(PRESETS)}), "
+                     "or a JSON/YAML file written on the deployment machine by `onnxsmith target --save FILE`")
+    threads: int = Field(0, ge=0, description="the runtime's intra-op threads (0: its default, one per core)")
+    precision: Literal["fp32", "bf16", "fp16"] = Field(
+        "fp32", description="the runtime's whole-model inference precision (OpenVINO's hint). fp32 keeps exact "
+                            "passes exact; bf16/fp16 are lossy choices whose drift is measured on the backend")
+
+    def load(self) -> Target:
+        return load_target(self.cpu, threads=self.threads, precision=self.precision)
+
+
 class ResourcesSpec(_Strict):
     """What one model's conversion may use; the artifact does not depend on it."""
 
@@ -96,6 +112,7 @@ class Recipe(_Strict):
     calibration: CalibrationSpec = CalibrationSpec()
     passes: list[str | dict[str, dict[str, Any] | None]] = Field(default_factory=lambda: [DEFAULT_PIPELINE])
     accuracy: AccuracySpec = AccuracySpec()
+    target: TargetSpec = TargetSpec()
     resources: ResourcesSpec = ResourcesSpec()
 
     def build_passes(self) -> list[Pass]:

@@ -55,6 +55,8 @@ class Summary:
     latency_ms: dict[str, float | None]
     drift: float
     outputs: dict[str, OutputReport]
+    # with the runtime told to compute in bf16/fp16: {"precision", "drift", "outputs"} of the artifact run that way
+    runtime_precision: dict[str, Any] | None = None
 
 
 @dataclass
@@ -69,6 +71,8 @@ class Report:
     artifact: dict[str, Any] = field(default_factory=dict)
     warnings: list[str] = field(default_factory=list)
     profile: dict[str, Any] | None = None
+    # where the artifact was built to run: backend, CPU (model, ISA, features), threads, precision
+    target: dict[str, Any] | None = None
     schema_version: int = SCHEMA_VERSION
 
     def to_dict(self) -> dict[str, Any]:

@@ -17,7 +17,7 @@ import onnxruntime as ort
 
 from onnxsmith.modelio import session_source
 
-__all__ = ["Outputs", "make_session", "run_all", "save_runtime_graph", "session_threads", "with_outputs"]
+__all__ = ["Outputs", "make_session", "run_all", "save_runtime_graph", "session_threads"]
 
 Outputs = dict[str, np.ndarray]
 
@@ -68,20 +68,6 @@ def run_all(session: ort.InferenceSession, feeds: Iterable[dict[str, np.ndarray]
     """Run every feed; return each run's outputs by name."""
     names = [o.name for o in session.get_outputs()]
     return [dict(zip(names, session.run(names, feed), strict=True)) for feed in feeds]
-
-
-def with_outputs(model: ir.Model, names: list[str]) -> ir.Model:
-    """A copy of ``model`` whose graph outputs are the tensors ``names``, to read activations.
-
-    Callers pass a bounded number of names at a time: marking every tensor of a big model
-    as an output at once runs out of memory.
-    """
-    copy = ir.from_proto(ir.to_proto(model))
-    values = {v.name: v for node in copy.graph for v in node.outputs}
-    values.update({v.name: v for v in copy.graph.inputs})
-    copy.graph.outputs.clear()
-    copy.graph.outputs.extend(values[n] for n in names)
-    return copy
 
 
 def save_runtime_graph(

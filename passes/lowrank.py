@@ -38,12 +38,23 @@ from typing import Literal
 import numpy as np
 import onnx_ir as ir
 
+from onnxsmith.blas import one_blas_thread
 from onnxsmith.context import Context
 from onnxsmith.pass_base import Pass, PassResult
-from onnxsmith.passes.prune.activations import TensorStats, collect_stats, one_blas_thread
-from onnxsmith.passes.prune.layer_error import Shadow, copy_node, matmul_macs, measure_layers
-from onnxsmith.passes.prune.layers import WeightedLayer, constant_value, drop_if_unused, find_layers
+from onnxsmith.passes.prune.layer_error import (
+    Shadow,
+    copy_node,
+    matmul_macs,
+    measure_layers,
+)
+from onnxsmith.passes.prune.layers import (
+    WeightedLayer,
+    constant_value,
+    drop_if_unused,
+    find_layers,
+)
 from onnxsmith.registry import register_pass
+from onnxsmith.statistics import ChannelSums, TensorStats
 
 __all__ = ["LowRankPass", "Factorization", "factorize", "whitening"]
 
@@ -91,7 +102,7 @@ class LowRankPass(Pass):
         notes = [f"skipped {s}" for s in skipped[:20]]
         stats = {}
         if self.method == "asvd" and layers:
-            stats = collect_stats(model, {layer.input_name: (-1, True) for layer in layers}, feeds, cache=ctx.activations)
+            stats = ctx.measure.reduce(model, {layer.input_name: ChannelSums(-1, gram=True) for layer in layers}, feeds)
         with one_blas_thread():
             factors = [factorize(layer, stats.get(layer.input_name), center=self.center) for layer in layers]
         _choose_ranks(factors, self.energy, self.param_budget)
@@ -106,7 +117,7 @@ class LowRankPass(Pass):
         with one_blas_thread():
             split = {f.layer.name: f.factors() for f in chosen}
         shadows = {name: _shadow(*parts) for name, parts in split.items()}
-        measures = measure_layers(model, shadows, feeds) if feeds else {}
+        measures = measure_layers(ctx.measure, model, shadows, feeds) if feeds else {}
         if not feeds:
             notes.append("no calibration data: per-layer errors and MACs are not measured (give --calib)")
         records = [_record(f, measures.get(f.layer.name)) for f in chosen]

@@ -38,9 +38,11 @@ import numpy as np
 import onnx_ir as ir
 
 from onnxsmith.context import Context
+from onnxsmith.measure import Measurements
 from onnxsmith.pass_base import Pass, PassResult
-from onnxsmith.passes.smooth_search import SAMPLE_ROWS, activation_stats, best_alpha
+from onnxsmith.passes.smooth_search import SAMPLE_ROWS, best_alpha
 from onnxsmith.registry import register_pass
+from onnxsmith.statistics import AbsMaxRows
 
 __all__ = ["SMOOTH_METADATA", "SmoothPass", "smooth_model", "smoothing_nodes"]
 
@@ -71,7 +73,7 @@ class SmoothPass(Pass):
         calibration = ctx.require_calibration(self.name)
         capabilities = ctx.backend.capabilities if ctx.backend is not None else None
         records = smooth_model(model, calibration.feeds(), alpha=self.alpha, search=self.search, exclude=self.exclude,
-                               symmetric=capabilities is not None and capabilities.int8_activations == "int8", cache=ctx.activations)
+                               symmetric=capabilities is not None and capabilities.int8_activations == "int8", measure=ctx.measure)
         counts = {
             "groups_smoothed": len(records),
             "layers_smoothed": sum(len(r["layers"]) for r in records),
@@ -108,14 +110,15 @@ def smooth_model(
     search: bool = False,
     symmetric: bool = False,
     exclude: tuple[str, ...] = (),
-    cache: dict | None = None,
+    measure: Measurements | None = None,
 ) -> list[dict]:
     """Smooth ``model`` in place; one record per group smoothed. ``search``: choose alpha
     per group by the simulated int8 error (activations ``symmetric`` int8, else uint8)."""
     groups = _groups(model, exclude)
     if not groups:
         return []
-    stats = activation_stats(model, list(groups), feeds, sample_rows=SAMPLE_ROWS if search else 0, cache=cache)
+    per_feed = -(-SAMPLE_ROWS // max(len(feeds), 1)) if search else 0
+    stats = (measure or Measurements()).reduce(model, dict.fromkeys(groups, AbsMaxRows(per_feed)), feeds)
     records = []
     # Last group first: smoothing a group may rescale the output columns of the linear
     # producing its input, which belongs to an earlier group, whose s must see that weight.

@@ -12,52 +12,14 @@ rows), weights int8 symmetric per output channel, as quantize{mode=int8} writes 
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
 
 import numpy as np
-import onnx_ir as ir
 
-from onnxsmith.passes.quantize.activation_cache import activation_key
-from onnxsmith.runtime import make_session, with_outputs
-
-__all__ = ["GRID", "MIN_GAIN", "SAMPLE_ROWS", "ActivationStats", "activation_stats", "best_alpha", "int8_error"]
+__all__ = ["GRID", "MIN_GAIN", "SAMPLE_ROWS", "best_alpha", "int8_error"]
 
 GRID = (0.0, 0.2, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9)
 SAMPLE_ROWS = 512  # rows per activation kept for the search, spread evenly over the feeds
 MIN_GAIN = 0.1  # a group is smoothed only if its simulated int8 error drops by at least 10%
-
-
-@dataclass
-class ActivationStats:
-    absmax: np.ndarray  # max |x| per channel (the last axis) over every feed
-    rows: np.ndarray | None  # a sample of rows [rows, channels], when asked for
-
-
-def activation_stats(
-    model: ir.Model, names: list[str], feeds: list[dict[str, np.ndarray]], *, sample_rows: int = 0,
-    cache: dict | None = None, chunk: int = 16,
-) -> dict[str, ActivationStats]:
-    """Per tensor, its per-channel max |x| (streamed) and up to ``sample_rows`` of its rows."""
-    key = activation_key(f"smooth:{sample_rows}", model, names, feeds)
-    if cache is not None and key in cache:
-        return cache[key]
-    per_feed = -(-sample_rows // max(len(feeds), 1)) if sample_rows else 0
-    absmax: dict[str, np.ndarray] = {}
-    rows: dict[str, list[np.ndarray]] = {n: [] for n in names}
-    for start in range(0, len(names), chunk):
-        part = names[start : start + chunk]
-        session = make_session(with_outputs(model, part), optimize=False)
-        for feed in feeds:
-            for name, array in zip(part, session.run(part, feed), strict=True):
-                flat = np.asarray(array, dtype=np.float32).reshape(-1, array.shape[-1])
-                current = np.max(np.abs(flat), axis=0)
-                absmax[name] = np.maximum(absmax[name], current) if name in absmax else current
-                if per_feed:
-                    rows[name].append(flat[np.linspace(0, len(flat) - 1, min(per_feed, len(flat))).astype(int)])
-    stats = {n: ActivationStats(absmax[n], np.concatenate(rows[n]) if rows[n] else None) for n in names}
-    if cache is not None:
-        cache[key] = stats
-    return stats
 
 
 def best_alpha(

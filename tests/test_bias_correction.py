@@ -8,8 +8,12 @@ import onnx_ir as ir
 from onnx import TensorProto, helper, numpy_helper
 
 from conftest import ort_outputs
+from onnxsmith.measure import Measurements
 from onnxsmith.optimize import OptimizeOptions, optimize
-from onnxsmith.passes.quantize.bias_correction import apply_bias_corrections, bias_corrections
+from onnxsmith.passes.quantize.bias_correction import (
+    apply_bias_corrections,
+    bias_corrections,
+)
 from onnxsmith.recipe import parse_pipeline, validate_recipe
 from onnxsmith.runtime import make_session, run_all
 
@@ -79,7 +83,7 @@ def test_matmul_add_correction_is_dw_times_the_input_mean():
     )
     quantized = ir.from_proto(helper.make_model(q_graph, opset_imports=[helper.make_opsetid("", 17)], ir_version=8))
     feeds = [{"x": rng.normal(2, 1, (2, 8)).astype(np.float32)} for _ in range(5)]
-    corrections = bias_corrections(float_model, quantized, ["mm"], feeds)
+    corrections = bias_corrections(Measurements(), float_model, quantized, ["mm"], feeds)
     mean = np.concatenate([f["x"] for f in feeds]).mean(axis=0)
     np.testing.assert_allclose(corrections["mm"], mean @ (w_q.astype(np.float64) - w), rtol=1e-5, atol=1e-6)
     corrected = apply_bias_corrections(float_model, corrections)

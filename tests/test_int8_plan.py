@@ -13,9 +13,7 @@ from conftest import FIXTURES, fixture_feeds
 from onnxsmith.backend import get_backend
 from onnxsmith.context import Context
 from onnxsmith.data import Dataset
-from onnxsmith.passes.quantize.guard import relative_errors
 from onnxsmith.passes.quantize.int8_plan import plan_int8
-from onnxsmith.passes.quantize.streaming import chunk_tensors, stream_outputs
 from onnxsmith.passes.quantize.unfuse import unfuse_for_int8
 from onnxsmith.registry import create_pass
 from onnxsmith.runtime import make_session, run_all
@@ -85,44 +83,6 @@ def test_int8_transformer_runs_matmuls_as_integer_kernels_with_float_outputs():
         (name,) = r
         a, b = r[name].ravel(), g[name].ravel()
         assert float(a @ b / np.linalg.norm(a) / np.linalg.norm(b)) > 0.99
-
-
-def test_chunks_respect_the_byte_bound_and_streaming_matches_a_direct_run():
-    model = load_source(str(FIXTURES / "cnn.onnx")).ir
-    feeds = fixture_feeds("cnn", count=3)
-    names = [n.outputs[0].name for n in model.graph if n.op_type in ("Conv", "Relu", "Add")]
-    one_conv = 16 * 16 * 16 * 4  # a 1x16x16x16 float activation of the fixture
-    chunks = chunk_tensors(model, names, feeds[0], max_bytes=2 * one_conv)
-    assert [n for chunk in chunks for n in chunk] == names and len(chunks) >= len(names) // 2
-    streamed = list(stream_outputs(model, names, feeds, max_bytes=2 * one_conv))
-    assert len(streamed) == len(chunks) * len(feeds)
-    assert all(sum(a.nbytes for a in part.values()) <= 2 * one_conv for part in streamed)
-    # the same tensor read streamed and read directly
-    first = chunks[0][0]
-    direct = [o[0] for o in [make_session(_with_output(model, first), optimize=False).run([first], f) for f in feeds]]
-    np.testing.assert_array_equal(streamed[0][first], direct[0])
-
-
-def test_relative_errors_are_the_pooled_rms_ratio():
-    model = load_source(str(FIXTURES / "cnn.onnx")).ir
-    feeds = fixture_feeds("cnn", count=4)
-    noisy = ir.from_proto(ir.to_proto(model))
-    conv = next(n for n in noisy.graph if n.op_type == "Conv")
-    weight = conv.inputs[1]
-    perturbed = weight.const_value.numpy() * 1.05
-    conv.replace_input_with(1, _initializer(noisy, "w_perturbed", perturbed))
-    name = conv.outputs[0].name
-    errors = relative_errors(model, noisy, [name], feeds)
-    ref = np.concatenate([make_session(_with_output(model, name), optimize=False).run([name], f)[0] for f in feeds])
-    got = np.concatenate([make_session(_with_output(noisy, name), optimize=False).run([name], f)[0] for f in feeds])
-    expected = np.linalg.norm(got.astype(np.float64) - ref) / np.linalg.norm(ref.astype(np.float64))
-    assert errors[name] == pytest.approx(expected, rel=1e-6)
-
-
-def _with_output(model: ir.Model, name: str) -> ir.Model:
-    from onnxsmith.runtime import with_outputs
-
-    return with_outputs(model, [name])
 
 
 def _initializer(model: ir.Model, name: str, array: np.ndarray) -> ir.Value:

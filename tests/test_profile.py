@@ -22,6 +22,7 @@ from conftest import FIXTURES, fixture_feeds, real_model_or_skip, run_cli
 from onnxsmith.backend import available_backends, get_backend
 from onnxsmith.backends import ort_profiler
 from onnxsmith.flops import TensorInfo, kernel_flops
+from onnxsmith.measure import Measurements
 from onnxsmith.modelio import load_onnx
 from onnxsmith.optimize import OptimizeOptions, optimize
 from onnxsmith.profile_compare import tensor_sqnr
@@ -258,8 +259,10 @@ def test_sqnr_in_chunks_equals_sqnr_all_at_once(tmp_path):
     names = ["relu", "relu_1", "getitem_6", "add_40", "relu_2", "mean", "logits"]
     backend = get_backend("cpu")
     feeds = [_cnn_batch(2)]
-    chunked = tensor_sqnr(backend, reference, broken, feeds, names, chunk=2)
-    whole = tensor_sqnr(backend, reference, broken, feeds, names, chunk=len(names))
+    small = Measurements(max_bytes=2 * 2 * 16 * 16 * 16 * 4)  # two 2x16x16x16 activations per chunk (each model: half)
+    chunked = tensor_sqnr(backend, reference, broken, feeds, names, measure=small)
+    whole = tensor_sqnr(backend, reference, broken, feeds, names)
+    assert small.counts["sessions"] > 2 * 2  # several chunks, two models each
     assert chunked.keys() == whole.keys() == set(names)
     assert chunked == pytest.approx(whole)
     assert chunked["relu"] == chunked["relu_1"] == float("inf") and chunked["getitem_6"] < 10

@@ -234,23 +234,6 @@ def test_layer_records_and_errors_match_a_numpy_reference(tmp_path):
     assert fc1["nonzero_macs"] == 48 * 32
 
 
-def test_activation_statistics_are_norms_and_grams_and_cached(tmp_path):
-    from onnxsmith.passes.prune.activations import collect_stats
-
-    rng = np.random.default_rng(10)
-    path = _dense(tmp_path, rng)
-    model = ir.load(path)
-    feeds = [{"x": rng.standard_normal((2, 64)).astype(np.float32)} for _ in range(3)]
-    cache: dict = {}
-    stats = collect_stats(model, {"x": (-1, True), "r": (-1, False)}, feeds, cache=cache)
-    x = np.concatenate([f["x"] for f in feeds]).astype(np.float64)
-    assert np.allclose(stats["x"].norms, np.linalg.norm(x, axis=0))
-    assert np.allclose(stats["x"].gram, x.T @ x) and stats["x"].count == 6
-    assert stats["r"].gram is None and np.all(stats["r"].norms >= 0)
-    again = collect_stats(model, {"x": (-1, False)}, feeds, cache=cache)
-    assert again["x"] is stats["x"]  # served from the cache
-
-
 def test_structured_methods_dispatch_to_their_module(monkeypatch):
     calls = {}
     fake = types.ModuleType("onnxsmith.passes.prune.channel")

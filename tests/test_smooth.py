@@ -162,27 +162,32 @@ def _outlier_mlp(path, npz):
     np.savez(npz, x=rng.standard_normal((32, 1, 8, D)).astype(np.float32))
 
 
-# Under the default metric the unguarded drifts are: plain int8 0.00101, smooth{search=true} 0.00092,
-# smooth alpha 0.5 0.00054; the budget sits between the plain one and the smoothed ones.
-BUDGET = 0.00096
-
-
 def test_smooth_leaves_fewer_layers_in_float_under_the_int8_guard(tmp_path):
+    """With the budget between the unguarded drifts of plain and smoothed int8, the guard keeps
+    layers float for plain int8 and none after smooth. The budget is measured here, not a
+    constant: int8 kernels round differently with and without VNNI (on AVX2 the drifts were
+    0.00101 plain and 0.00054 smoothed; on AVX-512 VNNI 0.00084 and 0.00050). smooth{search=true}
+    lowers this model's output drift by only 3-9%, too little to sit a budget between on every
+    CPU; its per-group choice is tested on the simulated int8 error below."""
     source, npz = tmp_path / "outliers.onnx", tmp_path / "outliers.npz"
     _outlier_mlp(source, npz)
 
-    def run(passes, out):
-        recipe = validate_recipe({"passes": parse_pipeline(passes), "calibration": {"data": str(npz)},
-                                  "accuracy": {"max_drift": BUDGET}})
-        report = optimize(str(source), tmp_path / out, recipe, OptimizeOptions(latency_rounds=0))
+    def run(passes, out, budget=None):
+        data = {"passes": parse_pipeline(passes), "calibration": {"data": str(npz)}}
+        if budget is not None:
+            data["accuracy"] = {"max_drift": budget}
+        report = optimize(str(source), tmp_path / out, validate_recipe(data), OptimizeOptions(latency_rounds=0))
         return report, report.passes[-1]
 
-    plain, plain_record = run("quantize{mode=int8,ops=[MatMul]}", "plain.onnx")
-    passes = {"pass": "smooth,quantize{mode=int8,ops=[MatMul]}", "option": "quantize{mode=int8,ops=[MatMul],smooth=0.5}",
-              "search": "smooth{search=true},quantize{mode=int8,ops=[MatMul]}"}
+    passes = {"pass": "smooth,quantize{mode=int8,ops=[MatMul]}", "option": "quantize{mode=int8,ops=[MatMul],smooth=0.5}"}
+    plain_drift = run("quantize{mode=int8,ops=[MatMul],guard=false}", "plain-unguarded.onnx")[0].summary.drift
     for label, pipeline in passes.items():
-        smoothed, record = run(pipeline, f"{label}.onnx")
-        assert smoothed.summary.drift <= BUDGET and plain.summary.drift <= BUDGET  # the same budget met by both
+        smoothed_drift = run(pipeline.replace("]}", "],guard=false}"), f"{label}-unguarded.onnx")[0].summary.drift
+        assert smoothed_drift <= 0.8 * plain_drift, (label, smoothed_drift, plain_drift)  # smooth's point
+        budget = (plain_drift * smoothed_drift) ** 0.5
+        plain, plain_record = run("quantize{mode=int8,ops=[MatMul]}", f"plain-{label}.onnx", budget)
+        smoothed, record = run(pipeline, f"{label}.onnx", budget)
+        assert smoothed.summary.drift <= budget and plain.summary.drift <= budget  # the same budget met by both
         assert record.counts["layers_float"] < plain_record.counts["layers_float"], (label, record.counts, plain_record.counts)
         artifact = onnx.load(str(tmp_path / f"{label}.onnx"))
         muls = [n for n in artifact.graph.node if any(p.key == SMOOTH_METADATA for p in n.metadata_props)]

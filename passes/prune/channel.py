@@ -42,8 +42,16 @@ from onnxsmith.passes.prune.channel_alloc import (
 )
 from onnxsmith.passes.prune.channel_apply import drop_unused_constants, remove_units
 from onnxsmith.passes.prune.channel_distortion import measure_distortion
-from onnxsmith.passes.prune.channel_groups import ChannelAnalysis, WeightLayer, analyse_channels
-from onnxsmith.passes.prune.channel_stats import LayerCost, channel_moments, layer_positions
+from onnxsmith.passes.prune.channel_groups import (
+    ChannelAnalysis,
+    WeightLayer,
+    analyse_channels,
+)
+from onnxsmith.passes.prune.channel_stats import (
+    LayerCost,
+    channel_moments,
+    layer_positions,
+)
 from onnxsmith.passes.prune.refit import LayerFit, refit_layers, snapshot
 
 __all__ = ["IMPORTANCES", "ALLOCATIONS", "prune_channels"]
@@ -73,7 +81,7 @@ def prune_channels(
     analysis = analyse_channels(model)
     notes = _frozen_notes(analysis)
     prunable = [i for i, g in enumerate(analysis.groups) if g.frozen is None]
-    positions = layer_positions(model, analysis.layers, feeds[0])
+    positions = layer_positions(ctx.measure, model, analysis.layers, feeds[0])
     costs = {id(layer.node): LayerCost.of(layer, positions[id(layer.node)]) for layer in analysis.layers}
     summary: dict[str, int] = {"groups": len(analysis.groups), "groups_prunable": len(prunable)}
     uniform = uniform_counts(analysis, prunable, ratio)
@@ -84,7 +92,7 @@ def prune_channels(
         return PassResult(model, modified=False, counts=summary, notes=notes)
     read = sorted({layer.in_slot for layer in analysis.layers if layer.in_slot and not layer.depthwise})
     needs_moments = importance == "activation" or allocation == "adaptive"
-    moments = channel_moments(model, analysis, read, feeds, cache=ctx.activations) if needs_moments else {}
+    moments = channel_moments(ctx.measure, model, analysis, read, feeds) if needs_moments else {}
     scores = unit_scores(analysis, importance, moments)
     orders = {g: rank_units(analysis.groups[g], scores) for g in prunable}
     cost = CostModel(analysis, costs, orders)
@@ -116,7 +124,7 @@ def _adaptive(model, ctx, analysis, cost: CostModel, uniform: dict[int, int], ra
     plans = {g: (cost.orders[g], candidates[g][1]) for g in worth}
     runs = sum(len(counts) for _, counts in plans.values()) + 1
     n = int(max(1, min(DISTORTION_FEEDS, DISTORTION_MACS // max(macs_before * runs, 1))))
-    measured = measure_distortion(model, analysis, plans, moments, feeds[:n], cache=ctx.activations)
+    measured = measure_distortion(ctx.measure, model, analysis, plans, moments, feeds[:n])
     counts = adaptive_counts(cost, {g: interpolate(measured[g], candidates[g][0]) for g in worth}, target)
     if cost.totals(counts)[1] > target:
         notes.append("adaptive allocation could not save as many MACs as uniform pruning within its per-group limits")
@@ -130,8 +138,8 @@ def _remove_and_refit(model, ctx, analysis, removed: set[int], feeds, refit: boo
     originals = {id(layer.node): o for layer in readers if (o := snapshot(layer)) is not None}
     original = model.clone()  # shares tensors: the pruning below replaces them, never writes into them
     kept = remove_units(model, analysis, removed)
-    fits = refit_layers(model, original, [r for r in readers if id(r.node) in originals], originals, kept, feeds,
-                        apply=refit, seed=ctx.seed)
+    fits = refit_layers(ctx.measure, model, original, [r for r in readers if id(r.node) in originals], originals, kept,
+                        feeds, apply=refit, seed=ctx.seed)
     drop_unused_constants(model.graph)  # the refit replaced the sliced weights
     skipped = [r.node.name for r in readers if id(r.node) not in originals]
     if skipped:

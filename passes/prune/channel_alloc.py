@@ -31,7 +31,8 @@ from collections.abc import Callable
 import numpy as np
 
 from onnxsmith.passes.prune.channel_groups import ChannelAnalysis, Group, const_array
-from onnxsmith.passes.prune.channel_stats import LayerCost, Moments
+from onnxsmith.passes.prune.channel_stats import LayerCost
+from onnxsmith.statistics import TensorStats
 
 __all__ = [
     "ALIGN", "CostModel", "adaptive_counts", "interpolate", "kept_count", "levels", "rank_units", "uniform_counts", "unit_scores",
@@ -78,7 +79,7 @@ def interpolate(measured: dict[int, float], counts: list[int]) -> dict[int, floa
     return table
 
 
-def unit_scores(analysis: ChannelAnalysis, importance: str, moments: dict[str, Moments]) -> dict[int, float]:
+def unit_scores(analysis: ChannelAnalysis, importance: str, moments: dict[str, TensorStats]) -> dict[int, float]:
     """Importance of every unit (see the module docstring)."""
     score: dict[int, float] = defaultdict(float)
     for layer in analysis.layers:
@@ -89,7 +90,7 @@ def unit_scores(analysis: ChannelAnalysis, importance: str, moments: dict[str, M
         if layer.in_slot is not None and not layer.depthwise:
             norms = _slice_norms(weight, layer.in_axis)
             if importance == "activation":
-                norms = norms * moments[layer.in_slot].var
+                norms = norms * moments[layer.in_slot].variance
             pieces.append((layer.in_slot, norms))
         for slot, norms in pieces:
             norms = norms / max(float(norms.mean()), 1e-30)

@@ -16,9 +16,10 @@ from __future__ import annotations
 import numpy as np
 import onnx_ir as ir
 
+from onnxsmith.measure import Measurements
 from onnxsmith.passes.prune.channel_groups import ChannelAnalysis
-from onnxsmith.passes.prune.channel_stats import Moments, model_key
 from onnxsmith.runtime import make_session
+from onnxsmith.statistics import TensorStats
 
 __all__ = ["measure_distortion", "relative_power_error"]
 
@@ -26,21 +27,20 @@ MASK_PREFIX = "onnxsmith_prune_mask_"
 
 
 def measure_distortion(
+    measure: Measurements,
     model: ir.Model,
     analysis: ChannelAnalysis,
     plans: dict[int, tuple[list[int], list[int]]],
-    moments: dict[str, Moments],
+    moments: dict[str, TensorStats],
     feeds: list[dict[str, np.ndarray]],
-    *,
-    cache: dict | None = None,
 ) -> dict[int, dict[int, float]]:
-    """``plans[g] = (units least important first, removal counts)`` -> ``{g: {k: distortion}}``.
+    """``plans[g] = (units least important first, removal counts)`` -> ``{g: {k: distortion}}``,
+    cached by ``measure`` for this model, feeds and plans."""
+    plan_key = repr(sorted(plans.items()))
+    return measure.memo("prune-distortion", model, feeds, lambda: _distortion(model, analysis, plans, moments, feeds), plan_key)
 
-    Cached in ``cache`` (``ctx.activations``) for this model, feeds and plans.
-    """
-    key = "prune-distortion:" + model_key(model, feeds, repr(sorted(plans.items())))
-    if cache is not None and key in cache:
-        return cache[key]
+
+def _distortion(model, analysis, plans, moments, feeds) -> dict[int, dict[int, float]]:
     read = sorted({layer.in_slot for layer in analysis.layers if layer.in_slot and not layer.depthwise})
     masked, shapes = _masked_copy(model, analysis, read)
     session = make_session(masked, optimize=True, threads=0)
@@ -66,8 +66,6 @@ def measure_distortion(
             got = [session.run(names, {**feed, **ones, **zeros, **masks}) for feed in feeds]
             table[k] = relative_power_error(reference, got)
         result[g] = _monotone(table)
-    if cache is not None:
-        cache[key] = result
     return result
 
 

@@ -27,12 +27,15 @@ import onnx_ir as ir
 
 from onnxsmith.context import Context
 from onnxsmith.errors import RecipeError
+from onnxsmith.measure import Measurements
 from onnxsmith.pass_base import PassResult
-from onnxsmith.passes.prune.channel_apply import drop_unused_constants, set_constant, set_shape_entries
+from onnxsmith.passes.prune.channel_apply import (
+    drop_unused_constants,
+    set_constant,
+    set_shape_entries,
+)
 from onnxsmith.passes.prune.channel_groups import const_array, shape_entries
-from onnxsmith.passes.prune.channel_stats import extra_outputs
 from onnxsmith.passes.prune.heads_match import AttentionBlock, find_attention
-from onnxsmith.runtime import make_session
 
 __all__ = ["prune_heads"]
 
@@ -52,7 +55,7 @@ def prune_heads(model: ir.Model, ctx: Context, *, ratio: float, importance: str 
     if not blocks:
         notes.append("no attention block recognised (fused Attention/MultiHeadAttention ops are not pruned: prune before fuse)")
         return PassResult(model, modified=False, counts={**counts, "heads_after": 0}, notes=notes)
-    energy = _head_energy(model, blocks, feeds) if feeds else None
+    energy = _head_energy(ctx.measure, model, blocks, feeds) if feeds else None
     scores = _scores(blocks, energy, importance)
     removed = _choose(blocks, scores, round(ratio * total))
     records = []
@@ -89,14 +92,15 @@ class _Energy:
         return np.diag(self.gram)
 
 
-def _head_energy(model: ir.Model, blocks: list[AttentionBlock], feeds: list[dict[str, np.ndarray]]) -> list[_Energy]:
+def _head_energy(measure: Measurements, model: ir.Model, blocks: list[AttentionBlock], feeds: list[dict[str, np.ndarray]]
+                 ) -> list[_Energy]:
     names = [b.out.matmul.inputs[0].name for b in blocks]
-    with extra_outputs(model, names):
-        session = make_session(model)
     stats = [_Energy(b.heads) for b in blocks]
-    for feed in feeds:
-        arrays = session.run(names, feed)
-        for block, stat, x in zip(blocks, stats, arrays, strict=True):
+    for _, arrays in measure.stream(model, names, feeds, optimize=True):
+        for block, stat in zip(blocks, stats, strict=True):
+            x = arrays.get(block.out.matmul.inputs[0].name)
+            if x is None:  # in another chunk
+                continue
             weight = const_array(block.out.matmul.inputs[1]).astype(np.float64)
             bias = const_array(block.out.add.inputs[block.out.bias_index]).astype(np.float64) if block.out.add else 0.0
             flat = x.reshape(-1, x.shape[-1]).astype(np.float64)

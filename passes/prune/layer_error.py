@@ -2,7 +2,7 @@
 
 A copy of the original model gets, beside every layer, a shadow: the new version of that
 layer (pruned weight, or the two low-rank factors) reading the very same input. Both
-outputs become graph outputs (``chunk`` layers per session, so memory stays bounded) and
+outputs are read through the measurement service (bounded chunks of tensors per session) and
 per layer we accumulate ``||y_new - y||^2`` and ``||y||^2`` over every calibration feed:
 the error is ``sqrt`` of their ratio, the relative output error of that layer alone,
 upstream changes excluded. The output shapes seen give the layer's multiply-accumulates
@@ -18,8 +18,8 @@ import numpy as np
 import onnx_ir as ir
 
 from onnxsmith.flops import TensorInfo, kernel_flops
+from onnxsmith.measure import Measurements
 from onnxsmith.passes.prune.layers import constant_value
-from onnxsmith.runtime import make_session, with_outputs
 
 __all__ = ["LayerMeasure", "Shadow", "conv_macs", "copy_node", "matmul_macs", "measure_layers", "weight_shadow"]
 
@@ -35,40 +35,40 @@ class LayerMeasure:
 
 
 def measure_layers(
+    measure: Measurements,
     model: ir.Model,
     shadows: dict[str, Shadow],
     feeds: list[dict[str, np.ndarray]],
-    *,
-    chunk: int = 24,
 ) -> dict[str, LayerMeasure]:
     """Per node name of ``shadows``: its error against the original and its output size."""
-    copy = ir.from_proto(ir.to_proto(model))
+    copy = model.clone()
     nodes = {node.name: node for node in copy.graph}
     pairs: dict[str, tuple[str, str]] = {}
     for name, shadow in shadows.items():
         node = nodes[name]
         pairs[name] = (node.outputs[0].name, shadow(copy, node).name)
-    result: dict[str, LayerMeasure] = {}
-    names = list(pairs)
-    for start in range(0, len(names), chunk):
-        part = names[start : start + chunk]
-        outputs = [n for name in part for n in pairs[name]]
-        session = make_session(with_outputs(copy, outputs), optimize=False)
-        noise = dict.fromkeys(part, 0.0)
-        signal = dict.fromkeys(part, 0.0)
-        size = dict.fromkeys(part, 0)
-        for feed in feeds:
-            got = dict(zip(outputs, session.run(outputs, feed), strict=True))
-            for name in part:
-                ref = got[pairs[name][0]].astype(np.float64)
-                new = got[pairs[name][1]].astype(np.float64)
-                noise[name] += float(np.sum((new - ref) ** 2))
-                signal[name] += float(np.sum(ref * ref))
-                size[name] += ref.size
-        for name in part:
-            error = float(np.sqrt(noise[name] / signal[name])) if signal[name] > 0 else float(noise[name] > 0)
-            result[name] = LayerMeasure(error, size[name] / max(len(feeds), 1))
-    return result
+    noise = dict.fromkeys(pairs, 0.0)
+    signal = dict.fromkeys(pairs, 0.0)
+    size = dict.fromkeys(pairs, 0)
+    tensors = [n for pair in pairs.values() for n in pair]
+    # a layer's two tensors sit next to each other in ``tensors``; a chunk boundary may still
+    # split them, so each side is kept until its partner of the same feed arrives
+    waiting: dict[tuple[int, str], np.ndarray] = {}
+    partner = {t: (name, i) for name, pair in pairs.items() for i, t in enumerate(pair)}
+    for f, arrays in measure.stream(copy, tensors, feeds):
+        for tensor, array in arrays.items():
+            name, side = partner[tensor]
+            other = waiting.pop((f, pairs[name][1 - side]), None)
+            if other is None:
+                waiting[(f, tensor)] = array
+                continue
+            ref, new = (array, other) if side == 0 else (other, array)
+            ref, new = ref.astype(np.float64), new.astype(np.float64)
+            noise[name] += float(np.sum((new - ref) ** 2))
+            signal[name] += float(np.sum(ref * ref))
+            size[name] += ref.size
+    return {name: LayerMeasure(float(np.sqrt(noise[name] / signal[name])) if signal[name] > 0 else float(noise[name] > 0),
+                               size[name] / max(len(feeds), 1)) for name in pairs}
 
 
 def weight_shadow(weight: np.ndarray) -> Shadow:

@@ -34,11 +34,10 @@ from dataclasses import dataclass
 import numpy as np
 import onnx_ir as ir
 
+from onnxsmith.measure import Measurements
 from onnxsmith.passes.prune import im2col
 from onnxsmith.passes.prune.channel_apply import set_constant
 from onnxsmith.passes.prune.channel_groups import WeightLayer, const_array
-from onnxsmith.passes.prune.channel_stats import extra_outputs
-from onnxsmith.runtime import make_session
 
 __all__ = ["LayerFit", "Original", "refit_layers", "snapshot"]
 
@@ -89,6 +88,7 @@ def snapshot(layer: WeightLayer) -> Original | None:
 
 
 def refit_layers(
+    measure: Measurements,
     pruned: ir.Model,
     original: ir.Model,
     layers: list[WeightLayer],
@@ -102,52 +102,47 @@ def refit_layers(
     """Refit (``apply``) or only measure each layer in ``layers``; id(node) -> its fit."""
     fits: dict[int, LayerFit] = {}
     rng = np.random.default_rng(seed)
-    waves = _waves(pruned, layers)
-    reference = _Reference(original, sorted({layer.node.inputs[0].name for layer in layers}), feeds)
-    for wave in waves:
-        names = sorted({layer.node.inputs[0].name for layer in wave})
-        with extra_outputs(pruned, names):
-            target = make_session(pruned)
+    reference = _reference(measure, original, sorted({layer.node.inputs[0].name for layer in layers}), feeds)
+    for wave in _waves(pruned, layers):
+        readers: dict[str, list[WeightLayer]] = {}
+        for layer in wave:
+            readers.setdefault(layer.node.inputs[0].name, []).append(layer)
+        names = sorted(readers)
+        if reference is None:
+            pairs = measure.paired(original, pruned, names, feeds, optimize=True)
+        else:
+            pairs = ((f, reference[f], after) for f, after in measure.stream(pruned, names, feeds, optimize=True))
         stats = {id(layer.node): _Stats() for layer in wave}
-        for f, feed in enumerate(feeds):
-            before = reference.get(f, names)
-            after = dict(zip(names, target.run(names, feed), strict=True))
-            for layer in wave:
-                name = layer.node.inputs[0].name
-                orig = originals[id(layer.node)]
-                per_feed = -(-max(ROW_BUDGET, ROWS_PER_WEIGHT * orig.matrix.shape[1]) // len(feeds))
-                rows = im2col.rows(layer, before[name], rng, per_feed)
-                full = im2col.patches(layer, before[name], rows)
-                cut = im2col.patches(layer, after[name], rows)
-                out = kept[layer.out_slot] if layer.out_slot in kept else slice(None)
-                y = full @ orig.matrix[out].T.astype(np.float32)
-                if orig.bias is not None:
-                    y += orig.bias[out].astype(np.float32)
-                stats[id(layer.node)].add(f % 2, _with_ones(cut, orig.bias_index is not None), y, full.mean(axis=0), len(rows))
+        for f, before, after in pairs:
+            for name in after:
+                for layer in readers[name]:
+                    orig = originals[id(layer.node)]
+                    per_feed = -(-max(ROW_BUDGET, ROWS_PER_WEIGHT * orig.matrix.shape[1]) // len(feeds))
+                    rows = im2col.rows(layer, before[name], rng, per_feed)
+                    full = im2col.patches(layer, before[name], rows)
+                    cut = im2col.patches(layer, after[name], rows)
+                    out = kept[layer.out_slot] if layer.out_slot in kept else slice(None)
+                    y = full @ orig.matrix[out].T.astype(np.float32)
+                    if orig.bias is not None:
+                        y += orig.bias[out].astype(np.float32)
+                    stats[id(layer.node)].add(f % 2, _with_ones(cut, orig.bias_index is not None), y, full.mean(axis=0), len(rows))
         for layer in wave:
             fits[id(layer.node)] = _fit(pruned.graph, layer, originals[id(layer.node)], kept, stats[id(layer.node)], apply)
     return fits
 
 
-class _Reference:
-    """The original model's activations: kept in memory when they fit ``budget`` bytes, else rerun."""
-
-    def __init__(self, model: ir.Model, names: list[str], feeds: list[dict[str, np.ndarray]], budget: int = 1 << 30) -> None:
-        self.model, self.feeds = model, feeds
-        with extra_outputs(model, names):
-            self.session = make_session(model)
-        self.cache: dict[int, dict[str, np.ndarray]] = {}
-        for f, feed in enumerate(feeds):
-            arrays = dict(zip(names, self.session.run(names, feed), strict=True))
-            if sum(a.nbytes for a in arrays.values()) * len(feeds) > budget:
-                self.cache.clear()
-                break
-            self.cache[f] = arrays
-
-    def get(self, f: int, names: list[str]) -> dict[str, np.ndarray]:
-        if f in self.cache:
-            return self.cache[f]
-        return dict(zip(names, self.session.run(names, self.feeds[f]), strict=True))
+def _reference(measure: Measurements, model: ir.Model, names: list[str], feeds: list[dict[str, np.ndarray]],
+               budget: int = 1 << 30) -> dict[int, dict[str, np.ndarray]] | None:
+    """The original model's activations per feed, read once when they fit ``budget`` bytes
+    (None otherwise: each wave then reads them again beside the pruned model's)."""
+    arrays: dict[int, dict[str, np.ndarray]] = {}
+    used = 0
+    for f, part in measure.stream(model, names, feeds, optimize=True):
+        used += sum(a.nbytes for a in part.values())
+        if used > budget:
+            return None
+        arrays.setdefault(f, {}).update(part)
+    return arrays
 
 
 class _Stats:

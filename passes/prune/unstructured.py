@@ -36,9 +36,14 @@ import onnx_ir as ir
 from onnxsmith.backend import available_backends
 from onnxsmith.context import Context
 from onnxsmith.pass_base import PassResult
-from onnxsmith.passes.prune.activations import collect_stats
-from onnxsmith.passes.prune.layer_error import conv_macs, matmul_macs, measure_layers, weight_shadow
+from onnxsmith.passes.prune.layer_error import (
+    conv_macs,
+    matmul_macs,
+    measure_layers,
+    weight_shadow,
+)
 from onnxsmith.passes.prune.layers import WeightedLayer, find_layers, set_weight
+from onnxsmith.statistics import ChannelSums
 
 if TYPE_CHECKING:
     from onnxsmith.passes.prune.prune_pass import PrunePass
@@ -68,7 +73,7 @@ def prune_unstructured(options: PrunePass, model: ir.Model, ctx: Context) -> Pas
     norms = _input_norms(model, layers, feeds, ctx) if uses_activations else {}
     masks = _masks(options, layers, norms)
     pruned = {layer.name: layer.from_matrix(layer.matrix() * keep) for layer, keep in zip(layers, masks, strict=True)}
-    measures = measure_layers(model, {name: weight_shadow(w) for name, w in pruned.items()}, feeds) if feeds else {}
+    measures = measure_layers(ctx.measure, model, {name: weight_shadow(w) for name, w in pruned.items()}, feeds) if feeds else {}
     if not feeds:
         notes.append("no calibration data: per-layer errors and MACs are not measured (give --calib)")
 
@@ -162,8 +167,7 @@ def _scores(layer: WeightedLayer, norms: np.ndarray | None) -> np.ndarray:
 
 
 def _input_norms(model: ir.Model, layers: list[WeightedLayer], feeds, ctx: Context) -> dict[str, np.ndarray]:
-    requests = {layer.input_name: (layer.channel_axis, False) for layer in layers}
-    stats = collect_stats(model, requests, feeds, cache=ctx.activations)
+    stats = ctx.measure.reduce(model, {layer.input_name: ChannelSums(layer.channel_axis) for layer in layers}, feeds)
     return {layer.name: stats[layer.input_name].norms for layer in layers}
 
 

@@ -16,19 +16,21 @@ from __future__ import annotations
 import numpy as np
 import onnx_ir as ir
 
-from onnxsmith.passes.quantize.streaming import stream_outputs
+from onnxsmith.measure import Measurements
+from onnxsmith.statistics import ChannelSums
 
 __all__ = ["apply_bias_corrections", "bias_corrections"]
 
 
 def bias_corrections(
-    float_model: ir.Model, quantized: ir.Model, layers: list[str], feeds: list[dict[str, np.ndarray]]
+    measure: Measurements, float_model: ir.Model, quantized: ir.Model, layers: list[str], feeds: list[dict[str, np.ndarray]]
 ) -> dict[str, np.ndarray]:
     """Per layer name (of ``float_model``), the shift to subtract from its bias."""
     nodes = {n.name: n for n in float_model.graph if n.name in layers}
     quantized_weights = _dequantized_weights(quantized, nodes)
     eligible = {name: node for name, node in nodes.items() if name in quantized_weights and _bias_target(node) is not None}
-    means = _input_channel_means(float_model, {node.inputs[0].name: 1 if node.op_type == "Conv" else -1 for node in eligible.values()}, feeds)
+    requests = {node.inputs[0].name: ChannelSums(1 if node.op_type == "Conv" else -1) for node in eligible.values()}
+    means = {name: stats.mean for name, stats in measure.reduce(float_model, requests, feeds).items()}
     corrections = {}
     for name, node in eligible.items():
         weight = node.inputs[1].const_value.numpy().astype(np.float64)
@@ -129,19 +131,3 @@ def _dequantized_weights(quantized: ir.Model, nodes: dict[str, ir.Node]) -> dict
             zero = np.reshape(zero, shape) if np.ndim(zero) else zero
         weights[node.name] = (q - zero) * scale
     return weights
-
-
-def _input_channel_means(model: ir.Model, axes: dict[str, int], feeds: list[dict[str, np.ndarray]]) -> dict[str, np.ndarray]:
-    """Mean per channel (along ``axes[name]``) of each named tensor over the calibration feeds, streamed."""
-    if not axes:
-        return {}
-    names = sorted(axes)
-    sums: dict[str, np.ndarray] = {}
-    counts = dict.fromkeys(names, 0)
-    for outputs in stream_outputs(model, names, feeds):
-        for name, array in outputs.items():
-            channels = np.moveaxis(np.asarray(array, dtype=np.float64), axes[name], -1)
-            flat = channels.reshape(-1, channels.shape[-1])
-            sums[name] = sums.get(name, 0) + flat.sum(axis=0)
-            counts[name] += flat.shape[0]
-    return {name: sums[name] / max(counts[name], 1) for name in names}

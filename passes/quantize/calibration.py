@@ -2,10 +2,9 @@
 
 Statistics are collected sample by sample, never holding every activation: pass 1 keeps a
 running min/max per tensor; methods that need a distribution (percentile, entropy, mse)
-make pass 2, a fixed-range histogram per tensor (range from pass 1). Tensors are read in
-chunks whose outputs for one feed stay under ``max_bytes`` (streaming.py), so memory stays
-bounded on big models and big inputs.
-Results are cached in ``ctx.activations`` so other passes reuse them.
+make pass 2, a fixed-range histogram per tensor (range from pass 1): the measurement
+service's MinMax and Histogram statistics (core/statistics.py), read in bounded chunks and
+cached by the model's weights and the feeds, so other passes reuse them.
 
 Range rules (``calibration=``):
 - ``minmax``: [min, max] seen;
@@ -21,18 +20,15 @@ observed minimum) for tensors that are never negative.
 
 from __future__ import annotations
 
-import hashlib
-from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Literal
 
 import numpy as np
 import onnx_ir as ir
 
-from onnxsmith.passes.prune.activations import model_digest
+from onnxsmith.measure import Measurements
 from onnxsmith.passes.quantize.range_search import mse_range, reader_functions
-from onnxsmith.passes.quantize.streaming import MAX_CHUNK_BYTES, chunk_tensors
-from onnxsmith.runtime import make_session, with_outputs
+from onnxsmith.statistics import Histogram, MinMax
 
 __all__ = ["Method", "TensorRange", "collect_ranges"]
 
@@ -47,84 +43,37 @@ class TensorRange:
 
 
 def collect_ranges(
+    measure: Measurements,
     model: ir.Model,
     tensors: list[str],
     feeds: list[dict[str, np.ndarray]],
     *,
     method: Method,
     percentile: float = 99.999,
-    max_bytes: int = MAX_CHUNK_BYTES,
-    cache: dict | None = None,
     symmetric: bool = False,
 ) -> dict[str, TensorRange]:
     """Per tensor name, the range int8 quantization should cover (``symmetric``: int8
-    activations, a range symmetric around 0; used by mse)."""
-    key = _cache_key(model, tensors, feeds, method, percentile) + f":{symmetric}"
-    if cache is not None and key in cache:
-        return cache[key]
-    ranges: dict[str, TensorRange] = {}
-    for names in chunk_tensors(model, tensors, feeds[0], max_bytes) if feeds else []:
-        session = make_session(with_outputs(model, names), optimize=False)
-        lows, highs = _minmax(session, names, feeds)
-        if method == "minmax":
-            ranges.update({n: TensorRange(float(lows[n]), float(highs[n])) for n in names})
-            continue
-        if method == "mse":
-            readers = reader_functions(model, names)
-            histograms = _signed_histograms(session, names, feeds, lows, highs)
-            for n in names:
-                lo, hi = mse_range(histograms[n], float(lows[n]), float(highs[n]), readers.get(n), symmetric=symmetric)
-                ranges[n] = TensorRange(lo, hi)
-            continue
-        limits = {n: max(abs(float(lows[n])), abs(float(highs[n])), 1e-12) for n in names}
-        histograms = _abs_histograms(session, names, feeds, limits)
-        for n in names:
-            threshold = _threshold(histograms[n], limits[n], method, percentile)
-            low = 0.0 if lows[n] >= 0 else max(float(lows[n]), -threshold)
-            ranges[n] = TensorRange(low, min(float(highs[n]), threshold) if highs[n] > 0 else float(highs[n]))
-    if cache is not None:
-        cache[key] = ranges
+    activations, a range symmetric around 0; used by mse). Measured through ``measure``,
+    which caches the statistics and the ranges by the model's weights and the feeds."""
+    return measure.memo("calibration", model, feeds, lambda: _ranges(measure, model, tensors, feeds, method, percentile, symmetric),
+                        tuple(tensors), method, percentile, symmetric)
+
+
+def _ranges(measure: Measurements, model: ir.Model, tensors: list[str], feeds, method: Method, percentile: float,
+            symmetric: bool) -> dict[str, TensorRange]:
+    if method == "minmax":
+        return {n: TensorRange(*lo_hi) for n, lo_hi in measure.reduce(model, dict.fromkeys(tensors, MinMax()), feeds).items()}
+    if method == "mse":
+        histograms = measure.reduce(model, dict.fromkeys(tensors, Histogram(BINS)), feeds)
+        readers = reader_functions(model, tensors)
+        return {n: TensorRange(*mse_range(counts, low, high, readers.get(n), symmetric=symmetric))
+                for n, (low, high, counts) in histograms.items()}
+    ranges = {}
+    for n, (low, high, counts) in measure.reduce(model, dict.fromkeys(tensors, Histogram(BINS, absolute=True)), feeds).items():
+        threshold = _threshold(counts, max(abs(low), abs(high), 1e-12), method, percentile)
+        lowest = 0.0 if low >= 0 else max(low, -threshold)
+        ranges[n] = TensorRange(lowest, min(high, threshold) if high > 0 else high)
     return ranges
-
-
-def _cache_key(model, tensors, feeds, method, percentile) -> str:
-    """Keyed by the weights' values, not only their names: smooth rescales weights in place."""
-    return f"calibration:{model_digest(model, feeds)}:{method}:{percentile}:{hashlib.sha256(repr(tuple(tensors)).encode()).hexdigest()[:16]}"
-
-
-def _run(session, names: list[str], feeds: Iterable[dict[str, np.ndarray]]):
-    for feed in feeds:
-        yield dict(zip(names, session.run(names, feed), strict=True))
-
-
-def _minmax(session, names, feeds) -> tuple[dict[str, float], dict[str, float]]:
-    lows = dict.fromkeys(names, np.inf)
-    highs = dict.fromkeys(names, -np.inf)
-    for outputs in _run(session, names, feeds):
-        for n, array in outputs.items():
-            if array.size:
-                lows[n] = min(lows[n], float(array.min()))
-                highs[n] = max(highs[n], float(array.max()))
-    return {n: (v if np.isfinite(v) else 0.0) for n, v in lows.items()}, {n: (v if np.isfinite(v) else 0.0) for n, v in highs.items()}
-
-
-def _abs_histograms(session, names, feeds, limits) -> dict[str, np.ndarray]:
-    histograms = {n: np.zeros(BINS, dtype=np.float64) for n in names}
-    for outputs in _run(session, names, feeds):
-        for n, array in outputs.items():
-            counts, _ = np.histogram(np.abs(array.astype(np.float32)), bins=BINS, range=(0.0, limits[n]))
-            histograms[n] += counts
-    return histograms
-
-
-def _signed_histograms(session, names, feeds, lows, highs) -> dict[str, np.ndarray]:
-    histograms = {n: np.zeros(BINS, dtype=np.float64) for n in names}
-    for outputs in _run(session, names, feeds):
-        for n, array in outputs.items():
-            if highs[n] > lows[n]:
-                counts, _ = np.histogram(array.astype(np.float32), bins=BINS, range=(float(lows[n]), float(highs[n])))
-                histograms[n] += counts
-    return histograms
 
 
 def _threshold(hist: np.ndarray, limit: float, method: str, percentile: float) -> float:

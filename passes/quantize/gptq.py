@@ -14,8 +14,8 @@ inverse Hessian, so the output error, not the weight error, is minimised:
    ``q_j = quant(w_j)``, ``e = (w_j - q_j) / U_jj``, ``w_{j+1..} -= e * U_{j, j+1..}``
    inside the batch; after the batch, apply its errors to every later row at once.
 
-Hessians are accumulated in streams (``X^T X`` summed sample by sample) and cached in
-``ctx.activations``, keyed by the model and the feeds.
+Hessians are the measurement service's ``Hessian`` statistic (``X^T X`` summed sample by
+sample), cached by the model's weights and the feeds.
 """
 
 from __future__ import annotations
@@ -23,40 +23,13 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
-import onnx_ir as ir
 
-from onnxsmith.passes.quantize.activation_cache import activation_key
 from onnxsmith.passes.quantize.blockwise import Int4Weight, block_params, quantize_codes
-from onnxsmith.runtime import make_session, with_outputs
 
-__all__ = ["DAMPENING", "LAZY_BATCH", "InverseHessian", "collect_hessians", "gptq_int4", "inverse_hessian"]
+__all__ = ["DAMPENING", "LAZY_BATCH", "InverseHessian", "gptq_int4", "inverse_hessian"]
 
 DAMPENING = 0.01  # of the mean diagonal of H
 LAZY_BATCH = 128  # rows per lazy batch update
-
-
-def collect_hessians(
-    model: ir.Model, tensors: list[str], feeds: list[dict[str, np.ndarray]], *, cache: dict | None = None, chunk: int = 64
-) -> dict[str, np.ndarray]:
-    """``H = 2 X^T X / rows`` per tensor (X: the tensor reshaped to [rows, last dim]), float64."""
-    key = activation_key("hessian", model, tensors, feeds)
-    if cache is not None and key in cache:
-        return cache[key]
-    sums: dict[str, np.ndarray] = {}
-    rows: dict[str, int] = dict.fromkeys(tensors, 0)
-    for start in range(0, len(tensors), chunk):
-        names = tensors[start : start + chunk]
-        session = make_session(with_outputs(model, names), optimize=False)
-        for feed in feeds:
-            for name, array in zip(names, session.run(names, feed), strict=True):
-                x = np.asarray(array, dtype=np.float32).reshape(-1, array.shape[-1])
-                product = (x.T @ x).astype(np.float64)  # float32 products of one sample, summed in float64
-                sums[name] = sums[name] + product if name in sums else product
-                rows[name] += x.shape[0]
-    hessians = {n: 2.0 * sums[n] / max(rows[n], 1) for n in tensors}
-    if cache is not None:
-        cache[key] = hessians
-    return hessians
 
 
 @dataclass(frozen=True)

@@ -11,8 +11,10 @@
 4. Refinement by measured interactions (give_back): the kept layers are tried quantized
    again one at a time, least sensitive first, for a few probes.
 
-Activations are compared streamed (streaming.py): one feed and a bounded chunk of
-tensors at a time, so memory does not grow with the data or the model.
+Activations are compared through the measurement service (``ctx.measure.compare``): one
+feed and a bounded chunk of tensors at a time, so memory does not grow with the data or
+the model. Candidates' outputs come from ``ctx.measure.outputs``, so the pipeline's check
+of the chosen model reuses the guard's last run of it.
 """
 
 from __future__ import annotations
@@ -25,9 +27,8 @@ import numpy as np
 import onnx_ir as ir
 
 from onnxsmith.context import Context
+from onnxsmith.measure import Measurements
 from onnxsmith.passes.quantize.range_search import read_value
-from onnxsmith.passes.quantize.streaming import paired_outputs
-from onnxsmith.runtime import make_session, run_all
 
 __all__ = ["DEFAULT_BUDGET", "GuardResult", "give_back", "guard_budget", "layer_sensitivity", "relative_errors",
            "search_float_layers"]
@@ -67,9 +68,7 @@ def guard_budget(
     feeds = ctx.evaluation.feeds()
 
     def evaluate(candidate: ir.Model) -> float:
-        if ctx.backend is not None:
-            return ctx.drift(ctx.backend.run_all(candidate, feeds))
-        return ctx.drift(run_all(make_session(candidate), feeds))
+        return ctx.drift(ctx.measure.outputs(candidate, feeds, ctx.backend or _cpu()))
 
     value = evaluate(quantized)
     if value <= budget:
@@ -77,7 +76,7 @@ def guard_budget(
             f"guard: drift {value:.4g} with every layer quantized is within the budget {budget:g} "
             f"(1 probe, {time.perf_counter() - started:.1f} s)"])
     calibration = ctx.require_calibration("quantize")
-    sensitivity = layer_sensitivity(float_model, quantized, layers, calibration.feeds())
+    sensitivity = layer_sensitivity(ctx.measure, float_model, quantized, layers, calibration.feeds())
     ranked = sorted(sensitivity.items(), key=lambda item: -item[1])
     result = search_float_layers(ranked, quantize, evaluate, budget)
     searched = len(result.kept_float)
@@ -95,7 +94,7 @@ def guard_budget(
 
 
 def layer_sensitivity(
-    float_model: ir.Model, quantized: ir.Model, layers: list[ir.Node], feeds: list[dict[str, np.ndarray]]
+    measure: Measurements, float_model: ir.Model, quantized: ir.Model, layers: list[ir.Node], feeds: list[dict[str, np.ndarray]]
 ) -> dict[str, float]:
     """Per layer (node of the float model), the relative error it adds in ``quantized``: the
     error of its output as its readers see it (after the activation that follows it: a
@@ -112,7 +111,7 @@ def layer_sensitivity(
         inputs = [v.name for v in node.inputs if v is not None and v.name in quantized_names and v.const_value is None]
         pairs[node.name] = (inputs, output.name)
     tensors = sorted({t for inputs, out in pairs.values() for t in [*inputs, out]})
-    error = relative_errors(float_model, quantized, tensors, feeds)
+    error = relative_errors(measure, float_model, quantized, tensors, feeds)
     return {name: max(0.0, error[out] - max((error[i] for i in inputs), default=0.0)) for name, (inputs, out) in pairs.items()}
 
 
@@ -169,15 +168,14 @@ def give_back(
 
 
 def relative_errors(
-    float_model: ir.Model, quantized: ir.Model, tensors: list[str], feeds: list[dict[str, np.ndarray]]
+    measure: Measurements, float_model: ir.Model, quantized: ir.Model, tensors: list[str], feeds: list[dict[str, np.ndarray]]
 ) -> dict[str, float]:
-    """Per tensor, RMS(quantized - float) / RMS(float) over ``feeds``, streamed: running sums,
-    one feed and one bounded chunk of tensors at a time (streaming.py)."""
-    noise = dict.fromkeys(tensors, 0.0)
-    signal = dict.fromkeys(tensors, 0.0)
-    for reference, got in paired_outputs(float_model, quantized, tensors, feeds):
-        for name, ref in reference.items():
-            ref64 = ref.astype(np.float64)
-            noise[name] += float(np.sum((got[name].astype(np.float64) - ref64) ** 2))
-            signal[name] += float(np.sum(ref64**2))
-    return {t: float(np.sqrt(noise[t] / signal[t])) if signal[t] > 0 else float(np.sqrt(noise[t])) for t in tensors}
+    """Per tensor, RMS(quantized - float) / RMS(float) over ``feeds``."""
+    energies = measure.compare(float_model, quantized, tensors, feeds)
+    return {t: float(np.sqrt(noise / signal)) if signal > 0 else float(np.sqrt(noise)) for t, (noise, signal) in energies.items()}
+
+
+def _cpu():
+    from onnxsmith.backend import get_backend
+
+    return get_backend("cpu")

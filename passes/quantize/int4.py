@@ -36,10 +36,8 @@ from onnxsmith.context import Context
 from onnxsmith.errors import RecipeError
 from onnxsmith.pass_base import PassResult
 from onnxsmith.passes.quantize.blockwise import Int4Weight, rtn_int4
-from onnxsmith.passes.quantize.gptq import InverseHessian, collect_hessians, gptq_int4, inverse_hessian
+from onnxsmith.passes.quantize.gptq import InverseHessian, gptq_int4, inverse_hessian
 from onnxsmith.passes.quantize.guard import guard_budget
-from onnxsmith.passes.quantize.uncalibrated import NOTE as UNCALIBRATED_NOTE
-from onnxsmith.passes.quantize.uncalibrated import guard_context
 from onnxsmith.passes.quantize.int4_nodes import (
     MS_DOMAIN,
     dequantize_gather,
@@ -47,6 +45,9 @@ from onnxsmith.passes.quantize.int4_nodes import (
     gather_block_quantized,
     matmul_nbits,
 )
+from onnxsmith.passes.quantize.uncalibrated import NOTE as UNCALIBRATED_NOTE
+from onnxsmith.passes.quantize.uncalibrated import guard_context
+from onnxsmith.statistics import Hessian
 
 if TYPE_CHECKING:
     from onnxsmith.passes.quantize.quantize_pass import QuantizePass
@@ -172,7 +173,7 @@ def _hessians(model: ir.Model, layers: list[Int4Layer], ctx: Context) -> dict[st
     calibration = ctx.require_calibration("quantize{mode=int4,method=gptq}")
     matmuls = [layer for layer in layers if layer.node.op_type == "MatMul"]
     tensors = sorted({layer.node.inputs[0].name for layer in matmuls})
-    per_tensor = collect_hessians(model, tensors, calibration.feeds(), cache=ctx.activations)
+    per_tensor = ctx.measure.reduce(model, dict.fromkeys(tensors, Hessian()), calibration.feeds())
     inputs: dict[str, list[str]] = {}
     for layer in matmuls:
         inputs.setdefault(layer.weight_name, []).append(layer.node.inputs[0].name)

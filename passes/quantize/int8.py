@@ -26,10 +26,18 @@ import onnx_ir as ir
 
 from onnxsmith.context import Context
 from onnxsmith.pass_base import PassResult
-from onnxsmith.passes.quantize.bias_correction import apply_bias_corrections, bias_corrections
+from onnxsmith.passes.quantize.bias_correction import (
+    apply_bias_corrections,
+    bias_corrections,
+)
 from onnxsmith.passes.quantize.calibration import collect_ranges
 from onnxsmith.passes.quantize.guard import guard_budget
-from onnxsmith.passes.quantize.int8_plan import WEIGHTED_OPS, Int8Plan, default_op_types, plan_int8
+from onnxsmith.passes.quantize.int8_plan import (
+    WEIGHTED_OPS,
+    Int8Plan,
+    default_op_types,
+    plan_int8,
+)
 from onnxsmith.passes.quantize.kernels import integer_kernel_check
 from onnxsmith.passes.quantize.qdq import quantize_qdq, upgrade_for_per_channel
 from onnxsmith.passes.quantize.unfuse import unfuse_for_int8
@@ -74,7 +82,7 @@ def prepare_int8(options: QuantizePass, model: ir.Model, ctx: Context) -> Int8Bu
         if from_opset is not None:
             notes.append(f"converted from opset {from_opset} to 13: per-channel DequantizeLinear needs it")
     if options.smooth:
-        smoothed = smooth_model(work, calibration.feeds(), alpha=options.smooth, exclude=options.exclude, cache=ctx.activations)
+        smoothed = smooth_model(work, calibration.feeds(), alpha=options.smooth, exclude=options.exclude, measure=ctx.measure)
         counts["layers_smoothed"] = sum(len(record["layers"]) for record in smoothed)
     smoothing = smoothing_nodes(work)  # smooth's Muls stay float: quantizing their input would undo them
     # the speed rule applies where the backend says its int8 kernels lose on small layers (no backend: assume so)
@@ -93,8 +101,8 @@ def prepare_int8(options: QuantizePass, model: ir.Model, ctx: Context) -> Int8Bu
     products = len(plan.float_layers) - len(plan.heads) - len(plan.slow)
     if products:
         notes.append(f"{products} MatMul(s) of two activations left float (attention scores)")
-    ranges = collect_ranges(work, plan.tensors, calibration.feeds(), method=options.calibration, percentile=options.percentile,
-                            cache=ctx.activations, symmetric=activations == "int8")
+    ranges = collect_ranges(ctx.measure, work, plan.tensors, calibration.feeds(), method=options.calibration,
+                            percentile=options.percentile, symmetric=activations == "int8")
     reduce_range = bool(capabilities and capabilities.int8_reduce_range and activations == "uint8")
     corrections: dict[str, np.ndarray] = {}
 
@@ -108,7 +116,7 @@ def prepare_int8(options: QuantizePass, model: ir.Model, ctx: Context) -> Int8Bu
 
     if options.bias_correction:
         names = [n.name for n in plan.layers]
-        corrections.update(bias_corrections(work, build([]), names, calibration.feeds()))
+        corrections.update(bias_corrections(ctx.measure, work, build([]), names, calibration.feeds()))
         counts["biases_corrected"] = len(corrections)
     return Int8Build(work, plan, build, counts, notes)
 
