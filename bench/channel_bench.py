@@ -12,14 +12,14 @@ the refit). Reported:
 
 - MACs and parameters of the weight layers (Conv, ConvTranspose, Gemm, MatMul), before and
   after, as the pass counts them at the evaluation input size;
-- the task metric on held-out real inputs (bench/tasks.py): YOLOv8n detection F1 vs the fp32
+- the task metric on held-out real inputs (tests/tasks.py): YOLOv8n detection F1 vs the fp32
   model (nudenet's decoding and NMS, same class, IoU >= 0.5); PP-OCRv4 det: IoU of the
   probability maps binarized at 0.3; plus the per-channel relative error (``drift``);
 - latency on ONNX Runtime CPU (default session options, intra-op spinning off), measured in one
   run, interleaved (onnxsmith.latency.measure_interleaved): the original, the fused unpruned
   model and the pruned ones; speedups are given against both unpruned models.
 
-Calibration and evaluation inputs come from bench/tasks.py and never overlap. The section
+Calibration and evaluation inputs come from tests/tasks.py and never overlap. The section
 "## prune channel" of docs/benchmarks.md is replaced; the rest of that file is kept.
 """
 
@@ -42,6 +42,7 @@ import onnx_ir as ir
 import onnxruntime as ort
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+sys.path.insert(1, str(Path(__file__).resolve().parents[1] / "tests"))  # realmodels.py, tasks.py: shared with the tests
 import tasks as bench_tasks  # noqa: E402
 
 from onnxsmith.context import Context  # noqa: E402
@@ -92,7 +93,7 @@ def copy(model: ir.Model) -> ir.Model:
 
 def dataset(feeds: list[dict[str, np.ndarray]]) -> Dataset:
     names = feeds[0].keys()
-    return Dataset({n: np.stack([f[n] for f in feeds]) for n in names}, "bench/tasks.py calibration")
+    return Dataset({n: np.stack([f[n] for f in feeds]) for n in names}, "tests/tasks.py calibration")
 
 
 def evaluate(task, reference: list, model: ir.Model, feeds: list) -> dict:

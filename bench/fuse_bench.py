@@ -14,7 +14,7 @@ one run, interleaved, after warm-up (onnxsmith.latency.measure_interleaved), bes
 second session of the original (an A/A control: the noise floor). The tables go to the
 section "## fuse vs onnxslim" of docs/benchmarks.md; the rest of that file is kept.
 
-Inputs (bench/realmodels.py): PaddleOCR det: rendered text pages for calibration, the
+Inputs (tests/realmodels.py): PaddleOCR det: rendered text pages for calibration, the
 scans page.png and text.png of scikit-image at rapidocr's det size for evaluation and
 timing; rec/cls: rendered text lines for calibration, the lines cut from page.png for
 evaluation and timing (batch 6, rapidocr's rec/cls batch); YOLOv8n: scikit-image photographs
@@ -50,6 +50,7 @@ import onnx
 import onnxruntime as ort
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+sys.path.insert(1, str(Path(__file__).resolve().parents[1] / "tests"))  # realmodels.py, tasks.py: shared with the tests
 import realmodels as rm  # noqa: E402
 from matmul_floor import matmul_floor  # noqa: E402
 

@@ -4,7 +4,7 @@
     python bench/int4_bench.py [--calibration 32] [--evaluation 32] [--rounds 21]
                                [--skip-smooth] [--quick] [--no-doc] [--keep DIR]
 
-all-MiniLM-L6-v2 (bench/realmodels.py, exported with torch), its task from bench/tasks.py:
+all-MiniLM-L6-v2 (tests/realmodels.py, exported with torch), its task from tests/tasks.py:
 calibration on README sentences 0.., evaluation on held-out sentences 400.. (never
 calibrated on), metric = cosine of the mean-pooled embeddings with fp32's.
 
@@ -49,8 +49,9 @@ import onnx
 import onnxruntime as ort
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+sys.path.insert(1, str(Path(__file__).resolve().parents[1] / "tests"))  # realmodels.py, tasks.py: shared with the tests
 import report_md  # noqa: E402
-import tasks  # noqa: E402  (bench/tasks.py: MiniLM's data, metric and bound)
+import tasks  # noqa: E402  (tests/tasks.py: MiniLM's data, metric and bound)
 
 ROOT = Path(__file__).resolve().parents[1]
 DOC = ROOT / "docs" / "benchmarks.md"

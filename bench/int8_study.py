@@ -7,7 +7,7 @@
 Every variant is ``quantize{mode=int8,...}`` built in-process from the fused model (``fuse``
 first, as the default int8 recipe does), calibrated on 12 of bench/run.py's 16 calibration
 feeds with the other 4 held out for the guard (as ``onnxsmith optimize`` splits them), then
-scored on bench/tasks.py's held-out feeds against the original fp32 model, and timed on
+scored on tests/tasks.py's held-out feeds against the original fp32 model, and timed on
 ONNX Runtime CPU interleaved with the original fp32 model and a second fp32 session (an A/A
 control): speedup = fp32 median / variant median over ``--rounds`` rounds after warm-up.
 Rows go to ~/.cache/onnxsmith/int8_study/rows.jsonl (the latest row of a model and variant
@@ -25,6 +25,7 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+sys.path.insert(1, str(Path(__file__).resolve().parents[1] / "tests"))  # realmodels.py, tasks.py: shared with the tests
 import tasks as task_lib  # noqa: E402
 from metric_study import fused_model, plan_overrides, stacked_dataset  # noqa: E402
 

@@ -10,7 +10,7 @@ bench/run.py's 16 calibration feeds, as ``onnxsmith optimize`` splits them), wit
 default plan and with worse ones (percentile ranges, no speed rule, ONNX Runtime's full CPU
 op set): every layer quantized, the 1, 2, 4, ... most sensitive layers (the guard's
 ranking) left float, and (default plan) random fractions of the layers left float. Their
-outputs, as ONNX Runtime CPU computes them, are saved for bench/tasks.py's held-out feeds
+outputs, as ONNX Runtime CPU computes them, are saved for tests/tasks.py's held-out feeds
 and for the 4 feeds the guard holds out, so every candidate metric is scored on the same
 outputs afterwards: by the task metric on the held-out feeds, and by each candidate on the
 guard's 4 feeds (what the guard sees) and on the held-out feeds.
@@ -32,6 +32,7 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+sys.path.insert(1, str(Path(__file__).resolve().parents[1] / "tests"))  # realmodels.py, tasks.py: shared with the tests
 import tasks as task_lib  # noqa: E402
 
 from onnxsmith.backend import get_backend  # noqa: E402

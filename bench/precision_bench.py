@@ -5,7 +5,7 @@ ONNX Runtime's fp16 converter and its ``quantize_dynamic``.
     python bench/precision_bench.py [--models ppocr_det,ppocr_rec,ppocr_cls,yolov8n,minilm]
                                     [--rounds N] [--eval N] [--doc docs/benchmarks.md]
 
-For every model, bench/tasks.py gives its calibration inputs, held-out inputs, task metric
+For every model, tests/tasks.py gives its calibration inputs, held-out inputs, task metric
 and bound. Variants, each built from the original file:
 
 * ours through ``onnxsmith.optimize`` (what ``onnxsmith optimize --passes ... --calib
@@ -41,6 +41,7 @@ from pathlib import Path
 import onnx_ir as ir
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+sys.path.insert(1, str(Path(__file__).resolve().parents[1] / "tests"))  # realmodels.py, tasks.py: shared with the tests
 import tasks  # noqa: E402
 from fuse_bench import machine_facts, write_section  # noqa: E402
 
@@ -199,7 +200,7 @@ def render(all_results: dict[str, list[Result]], rounds: int, command: str) -> s
         "Runtime's `float16.convert_float_to_float16(keep_io_types=True)` and `quantize_dynamic`",
         "(defaults), on the real models of DESIGN.md.",
         "",
-        "- Task metric: on held-out real inputs (bench/tasks.py), against the fp32 model, both run",
+        "- Task metric: on held-out real inputs (tests/tasks.py), against the fp32 model, both run",
         "  by ONNX Runtime CPU with its default optimizations; **below** marks a value under the",
         "  issue's bound (det IoU >= 0.90, rec text >= 0.95, cls top-1 >= 0.95, YOLO F1 >= 0.95,",
         "  MiniLM mean cosine >= 0.99).",

@@ -34,6 +34,7 @@ import numpy as np
 import onnx
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+sys.path.insert(1, str(Path(__file__).resolve().parents[1] / "tests"))  # realmodels.py, tasks.py: shared with the tests
 import realmodels as rm  # noqa: E402
 from fuse_bench import CASES, write_section  # noqa: E402
 

@@ -4,7 +4,7 @@
     python bench/prune_bench.py [--models minilm,yolov8n] [--calib N] [--eval N]
                                 [--rounds N] [--keep DIR] [--no-doc]
 
-For every model (bench/tasks.py: real calibration and held-out inputs that never overlap,
+For every model (tests/tasks.py: real calibration and held-out inputs that never overlap,
 and the task metric against the original: MiniLM's mean-pooled embedding cosine with the
 attention mask, YOLOv8n's detection F1) and every variant, the artifact is built with
 ``onnxsmith.optimize`` (the pipeline's checks included) from the calibration .npz, then:
@@ -38,6 +38,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+sys.path.insert(1, str(Path(__file__).resolve().parents[1] / "tests"))  # realmodels.py, tasks.py: shared with the tests
 from fuse_bench import machine_facts, outputs, session, write_section  # noqa: E402
 from tasks import get_task, save_npz  # noqa: E402
 
@@ -193,7 +194,7 @@ def render(results: list[tuple[str, list[Row], dict]], rounds: int, command: str
         "",
         "onnxsmith's `prune` (unstructured magnitude, Wanda, N:M) and `lowrank` (SVD / activation-aware SVD)",
         "passes, run by `onnxsmith.optimize` on real models with real calibration inputs, measured on",
-        "other, held-out inputs (bench/tasks.py).",
+        "other, held-out inputs (tests/tasks.py).",
         "",
         "- Task metric: MiniLM, cosine of the mean-pooled (attention mask) sentence embeddings with the",
         "  original's, mean (min) over held-out sentences; YOLOv8n, detection F1 against the original's",

@@ -156,7 +156,7 @@ def render(models: dict[str, dict], runs: dict[str, dict]) -> tuple[str, str]:
         "- An artifact that is the same graph as the fp32 model or as another row's (weights,",
         "  opsets and nodes identical; metadata aside) is scored and timed once; its notes say so.",
         "- Task metric: on held-out real inputs never used for calibration, against the fp32",
-        "  model's outputs (bench/tasks.py); ✓/✗: within the bound or not. Max abs / SQNR: the worst",
+        "  model's outputs (tests/tasks.py); ✓/✗: within the bound or not. Max abs / SQNR: the worst",
         "  over every output.",
         "- Speedup: timed after every build has finished (no tool running); ONNX Runtime CPU,",
         "  default session options except intra-op spinning off; the",

@@ -5,7 +5,7 @@
                         [--recipes KEY,...] [--rounds N] [--jobs N] [--keep DIR] [--doc/--no-doc]
     python bench/run.py --render     # rewrite the doc and plot from docs/bench_results.json
 
-For every model (bench/tasks.py: its real calibration and held-out data, its task metric
+For every model (tests/tasks.py: its real calibration and held-out data, its task metric
 and bound) and every recipe of bench/anchors.py (onnxsmith's fuse / int8 / int8 with the
 accuracy guard / fp16 / int4 / channel pruning; ONNX Runtime's quantize_static, quantize_dynamic
 and fp16 converter; onnxslim; onnxsim's simplify, quantize and prune modes; NNCF; the OpenVINO
@@ -55,6 +55,7 @@ import numpy as np
 import onnxruntime as ort
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+sys.path.insert(1, str(Path(__file__).resolve().parents[1] / "tests"))  # realmodels.py, tasks.py: shared with the tests
 import anchors  # noqa: E402
 import builds  # noqa: E402
 import realmodels  # noqa: E402

@@ -14,7 +14,6 @@ import onnxruntime as ort
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT / "bench"))  # bench/realmodels.py fetches the real models of DESIGN.md
 FIXTURES = ROOT / "fixtures"
 FIXTURE_MODELS = ["cnn", "mlp", "transformer", "opset11", "external"]
 
@@ -48,7 +47,7 @@ def ort_outputs(model_path: Path | str, feeds: list[dict[str, np.ndarray]]) -> l
 
 
 def real_model_or_skip(name: str) -> Path:
-    """The real model ``name`` of DESIGN.md (bench/realmodels.py, fetched once into the cache).
+    """The real model ``name`` of DESIGN.md (tests/realmodels.py, fetched once into the cache).
     Where it cannot be had the test is skipped, except on CI (``CI`` set), where it fails."""
     from realmodels import RealModelUnavailable, real_model
 

@@ -85,7 +85,7 @@ def weights(path: Path) -> dict[str, np.ndarray]:
 
 
 def minilm_or_skip():
-    """bench/tasks.py's MiniLM task and the model's path; skips (fails on CI) when it cannot be had."""
+    """tests/tasks.py's MiniLM task and the model's path; skips (fails on CI) when it cannot be had."""
     import tasks
     from conftest import real_model_or_skip
 

@@ -181,3 +181,13 @@ def test_cli_top1_budgets_the_classes_of_held_out_samples(tmp_path):
     assert report["summary"]["drift"] == pytest.approx(np.mean(flips))
     failed = run_cli(*args[:3], str(tmp_path / "tight.onnx"), *args[4:], "--max-drift", "0")
     assert failed.code == 4 and not (tmp_path / "tight.onnx").exists()
+
+
+def test_mean_pool_uses_the_attention_mask_and_cosine():
+    from onnxsmith.task_metrics import mean_pool, row_cosine
+
+    hidden = np.array([[[1.0, 0.0], [3.0, 2.0], [100.0, 100.0]]])  # the padded position is huge
+    mask = np.array([[1, 1, 0]])
+    np.testing.assert_allclose(mean_pool(hidden, mask), [[2.0, 1.0]])
+    cos = row_cosine(np.array([[1.0, 0.0], [1.0, 1.0], [0.0, 0.0]]), np.array([[0.0, 1.0], [2.0, 2.0], [0.0, 0.0]]))
+    np.testing.assert_allclose(cos, [0.0, 1.0, 1.0])

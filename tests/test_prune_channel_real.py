@@ -1,4 +1,4 @@
-"""Channel and head pruning on the real models of DESIGN.md (bench/realmodels.py).
+"""Channel and head pruning on the real models of DESIGN.md (tests/realmodels.py).
 
 The rewrite is checked on the real graphs without any tolerance for "lossy": removing random
 channels (a third of every prunable group) must compute what the original computes with the

@@ -1,6 +1,6 @@
 """The exact passes (``cleanup``, ``opset``) on real PaddleOCR models, checked independently.
 
-The models come from the rapidocr-onnxruntime wheel (bench/realmodels.py). Calibration data
+The models come from the rapidocr-onnxruntime wheel (tests/realmodels.py). Calibration data
 is rendered text, preprocessed as rapidocr does; the artifact is compared with the original
 on other, held-out images in a session of our own, not through the pipeline's own check.
 Without network the tests skip, except on CI (``CI`` set), where they fail.

@@ -1,7 +1,7 @@
 """Recognise multi-head attention blocks in an exported transformer (the unfused form).
 
 The shape matched, from each Softmax (as torch exports BERT-style self-attention, e.g. the
-MiniLM of bench/realmodels.py)::
+MiniLM of tests/realmodels.py)::
 
     q = MatMul(x, Wq) [+ bq] -> Reshape [.., S, H, d] -> Transpose   (scalar Mul/Div allowed)
     k = MatMul(x, Wk) [+ bk] -> Reshape/Transpose ... (to K^T)

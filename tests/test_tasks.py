@@ -1,4 +1,5 @@
-"""The task metrics of bench/tasks.py on hand-made arrays with known answers (no real models)."""
+"""The task metrics of tests/tasks.py (the oracle of the real-model tests and of bench/) on hand-made
+arrays with known answers (no real models)."""
 
 from __future__ import annotations
 
@@ -118,14 +119,6 @@ def test_top1_agreement():
     ref = np.array([[0.9, 0.1], [0.2, 0.8], [0.6, 0.4], [0.3, 0.7]])
     cand = np.array([[0.8, 0.2], [0.6, 0.4], [0.55, 0.45], [0.1, 0.9]])
     assert T.top1_agreement(ref, cand) == pytest.approx(0.75)
-
-
-def test_mean_pool_uses_the_attention_mask_and_cosine():
-    hidden = np.array([[[1.0, 0.0], [3.0, 2.0], [100.0, 100.0]]])  # the padded position is huge
-    mask = np.array([[1, 1, 0]])
-    np.testing.assert_allclose(T.mean_pool(hidden, mask), [[2.0, 1.0]])
-    cos = T.row_cosine(np.array([[1.0, 0.0], [1.0, 1.0], [0.0, 0.0]]), np.array([[0.0, 1.0], [2.0, 2.0], [0.0, 0.0]]))
-    np.testing.assert_allclose(cos, [0.0, 1.0, 1.0])
 
 
 def test_task_scores_and_bounds_from_outputs():

@@ -41,7 +41,6 @@ from __future__ import annotations
 
 import functools
 import math
-import sys
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
 from pathlib import Path
@@ -49,10 +48,9 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-import realmodels as rm  # noqa: E402
+import realmodels as rm  # tests/realmodels.py: pytest and bench/ scripts put tests/ on sys.path
 
-from onnxsmith.task_metrics import mean_pool, row_cosine  # noqa: E402
+from onnxsmith.task_metrics import mean_pool, row_cosine
 
 __all__ = [
     "TASKS",
@@ -90,7 +88,7 @@ LINE_BATCH = 6  # rapidocr's rec_batch_num and cls_batch_num
 SEQ_LEN = 128
 
 
-# --- metrics: pure functions on arrays (unit-tested in tests/test_bench_tasks.py) ----------
+# --- metrics: pure functions on arrays (unit-tested in tests/test_tasks.py) ----------
 
 
 def box_iou(a: np.ndarray, b: np.ndarray) -> np.ndarray:

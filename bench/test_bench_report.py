@@ -1,5 +1,8 @@
 """bench/run.py's bookkeeping: which artifacts are the same graph, the verdict per model, and
-the Markdown sections it rewrites (no real models, no timing)."""
+the Markdown sections it rewrites (no real models, no timing).
+
+A check of bench/ itself, not of onnxsmith, so it lives here rather than in tests/ (which
+never imports bench/): ``python -m pytest bench/test_bench_report.py``."""
 
 from __future__ import annotations
 
