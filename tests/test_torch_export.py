@@ -10,7 +10,7 @@ import pytest
 
 torch = pytest.importorskip("torch")
 
-from conftest import run_cli  # noqa: E402
+from conftest import ort_outputs, run_cli  # noqa: E402
 from onnxsmith.errors import InputError  # noqa: E402
 from onnxsmith.optimize import OptimizeOptions, optimize  # noqa: E402
 from onnxsmith.recipe import validate_recipe  # noqa: E402
@@ -20,24 +20,36 @@ from torch_models import tiny_cnn  # noqa: E402
 pytestmark = pytest.mark.torch
 
 
-def _torch_reference(x: np.ndarray) -> np.ndarray:
+SHAPE = (1, 3, 16, 16)
+
+
+def _assert_matches_torch(onnx_path) -> None:
+    """The ONNX model's outputs (ONNX Runtime, its optimizations off) on a few random inputs
+    equal the torch module's within float32 rounding, so a wrong export or a wrong rewrite fails."""
+    xs = [np.random.default_rng(seed).standard_normal(SHAPE).astype(np.float32) for seed in range(3)]
+    module = tiny_cnn().eval()
     with torch.no_grad():
-        return tiny_cnn().eval()(torch.from_numpy(x)).numpy()
+        expected = [module(torch.from_numpy(x)).numpy() for x in xs]
+    import onnx
+
+    (name,) = [i.name for i in onnx.load(str(onnx_path), load_external_data=False).graph.input]
+    got = ort_outputs(onnx_path, [{name: x} for x in xs])
+    for (out,), want in zip(got, expected, strict=True):
+        assert out.shape == want.shape
+        np.testing.assert_allclose(out, want, rtol=1e-5, atol=1e-5)
 
 
 def test_factory_export_matches_torch(tmp_path):
-    model = load_source("torch_models:tiny_cnn", [(1, 3, 16, 16)])
-    import onnxruntime as ort
     import onnx_ir as ir
 
-    session = ort.InferenceSession(ir.to_proto(model.ir).SerializeToString(), providers=["CPUExecutionProvider"])
-    x = np.random.default_rng(0).standard_normal((1, 3, 16, 16)).astype(np.float32)
-    np.testing.assert_allclose(session.run(None, {session.get_inputs()[0].name: x})[0], _torch_reference(x), rtol=1e-4, atol=1e-5)
+    model = load_source("torch_models:tiny_cnn", [SHAPE])
+    ir.save(model.ir, tmp_path / "exported.onnx")
+    _assert_matches_torch(tmp_path / "exported.onnx")
     assert len(model.sha256) == 64
 
 
 def test_pt2_export_through_the_cli(tmp_path):
-    program = torch.export.export(tiny_cnn().eval(), (torch.randn(1, 3, 16, 16),))
+    program = torch.export.export(tiny_cnn().eval(), (torch.randn(*SHAPE),))
     pt2 = tmp_path / "tiny.pt2"
     torch.export.save(program, pt2)
     out = tmp_path / "tiny.onnx"
@@ -45,7 +57,8 @@ def test_pt2_export_through_the_cli(tmp_path):
     assert result.code == 0, result.stderr
     report = result.json()
     assert report["source"]["format"] == "torch"
-    assert report["summary"]["drift"] < 1e-5
+    assert report["summary"]["drift"] < 1e-5  # cleanup against the export
+    _assert_matches_torch(out)  # and the artifact against torch itself
 
 
 def test_pt2_with_pickled_payload_is_refused(tmp_path):
@@ -78,6 +91,7 @@ def test_factory_errors_are_clear(tmp_path):
 def test_factory_pipeline_end_to_end(tmp_path):
     recipe = validate_recipe({"passes": ["cleanup"]})
     report = optimize("torch_models:tiny_cnn", tmp_path / "t.onnx", recipe,
-                      OptimizeOptions(input_shapes=[(1, 3, 16, 16)], latency_rounds=0))
+                      OptimizeOptions(input_shapes=[SHAPE], latency_rounds=0))
     assert report.summary.nodes["after"] <= report.summary.nodes["before"]
     assert report.data["evaluation"]["random"] is True
+    _assert_matches_torch(tmp_path / "t.onnx")
