@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import yaml
 
-from conftest import FIXTURES, run_cli
+from conftest import FIXTURES, fixture_feeds, ort_outputs, run_cli
 
 REPORT_KEYS = {"schema_version", "tool_version", "source", "backend", "recipe", "passes", "summary", "data"}
 
@@ -126,12 +126,45 @@ def test_recipe_file_dry_run_and_save_recipe_round_trip(tmp_path):
     assert replay.json()["data"]["evaluation"]["samples"] == 3
 
 
-def test_dump_dir_writes_one_model_per_pass(tmp_path):
-    dump = tmp_path / "dump"
-    result = run_cli("optimize", str(FIXTURES / "cnn.onnx"), "-o", str(tmp_path / "o.onnx"), "--passes", "cleanup,opset{version=21}",
+def test_dump_dir_writes_the_model_after_each_pass(tmp_path):
+    """Each dump is the model as its pass left it: what cleanup makes of the original, then
+    fuse's FusedConvs, then the same graph at opset 21, which is the artifact's graph; and each
+    computes what the original does."""
+    import onnx
+    import onnx_ir as ir
+
+    from onnxsmith.context import Context
+    from onnxsmith.registry import create_pass
+
+    dump, out = tmp_path / "dump", tmp_path / "o.onnx"
+    result = run_cli("optimize", str(FIXTURES / "cnn.onnx"), "-o", str(out), "--passes", "cleanup,fuse,opset{version=21}",
                      "--dump-dir", str(dump), "--latency-rounds", "0")
     assert result.code == 0, result.stderr
-    assert sorted(p.name for p in dump.iterdir()) == ["01-cleanup.onnx", "02-opset.onnx"]
+    assert sorted(p.name for p in dump.iterdir()) == ["01-cleanup.onnx", "02-fuse.onnx", "03-opset.onnx"]
+    dumped = {p.stem.split("-", 1)[1]: onnx.load(str(p)) for p in dump.iterdir()}
+    original = onnx.load(str(FIXTURES / "cnn.onnx"))
+
+    def ops(model: onnx.ModelProto) -> list[str]:
+        return [node.op_type for node in model.graph.node]
+
+    def opset(model: onnx.ModelProto) -> int:
+        return {o.domain: o.version for o in model.opset_import}[""]
+
+    cleaned = ir.load(FIXTURES / "cnn.onnx")
+    create_pass("cleanup").apply(cleaned, Context())
+    assert ops(dumped["cleanup"]) == [node.op_type for node in cleaned.graph]
+    assert len(ops(dumped["cleanup"])) < len(ops(original)) and opset(dumped["cleanup"]) == opset(original)
+    assert "FusedConv" in ops(dumped["fuse"]) and "FusedConv" not in ops(dumped["cleanup"])
+    assert len(ops(dumped["fuse"])) < len(ops(dumped["cleanup"])) and opset(dumped["fuse"]) == opset(original)
+    assert ops(dumped["opset"]) == ops(dumped["fuse"]) and opset(dumped["opset"]) == 21 != opset(original)
+    assert dumped["opset"].graph.SerializeToString() == onnx.load(str(out)).graph.SerializeToString()
+
+    feeds = fixture_feeds("cnn", count=3)
+    reference = ort_outputs(FIXTURES / "cnn.onnx", feeds)
+    for path in sorted(dump.iterdir()):
+        for ref, got in zip(reference, ort_outputs(path, feeds), strict=True):
+            for r, g in zip(ref, got, strict=True):
+                np.testing.assert_allclose(g, r, rtol=1e-4, atol=1e-4, err_msg=path.name)
 
 
 def test_accuracy_budget_gate_fails_and_writes_nothing(tmp_path):
