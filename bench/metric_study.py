@@ -39,6 +39,7 @@ from onnxsmith.backend import get_backend  # noqa: E402
 from onnxsmith.context import Context  # noqa: E402
 from onnxsmith.data import Dataset, split_dataset  # noqa: E402
 from onnxsmith.metrics import compare_outputs, default_drift, drift  # noqa: E402
+from onnxsmith.measure import Measurements  # noqa: E402
 from onnxsmith.passes.quantize.guard import DEFAULT_BUDGET, layer_sensitivity  # noqa: E402
 from onnxsmith.passes.quantize.int8 import prepare_int8  # noqa: E402
 from onnxsmith.registry import create_pass  # noqa: E402
@@ -233,7 +234,7 @@ def collect(name: str) -> None:
             built.append((label, prepare_int8(create_pass("quantize", {"guard": False, **options}), model, ctx)))
     for plan_label, prepared in built:
         everything = prepared.build([])
-        sensitivity = layer_sensitivity(prepared.float_model, everything, prepared.plan.layers, calibration.feeds())
+        sensitivity = layer_sensitivity(Measurements(), prepared.float_model, everything, prepared.plan.layers, calibration.feeds())
         ranked = [layer for layer, _ in sorted(sensitivity.items(), key=lambda item: -item[1])]
         chosen = variants(name, prepared, ranked, plan_label == "default plan")
         for label, kept in chosen:

@@ -30,13 +30,13 @@ import onnx_ir.passes.common as common_passes
 from onnxsmith.backend import Backend, get_backend
 from onnxsmith.context import Context
 from onnxsmith.errors import InputError, first_line
+from onnxsmith.measure import Measurements
 from onnxsmith.pass_base import PassResult
 from onnxsmith.passes.quantize.float16_plan import COMPUTE_OPS, Plan, plan_precision, qualified_op
 from onnxsmith.passes.quantize.float16_rewrite import RewriteStats, apply_plan
 from onnxsmith.passes.quantize.guard import guard_budget
 from onnxsmith.passes.quantize.qdq import upgrade_for_per_channel
 from onnxsmith.passes.quantize.uncalibrated import NOTE, guard_context
-from onnxsmith.runtime import make_session
 
 if TYPE_CHECKING:
     from onnxsmith.passes.quantize.quantize_pass import QuantizePass
@@ -73,7 +73,7 @@ def quantize_float16(options: QuantizePass, model: ir.Model, ctx: Context) -> Pa
 
     converted, plan, stats = build([])
     if forced:
-        _check_loads(converted, precision)
+        _check_loads(ctx.measure, converted, precision)
     counts: dict[str, int] = {}
     kept: list[tuple[str, float]] = []
     if options.guard:
@@ -106,11 +106,12 @@ def _prepared(model: ir.Model) -> ir.Model:
     return work
 
 
-def _check_loads(model: ir.Model, precision: str) -> None:
+def _check_loads(measure: Measurements, model: ir.Model, precision: str) -> None:
     """With ``ops`` forced, ONNX Runtime CPU (which verifies every pass) must still load the
-    model: it casts fp16 ops it lacks kernels for, but not bf16 ones."""
+    model: it casts fp16 ops it lacks kernels for, but not bf16 ones. The session is the one
+    the pipeline's check of the pass reuses."""
     try:
-        make_session(model, optimize=False)
+        measure.session(model)
     except Exception as e:  # onnxruntime raises its own NotImplemented/Fail types
         raise InputError(f"ONNX Runtime CPU cannot run this {precision} model: {first_line(e)}",
                          f"leave ops unset ({precision} weights, fp32 compute where CPU kernels are missing)") from None
