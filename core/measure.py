@@ -45,7 +45,7 @@ if TYPE_CHECKING:
 __all__ = ["MAX_CHUNK_BYTES", "Feeds", "Measurements", "chunk_tensors", "exposed", "feeds_digest", "model_digest", "tensor_bytes"]
 
 MAX_CHUNK_BYTES = 256 << 20  # one feed's exposed tensors in one session
-KEPT_SESSIONS = 4
+KEPT_SESSIONS = 2  # each holds a copy of the weights: MiniLM's 4 kept sessions cost 400 MB of peak memory
 KEPT_OUTPUTS = 8
 
 Feeds = list[dict[str, np.ndarray]]
@@ -64,8 +64,12 @@ class Measurements:
 
     # --- reductions ---------------------------------------------------------------------
 
-    def reduce(self, model: ir.Model, requests: Mapping[str, Statistic], feeds: Feeds) -> dict[str, Any]:
-        """``requests[tensor] = statistic`` -> ``{tensor: statistic's result}`` over every feed."""
+    def reduce(self, model: ir.Model, requests: Mapping[str, Statistic], feeds: Feeds, *, optimize: bool = False
+               ) -> dict[str, Any]:
+        """``requests[tensor] = statistic`` -> ``{tensor: statistic's result}`` over every feed.
+        ``optimize``: read the tensors from a session with ONNX Runtime's graph optimizations
+        on (faster on convolution models; the exposed tensors are kept, their values equal
+        within float rounding)."""
         prefix = (model_digest(model), feeds_digest(feeds))
         result = {}
         missing: dict[str, Statistic] = {}
@@ -77,7 +81,7 @@ class Measurements:
             else:
                 missing[name] = statistic
         for chunk in self._chunks(model, list(missing), feeds):
-            session = self._exposed_session(model, chunk)
+            session = self._exposed_session(model, chunk, optimize=optimize)
             folds = {name: missing[name].accumulator() for name in chunk}
             for sweep in range(max(missing[name].sweeps for name in chunk)):
                 names = [name for name in chunk if missing[name].sweeps > sweep]
@@ -152,19 +156,19 @@ class Measurements:
         """A session of ``model`` on ``backend`` (its graph optimizations on), or without one
         an ONNX Runtime CPU session with optimizations off (the reference, so the runtime
         cannot hide a broken rewrite by redoing it); kept for reuse."""
-        key = ("session", model_digest(model), _name(backend))
-        return self._kept(self._sessions, key, KEPT_SESSIONS, lambda: self._new_session(model, backend))
+        return self._session(model, model_digest(model), backend)
 
     def outputs(self, model: ir.Model, feeds: Feeds, backend: Backend | None = None) -> list[Outputs]:
         """``model``'s outputs on every feed, as ``session(model, backend)`` computes them; kept."""
-        key = ("outputs", model_digest(model), feeds_digest(feeds), _name(backend))
+        digest = model_digest(model)
 
         def compute() -> list[Outputs]:
-            session = self.session(model, backend)
+            session = self._session(model, digest, backend)
             names = [v.name for v in model.graph.outputs]
             self.counts["runs"] += len(feeds)
             return [dict(zip(names, session.run(names, feed), strict=True)) for feed in feeds]
 
+        key = ("outputs", digest, feeds_digest(feeds), _name(backend))
         return self._kept(self._outputs, key, KEPT_OUTPUTS, compute)
 
     def clear(self) -> None:
@@ -174,9 +178,12 @@ class Measurements:
 
     # --- internals ----------------------------------------------------------------------
 
-    def _new_session(self, model: ir.Model, backend: Backend | None) -> Session:
-        self.counts["sessions"] += 1
-        return backend.create_session(model) if backend is not None else make_session(model, optimize=False)
+    def _session(self, model: ir.Model, digest: str, backend: Backend | None) -> Session:
+        def create() -> Session:
+            self.counts["sessions"] += 1
+            return backend.create_session(model) if backend is not None else make_session(model, optimize=False)
+
+        return self._kept(self._sessions, ("session", digest, _name(backend)), KEPT_SESSIONS, create)
 
     def _exposed_session(self, model: ir.Model, names: list[str], *, optimize: bool = False,
                          backend: Backend | None = None) -> Session:
@@ -190,8 +197,10 @@ class Measurements:
         if not names or not feeds:
             return []
         shapes = tuple(sorted((k, np.shape(v)) for k, v in feeds[0].items()))
-        sizes = self.memo("tensor-bytes", model, [], lambda: tensor_bytes(model, feeds[0]), shapes)
-        return chunk_tensors(names, sizes, max_bytes or self.max_bytes)
+        key = ("tensor-bytes", structure_digest(model), shapes)  # sizes do not depend on weight values
+        if key not in self._results:
+            self._results[key] = tensor_bytes(model, feeds[0])
+        return chunk_tensors(names, self._results[key], max_bytes or self.max_bytes)
 
     def _kept(self, store: OrderedDict, key: Hashable, limit: int, compute: Callable[[], Any]) -> Any:
         if key in store:
@@ -234,6 +243,15 @@ def exposed(model: ir.Model, names: list[str]) -> Iterator[ir.Model]:
 def model_digest(model: ir.Model) -> str:
     """A digest of everything that decides a model's tensors: every node (subgraphs too) with
     its inputs, outputs and attributes, and every byte of every initializer."""
+    return _digest(model, weights=True)
+
+
+def structure_digest(model: ir.Model) -> str:
+    """Like model_digest, with initializers' dtypes and shapes but not their values."""
+    return _digest(model, weights=False)
+
+
+def _digest(model: ir.Model, *, weights: bool) -> str:
     digest = hashlib.sha256()
     for value in model.graph.inputs:
         digest.update(f"in:{value.name}:{value.dtype}:{value.shape}".encode())
@@ -252,7 +270,8 @@ def model_digest(model: ir.Model) -> str:
         digest.update(name.encode())
         if value.const_value is not None:
             digest.update(f"{value.const_value.dtype}:{value.const_value.shape}".encode())
-            digest.update(value.const_value.tobytes())
+            if weights:
+                digest.update(value.const_value.tobytes())
     return digest.hexdigest()
 
 
@@ -291,6 +310,9 @@ def tensor_bytes(model: ir.Model, feed: dict[str, np.ndarray]) -> dict[str, int 
     """Bytes of every main-graph tensor for ``feed`` (ONNX shape inference with the feed's
     shapes; None where it cannot tell)."""
     proto = ir.to_proto(model)
+    for initializer in proto.graph.initializer:  # inference needs their shapes, not their floats (100x faster on MiniLM)
+        if initializer.data_type != onnx.TensorProto.INT64 and len(initializer.raw_data) > 4096:
+            initializer.ClearField("raw_data")
     for value in proto.graph.input:
         if value.name in feed:
             dims = value.type.tensor_type.shape.dim

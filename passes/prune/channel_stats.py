@@ -31,7 +31,7 @@ def channel_moments(
     measure: Measurements, model: ir.Model, analysis: ChannelAnalysis, tensors: list[str], feeds: list[dict[str, np.ndarray]]
 ) -> dict[str, TensorStats]:
     """Per-channel sums of ``tensors`` (followed tensors) over ``feeds``: ``.mean``, ``.variance``."""
-    return measure.reduce(model, {name: ChannelSums(analysis.slots[name].axis) for name in tensors}, feeds)
+    return measure.reduce(model, {name: ChannelSums(analysis.slots[name].axis) for name in tensors}, feeds, optimize=True)
 
 
 def layer_positions(measure: Measurements, model: ir.Model, layers: list[WeightLayer], feed: dict[str, np.ndarray]) -> dict[int, int]:
@@ -41,7 +41,7 @@ def layer_positions(measure: Measurements, model: ir.Model, layers: list[WeightL
         tensor = layer.node.inputs[0] if layer.kind == "convtranspose" else layer.node.outputs[0]
         wanted.setdefault(tensor.name, []).append(layer)
     shapes: dict[str, tuple[int, ...]] = {n: feed[n].shape for n in wanted if n in feed}
-    shapes.update(measure.reduce(model, {n: Shape() for n in wanted if n not in shapes}, [feed]))
+    shapes.update(measure.reduce(model, {n: Shape() for n in wanted if n not in shapes}, [feed], optimize=True))
     positions = {}
     for name, group in wanted.items():
         shape = shapes[name]
