@@ -61,6 +61,7 @@ class Measurements:
         self._results: dict[Hashable, Any] = {}
         self._sessions: OrderedDict[Hashable, Any] = OrderedDict()
         self._outputs: OrderedDict[Hashable, list[Outputs]] = OrderedDict()
+        self._sizes: dict[Hashable, dict[str, int | None]] = {}  # the last model's tensor sizes
 
     # --- reductions ---------------------------------------------------------------------
 
@@ -196,11 +197,14 @@ class Measurements:
     def _chunks(self, model: ir.Model, names: list[str], feeds: Feeds, max_bytes: int | None = None) -> list[list[str]]:
         if not names or not feeds:
             return []
+        # Sizes bound memory, they decide no result: keyed by the model object, its tensors'
+        # names and the feed's shapes, not a digest of its weights, which refit changes every wave.
         shapes = tuple(sorted((k, np.shape(v)) for k, v in feeds[0].items()))
-        key = ("tensor-bytes", structure_digest(model), shapes)  # sizes do not depend on weight values
-        if key not in self._results:
-            self._results[key] = tensor_bytes(model, feeds[0])
-        return chunk_tensors(names, self._results[key], max_bytes or self.max_bytes)
+        key = ("tensor-bytes", id(model), tuple(v.name for node in model.graph for v in node.outputs), shapes)
+        if key not in self._sizes:
+            self._sizes.clear()
+            self._sizes[key] = tensor_bytes(model, feeds[0])
+        return chunk_tensors(names, self._sizes[key], max_bytes or self.max_bytes)
 
     def _kept(self, store: OrderedDict, key: Hashable, limit: int, compute: Callable[[], Any]) -> Any:
         if key in store:
@@ -243,15 +247,6 @@ def exposed(model: ir.Model, names: list[str]) -> Iterator[ir.Model]:
 def model_digest(model: ir.Model) -> str:
     """A digest of everything that decides a model's tensors: every node (subgraphs too) with
     its inputs, outputs and attributes, and every byte of every initializer."""
-    return _digest(model, weights=True)
-
-
-def structure_digest(model: ir.Model) -> str:
-    """Like model_digest, with initializers' dtypes and shapes but not their values."""
-    return _digest(model, weights=False)
-
-
-def _digest(model: ir.Model, *, weights: bool) -> str:
     digest = hashlib.sha256()
     for value in model.graph.inputs:
         digest.update(f"in:{value.name}:{value.dtype}:{value.shape}".encode())
@@ -261,17 +256,15 @@ def _digest(model: ir.Model, *, weights: bool) -> str:
         digest.update(f"{node.domain}:{node.op_type}:{node.name}:{inputs}:{outputs}".encode())
         for name, attr in node.attributes.items():
             digest.update(name.encode())
-            value = attr.value
-            if isinstance(value, ir.TensorProtocol):
-                digest.update(np.ascontiguousarray(value.numpy()).tobytes())
-            elif not isinstance(value, ir.Graph):  # a subgraph's nodes are walked by all_nodes
-                digest.update(repr(value).encode())
+            if attr.type == ir.AttributeType.TENSOR:
+                digest.update(np.ascontiguousarray(attr.value.numpy()).tobytes())
+            elif attr.type not in (ir.AttributeType.GRAPH, ir.AttributeType.GRAPHS):  # subgraphs: walked by all_nodes
+                digest.update(repr(attr.value).encode())
     for name, value in model.graph.initializers.items():
         digest.update(name.encode())
         if value.const_value is not None:
             digest.update(f"{value.const_value.dtype}:{value.const_value.shape}".encode())
-            if weights:
-                digest.update(value.const_value.tobytes())
+            digest.update(value.const_value.tobytes())
     return digest.hexdigest()
 
 
