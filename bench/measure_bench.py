@@ -8,7 +8,10 @@ latency timing off so only the build is measured. "before" is the code of an ear
 pipeline, which of them first alternating, so drift of the shared machine hits both alike. Writes its
 table to docs/benchmarks.md ("## measurement layer") unless --no-docs.
 
-    python bench/measure_bench.py --before /tmp/before_pkg [--models ppocr_cls,yolov8n] [--no-docs]
+    python bench/measure_bench.py --before /tmp/before_pkg [--after /tmp/after_pkg] [--models ppocr_cls,yolov8n] [--no-docs]
+
+A package folder of a commit: ``git archive COMMIT core cli passes backends | tar -x -C T``,
+then ``T/core`` copied to ``PKG/onnxsmith`` with ``cli``, ``passes``, ``backends`` inside it.
 """
 
 from __future__ import annotations
@@ -80,6 +83,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--before", type=Path, required=True, help="folder with the earlier commit's onnxsmith/ package")
     parser.add_argument("--before-label", default="before")
+    parser.add_argument("--after", type=Path, default=None, help="the same for the later code (default: the installed onnxsmith)")
     parser.add_argument("--models", default=",".join(MODELS))
     parser.add_argument("--no-docs", action="store_true")
     args = parser.parse_args()
@@ -93,7 +97,7 @@ def main() -> None:
             model, calib = calibration_file(name, folder)
             model.read_bytes()  # in the page cache before either version reads it
             for pipeline in PIPELINES:
-                versions = [("before", args.before), ("after", None)]
+                versions = [("before", args.before), ("after", args.after)]
                 if len(rows) % 2:
                     versions.reverse()  # neither version always runs first
                 results = {label: run_once(package, model, pipeline, calib, folder / f"{name}-{label}.onnx")

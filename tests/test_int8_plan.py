@@ -85,12 +85,6 @@ def test_int8_transformer_runs_matmuls_as_integer_kernels_with_float_outputs():
         assert float(a @ b / np.linalg.norm(a) / np.linalg.norm(b)) > 0.99
 
 
-def _initializer(model: ir.Model, name: str, array: np.ndarray) -> ir.Value:
-    value = ir.Value(name=name, const_value=ir.tensor(array.astype(np.float32)))
-    model.graph.register_initializer(value)
-    return value
-
-
 def test_bisection_then_give_back_keeps_only_the_layers_the_budget_needs():
     """Drift adds up the true cost of every quantized layer; the ranking (from a fully quantized
     model) overrates 'c'. Bisection keeps the top 3 in float; giving back finds 'c' harmless."""

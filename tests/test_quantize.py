@@ -76,7 +76,7 @@ def test_int8_weight_range_follows_the_stated_target_not_the_build_machine(tmp_p
 
 @pytest.mark.parametrize("method", ["minmax", "percentile", "entropy", "mse"])
 def test_each_calibration_method_gives_a_close_model(method, tmp_path):
-    out, report, record = _quantize("mlp", tmp_path, pipeline=f"quantize{{calibration={method},guard=false}}")
+    out, report, record = _quantize("mlp", tmp_path, pipeline=f"quantize{{calibration={method},guard=false,skip_slow=false}}")
     # 64->128 and 128->128 run int8; 128->10 is the output head
     assert record.params["calibration"] == method and record.counts["layers_quantized"] == 2
     assert report.summary.drift < 0.03
@@ -188,9 +188,10 @@ def test_opset_11_model_is_upgraded_and_valid(tmp_path):
 
 
 def test_guard_keeps_layers_in_float_to_meet_a_tight_budget(tmp_path):
-    _, unguarded, record_off = _quantize("mlp", tmp_path, pipeline="quantize{guard=false}", out_name="off.onnx")
+    # skip_slow=false: every layer int8 whatever its speed on this CPU, so the guard alone decides
+    _, unguarded, record_off = _quantize("mlp", tmp_path, pipeline="quantize{guard=false,skip_slow=false}", out_name="off.onnx")
     budget = unguarded.summary.drift / 3
-    _, guarded, record = _quantize("mlp", tmp_path, pipeline="quantize", max_drift=budget)
+    _, guarded, record = _quantize("mlp", tmp_path, pipeline="quantize{skip_slow=false}", max_drift=budget)
     assert record_off.counts["layers_float"] == 0 and record_off.counts["layers_quantized"] == 2
     assert record.counts["layers_float"] >= 1
     assert record.counts["layers_quantized"] == 2 - record.counts["layers_float"]

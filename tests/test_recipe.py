@@ -171,4 +171,9 @@ def test_optimize_with_the_int8_preset_quantizes_within_its_budget(tmp_path):
     assert [p["name"] for p in report["passes"]] == ["cleanup", "fuse", "quantize"]
     assert report["recipe"]["accuracy"]["max_drift"] == 0.03 and report["summary"]["drift"] <= 0.03
     ops = {node.op_type for node in onnx.load(str(out)).graph.node}
-    assert {"QuantizeLinear", "DequantizeLinear"} <= ops
+    # which layers int8 makes faster is timed on this CPU: on a tiny model it may be none, and
+    # then every float layer says why; the int8 ones are int8 in the artifact
+    rows = report["passes"][-1]["layers"]
+    int8 = [row for row in rows if row["precision"] == "int8"]
+    assert rows and all(row.get("reason") for row in rows if row["precision"] == "fp32")
+    assert not int8 or {"QuantizeLinear", "DequantizeLinear"} <= ops

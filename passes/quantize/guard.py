@@ -5,7 +5,8 @@
 2. Rank layers by sensitivity: the error a layer adds, measured as the relative RMS error
    of its output as its readers see it (after the activation that follows it) in the fully
    quantized model minus that of its inputs (both against the float model on calibration
-   feeds), so upstream errors are not blamed on it.
+   feeds), so upstream errors are not blamed on it. Where each layer's int8 speed gain was
+   measured on the target (layer_speed.py), by sensitivity per ms gained instead.
 3. Bisection on k, the number of top-ranked layers kept in float: the smallest k whose
    model meets the budget (log2(n) quantize-and-evaluate probes).
 4. Refinement by measured interactions (give_back): the kept layers are tried quantized
@@ -35,6 +36,7 @@ __all__ = ["DEFAULT_BUDGET", "GuardResult", "give_back", "guard_budget", "layer_
 
 DEFAULT_BUDGET = 0.03  # drift (ctx.metric) the guard allows when the recipe sets none; metrics.py says why
 REFINE_PROBES = 4  # give-back probes after the bisection
+GAIN_FLOOR_MS = 1e-3
 
 
 @dataclass
@@ -54,8 +56,12 @@ def guard_budget(
     ctx: Context,
     *,
     refine: int = REFINE_PROBES,
+    gains: dict[str, float] | None = None,
 ) -> GuardResult:
     """Keep the fewest, most sensitive ``layers`` in float so the held-out drift meets the budget.
+
+    With ``gains`` (each layer's measured int8 speed gain, ms), layers are ranked by
+    sensitivity per ms gained: a sensitive layer that buys little speed goes float first.
 
     ``quantize(names)`` rebuilds the quantized model with ``names`` left in float; any mode
     (int8 static, dynamic...) can be guarded this way. Without evaluation data the model
@@ -77,7 +83,7 @@ def guard_budget(
             f"(1 probe, {time.perf_counter() - started:.1f} s)"])
     calibration = ctx.require_calibration("quantize")
     sensitivity = layer_sensitivity(ctx.measure, float_model, quantized, layers, calibration.feeds())
-    ranked = sorted(sensitivity.items(), key=lambda item: -item[1])
+    ranked = sorted(sensitivity.items(), key=lambda item: -_cost(item, gains))
     result = search_float_layers(ranked, quantize, evaluate, budget)
     searched = len(result.kept_float)
     if result.drift <= budget and refine:
@@ -91,6 +97,15 @@ def guard_budget(
         result.notes.append(f"guard: the budget {budget:g} is not reachable on this model; the artifact is mostly float")
     result.notes.extend(f"kept in float: {name} (sensitivity {s:.4g})" for name, s in result.kept_float)
     return result
+
+
+def _cost(item: tuple[str, float], gains: dict[str, float] | None) -> float:
+    """What keeping a layer in int8 costs per unit of what it buys: its sensitivity, per ms of
+    measured gain when there are gains (a floor of 1 us: no layer buys less than nothing)."""
+    name, sensitivity = item
+    if gains is None:
+        return sensitivity
+    return sensitivity / max(gains.get(name, 0.0), GAIN_FLOOR_MS)
 
 
 def layer_sensitivity(

@@ -6,12 +6,15 @@
    nodes smoothing inserted (here or by an earlier ``smooth`` pass) stay float.
 2. Choose the layers and the tensors to calibrate (int8_plan.py: weighted layers, follow
    ops, float MatMul outputs), and calibrate them with
-   ``calibration=minmax|percentile|entropy|mse``, streamed (calibration.py).
+   ``calibration=minmax|percentile|entropy|mse``, streamed (calibration.py). Time every
+   planned layer in float and in int8 on the target backend (layer_speed.py) and keep float
+   the ones int8 does not make measurably faster (``speed=measured``, the default).
 3. Write QDQ: int8 symmetric per-channel weights, activations as the backend prefers
    (uint8 asymmetric on ONNX Runtime CPU), int32 biases; then correct the biases for the
    mean shift the rounded weights cause (bias_correction.py) and write QDQ again.
 4. Guard (on by default): if the held-out drift exceeds the budget (``accuracy.max_drift``,
-   default DEFAULT_BUDGET), keep the most sensitive layers in float (guard.py).
+   default DEFAULT_BUDGET), keep the most sensitive layers in float (guard.py), ranked by
+   sensitivity per ms of measured gain.
 5. Check with ONNX Runtime's optimized graph that integer kernels really run.
 """
 
@@ -39,6 +42,7 @@ from onnxsmith.passes.quantize.int8_plan import (
     plan_int8,
 )
 from onnxsmith.passes.quantize.kernels import integer_kernel_check
+from onnxsmith.passes.quantize.layer_speed import SpeedTable, measure_layer_speed
 from onnxsmith.passes.quantize.qdq import quantize_qdq, upgrade_for_per_channel
 from onnxsmith.passes.quantize.unfuse import unfuse_for_int8
 from onnxsmith.passes.smooth import smooth_model, smoothing_nodes
@@ -47,6 +51,8 @@ if TYPE_CHECKING:
     from onnxsmith.passes.quantize.quantize_pass import QuantizePass
 
 __all__ = ["Int8Build", "prepare_int8", "quantize_int8"]
+
+SPEED_FEEDS = 2  # calibration feeds the per-layer timing cycles through
 
 
 @dataclass
@@ -62,6 +68,7 @@ class Int8Build:
     build: Callable[[list[str]], ir.Model]
     counts: dict[str, int] = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)
+    speed: SpeedTable | None = None  # each layer's int8 speed, measured on the target (layer_speed.py)
 
 
 def prepare_int8(options: QuantizePass, model: ir.Model, ctx: Context) -> Int8Build:
@@ -85,11 +92,12 @@ def prepare_int8(options: QuantizePass, model: ir.Model, ctx: Context) -> Int8Bu
         smoothed = smooth_model(work, calibration.feeds(), alpha=options.smooth, exclude=options.exclude, measure=ctx.measure)
         counts["layers_smoothed"] = sum(len(record["layers"]) for record in smoothed)
     smoothing = smoothing_nodes(work)  # smooth's Muls stay float: quantizing their input would undo them
-    # the speed rule applies where the backend says its int8 kernels lose on small layers (no backend: assume so)
+    # which layers int8 slows down: measured on the target where it can be, else the rules
+    # (where the backend says its int8 kernels lose on small layers; no backend: assume so)
+    measure_speed = options.skip_slow and not options.ops and options.speed == "measured" and _measurable(ctx)
     slow_small = capabilities.int8_slow_small_layers if capabilities else True
-    # ops given: every layer of them is quantized as asked (the guard may still keep some float)
-    speed = {} if options.skip_slow and slow_small and not options.ops else {"min_intensity": 0.0}
-    rules = {**speed, **({"heads": False} if options.ops else {})}
+    rule = options.skip_slow and slow_small and not options.ops and not measure_speed
+    rules = {**({} if rule else {"min_intensity": 0.0}), **({"heads": False} if options.ops else {})}
     plan = plan_int8(work, op_types, exclude=[*options.exclude, *smoothing], **rules)
     if plan.heads:
         notes.append(f"output head left float ({', '.join(plan.heads[:6])}{', ...' if len(plan.heads) > 6 else ''}): "
@@ -118,7 +126,32 @@ def prepare_int8(options: QuantizePass, model: ir.Model, ctx: Context) -> Int8Bu
         names = [n.name for n in plan.layers]
         corrections.update(bias_corrections(ctx.measure, work, build([]), names, calibration.feeds()))
         counts["biases_corrected"] = len(corrections)
-    return Int8Build(work, plan, build, counts, notes)
+    speed = _keep_slow_layers_float(ctx, work, plan, build, calibration.feeds(), notes) if measure_speed else None
+    return Int8Build(work, plan, build, counts, notes, speed)
+
+
+def _measurable(ctx: Context) -> bool:
+    """Whether per-layer int8 speed can be timed here for the target: a backend, run on the target's CPU."""
+    return ctx.backend is not None and not ctx.backend.target.measured_elsewhere
+
+
+def _keep_slow_layers_float(ctx: Context, work: ir.Model, plan: Int8Plan, build: Callable[[list[str]], ir.Model],
+                            feeds: list[dict[str, np.ndarray]], notes: list[str]) -> SpeedTable:
+    """Time every planned layer in float and int8 on the target (layer_speed.py) and move the
+    ones int8 does not make measurably faster to the plan's float layers."""
+    table = measure_layer_speed(ctx.backend, work, build([]), [n.name for n in plan.layers], feeds[:SPEED_FEEDS])
+    cpu = ctx.backend.target.cpu
+    for node in list(plan.layers):
+        speed = table.layers[node.name]
+        if not speed.pays:
+            plan.layers.remove(node)
+            plan.float_layers.append(node.name)
+            plan.slow[node.name] = (f"measured on {ctx.backend.name} ({cpu.isa}): int8 {speed.int8_ms:.4f} ms vs float "
+                                    f"{speed.float_ms:.4f} ms, no faster than the noise ({speed.noise_ms:.4f} ms)")
+    notes.append(f"int8 speed measured per layer on {ctx.backend.name}, {cpu.model} ({cpu.isa}): {len(plan.slow)} of "
+                 f"{len(table.layers)} layer(s) no faster in int8, kept float; every layer int8: {table.int8_ms:.3f} ms vs "
+                 f"float {table.float_ms:.3f} ms end to end")
+    return table
 
 
 def quantize_int8(options: QuantizePass, model: ir.Model, ctx: Context) -> PassResult:
@@ -128,7 +161,8 @@ def quantize_int8(options: QuantizePass, model: ir.Model, ctx: Context) -> PassR
     quantized = prepared.build([])
     kept: list[tuple[str, float]] = []
     if options.guard:
-        outcome = guard_budget(prepared.float_model, quantized, prepared.plan.layers, prepared.build, ctx)
+        gains = {name: speed.gain_ms for name, speed in prepared.speed.layers.items()} if prepared.speed else None
+        outcome = guard_budget(prepared.float_model, quantized, prepared.plan.layers, prepared.build, ctx, gains=gains)
         quantized, kept = outcome.model, outcome.kept_float
         counts["guard_probes"] = outcome.probes
         notes.extend(outcome.notes)
@@ -140,9 +174,17 @@ def quantize_int8(options: QuantizePass, model: ir.Model, ctx: Context) -> PassR
         notes.extend(f"runs as float after DequantizeLinear on {provider}: {name}" for name in fallbacks[:10])
     int8_layers = {n.name for n in quantized.graph if n.op_type in WEIGHTED_OPS and _int8_weight(n)}
     layers = _layers(prepared, dict(kept), int8_layers, options.exclude)
+    if prepared.speed is not None:
+        for row in layers:
+            if row["layer"] in prepared.speed.layers:
+                row.update(prepared.speed.layers[row["layer"]].to_dict())
     counts["layers_quantized"] = len(int8_layers)
     counts["layers_float"] = len(kept) + len(options.exclude)  # by the guard and the user
     counts["layers_float_by_rule"] = sum(1 for row in layers if row["precision"] == "fp32") - counts["layers_float"]
+    if prepared.speed is not None:
+        predicted = prepared.speed.predict_ms(int8_layers)
+        notes.append(f"predicted from the per-layer timing: {predicted:.3f} ms end to end ({prepared.speed.float_ms / predicted:.2f}x "
+                     f"of float's {prepared.speed.float_ms:.3f} ms); the report's latency is the measured one")
     quantized.metadata_props.update(model.metadata_props)
     return PassResult(quantized, modified=True, counts=counts, notes=notes, layers=layers)
 

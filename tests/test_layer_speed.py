@@ -1,0 +1,98 @@
+"""Per-layer int8 speed measured on the target (passes/quantize/layer_speed.py) and the int8
+plan that follows it. Timings vary from run to run and CPU to CPU: the tests check how the
+measurements are attributed and that decisions agree with them, never a time."""
+
+from __future__ import annotations
+
+import numpy as np
+import onnx_ir as ir
+from onnx import TensorProto, helper, numpy_helper
+
+from conftest import FIXTURES, fixture_feeds
+from onnxsmith.backend import get_backend
+from onnxsmith.context import Context
+from onnxsmith.data import Dataset
+from onnxsmith.passes.quantize.layer_speed import LayerSpeed, SpeedTable, _qdq_owners, measure_layer_speed
+from onnxsmith.registry import create_pass
+from onnxsmith.sources import load_source
+from onnxsmith.target import load_target
+
+
+def _qdq_chain() -> ir.Model:
+    """x -Q-DQ-> conv_a -Q-DQ-> conv_b -Q-DQ-> y: one entry Q/DQ pair, one between, one exit."""
+    w = numpy_helper.from_array(np.ones((2, 2, 1, 1), np.int8), "w")
+    scale = numpy_helper.from_array(np.array(0.1, np.float32), "s")
+    nodes = [
+        helper.make_node("QuantizeLinear", ["x", "s"], ["xq"], name="q_in"),
+        helper.make_node("DequantizeLinear", ["xq", "s"], ["xd"], name="dq_in"),
+        helper.make_node("DequantizeLinear", ["w", "s"], ["wd"], name="dq_w"),
+        helper.make_node("Conv", ["xd", "wd"], ["a"], name="conv_a"),
+        helper.make_node("QuantizeLinear", ["a", "s"], ["aq"], name="q_mid"),
+        helper.make_node("DequantizeLinear", ["aq", "s"], ["ad"], name="dq_mid"),
+        helper.make_node("Conv", ["ad", "wd"], ["b"], name="conv_b"),
+        helper.make_node("QuantizeLinear", ["b", "s"], ["bq"], name="q_out"),
+        helper.make_node("DequantizeLinear", ["bq", "s"], ["y"], name="dq_out"),
+    ]
+    graph = helper.make_graph(nodes, "chain", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 2, 4, 4])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 2, 4, 4])], [w, scale])
+    return ir.from_proto(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)]))
+
+
+def test_qdq_kernels_are_charged_to_the_layer_they_feed_else_the_one_they_convert():
+    owners = _qdq_owners(_qdq_chain(), {"conv_a", "conv_b"})
+    assert owners["q_in"] == owners["dq_in"] == ["conv_a"]  # region entry: the layer it feeds
+    assert owners["dq_w"] == ["conv_a", "conv_b"]  # a shared weight's DQ: shared out
+    assert owners["q_mid"] == owners["dq_mid"] == ["conv_b"]  # between two layers: the reader
+    assert owners["q_out"] == owners["dq_out"] == ["conv_b"]  # region exit: the layer it converts
+
+
+def test_a_layer_pays_only_when_its_gain_beats_the_noise():
+    assert LayerSpeed(float_ms=1.0, int8_ms=0.5, noise_ms=0.1).pays
+    assert not LayerSpeed(float_ms=1.0, int8_ms=0.95, noise_ms=0.1).pays  # within the noise
+    assert not LayerSpeed(float_ms=0.2, int8_ms=0.3, noise_ms=0.0).pays  # slower in int8
+    table = SpeedTable({"a": LayerSpeed(1.0, 0.4, 0.0), "b": LayerSpeed(0.5, 0.6, 0.0)}, float_ms=2.0, int8_ms=1.5,
+                       unattributed_ms=0.0)
+    assert table.predict_ms({"a"}) == 1.4 and table.predict_ms({"a", "b"}) == 1.5 and table.predict_ms(set()) == 2.0
+
+
+def _cnn_int8(pipeline: str, target: str = "host"):
+    model = load_source(str(FIXTURES / "cnn.onnx")).ir
+    feeds = fixture_feeds("cnn", count=8)
+    dataset = Dataset({k: np.stack([f[k] for f in feeds]) for k in feeds[0]}, "cnn.npz")
+    ctx = Context(backend=get_backend("cpu", load_target(target)), calibration=dataset)
+    options = dict(pair.split("=") for pair in pipeline.split(",")) if pipeline else {}
+    return create_pass("quantize", options).run(model, ctx)
+
+
+def test_measured_speeds_cover_every_planned_layer_and_both_runs():
+    model = load_source(str(FIXTURES / "cnn.onnx")).ir
+    float_model = model.clone()
+    quantized = _cnn_int8("guard=false,skip_slow=false").model
+    layers = [n.name for n in float_model.graph if n.op_type == "Conv"]
+    table = measure_layer_speed(get_backend("cpu"), float_model, quantized, layers, fixture_feeds("cnn", count=2), runs=5)
+    assert set(table.layers) == set(layers)
+    assert all(speed.float_ms > 0 and speed.int8_ms > 0 for speed in table.layers.values())  # every layer timed in both
+    assert table.float_ms > 0 and table.int8_ms > 0
+
+
+def test_the_int8_plan_keeps_float_exactly_the_layers_measured_no_faster():
+    result = _cnn_int8("guard=false")
+    rows = {row["layer"]: row for row in result.layers if "gain_ms" in row}
+    assert rows, result.layers
+    assert any("int8 speed measured per layer" in note for note in result.notes)
+    assert any("predicted from the per-layer timing" in note for note in result.notes)
+    for row in rows.values():
+        measured_slow = row.get("reason", "").startswith("measured on cpu")
+        assert measured_slow == (row["precision"] == "fp32"), row
+        if measured_slow:
+            assert row["gain_ms"] <= 0 or "no faster than the noise" in row["reason"]
+        else:
+            assert row["gain_ms"] > 0
+
+
+def test_building_for_another_cpu_uses_the_rules_not_this_machines_timing():
+    other = "avx2" if load_target().cpu.int8_dot else "avx512-vnni"
+    result = _cnn_int8("guard=false", target=other)
+    assert not any("gain_ms" in row for row in result.layers)
+    assert not any("int8 speed measured per layer" in note for note in result.notes)
+    assert any("multiply-adds per value moved" in row.get("reason", "") for row in result.layers)  # the stem, by rule
