@@ -84,6 +84,7 @@ def main() -> None:
     parser.add_argument("--before", type=Path, required=True, help="folder with the earlier commit's onnxsmith/ package")
     parser.add_argument("--before-label", default="before")
     parser.add_argument("--after", type=Path, default=None, help="the same for the later code (default: the installed onnxsmith)")
+    parser.add_argument("--after-label", default="installed")
     parser.add_argument("--models", default=",".join(MODELS))
     parser.add_argument("--no-docs", action="store_true")
     args = parser.parse_args()
@@ -104,7 +105,7 @@ def main() -> None:
                            for label, package in versions}
                 rows.append({"model": name, "pipeline": pipeline, **results})
                 print(json.dumps(rows[-1]), flush=True)
-    table = markdown(rows, cpu, args.before_label)
+    table = markdown(rows, cpu, args.before_label, args.after_label)
     print(table)
     if not args.no_docs:
         from report_md import write_section
@@ -112,11 +113,11 @@ def main() -> None:
         write_section(ROOT / "docs" / "benchmarks.md", "## measurement layer", table)
 
 
-def markdown(rows: list[dict], cpu, before_label: str) -> str:
+def markdown(rows: list[dict], cpu, before_label: str, after_label: str) -> str:
     lines = [
         "## measurement layer",
         "",
-        f"`python bench/measure_bench.py --before <{before_label}>`, {time.strftime('%Y-%m-%d')}, on {cpu.model} "
+        f"`python bench/measure_bench.py`, before = {before_label}, after = {after_label}, {time.strftime('%Y-%m-%d')}, on {cpu.model} "
         f"({cpu.isa}, {cpu.cores} cores). One `onnxsmith optimize` process per cell ({CALIBRATION_SAMPLES} calibration "
         "samples, latency timing off), before and after one after the other, the first of them alternating. Sessions: "
         "ONNX Runtime `InferenceSession`s the process created.",

@@ -45,7 +45,7 @@ if TYPE_CHECKING:
 __all__ = ["MAX_CHUNK_BYTES", "Feeds", "Measurements", "chunk_tensors", "exposed", "feeds_digest", "model_digest", "tensor_bytes"]
 
 MAX_CHUNK_BYTES = 256 << 20  # one feed's exposed tensors in one session
-KEPT_SESSIONS = 2  # each holds a copy of the weights: MiniLM's 4 kept sessions cost 400 MB of peak memory
+KEPT_SESSIONS = 1  # each holds a copy of the weights (MiniLM: 4 kept sessions cost 400 MB of peak memory)
 KEPT_OUTPUTS = 8
 
 Feeds = list[dict[str, np.ndarray]]
@@ -171,6 +171,11 @@ class Measurements:
 
         key = ("outputs", digest, feeds_digest(feeds), _name(backend))
         return self._kept(self._outputs, key, KEPT_OUTPUTS, compute)
+
+    def release_sessions(self) -> None:
+        """Let go of the kept sessions (the pipeline does before each pass): a pass's own
+        sessions then do not stack on top of the last check's."""
+        self._sessions.clear()
 
     def clear(self) -> None:
         self._results.clear()

@@ -84,6 +84,7 @@ class Pipeline:
             for instrument in self.instruments:
                 instrument.before_pass(pass_, model)
             nodes_before = count_nodes(model.ir)
+            ctx.measure.release_sessions()
             start = time.perf_counter()
             try:
                 result = pass_.apply(model.ir, ctx)
