@@ -8,7 +8,8 @@
    ops, float MatMul outputs), and calibrate them with
    ``calibration=minmax|percentile|entropy|mse``, streamed (calibration.py). Time every
    planned layer in float and in int8 on the target backend (layer_speed.py) and keep float
-   the ones int8 does not make measurably faster (``speed=measured``, the default).
+   the ones int8 does not make measurably faster (``speed=measured``, the default), on top
+   of the plan's static speed rule.
 3. Write QDQ: int8 symmetric per-channel weights, activations as the backend prefers
    (uint8 asymmetric on ONNX Runtime CPU), int32 biases; then correct the biases for the
    mean shift the rounded weights cause (bias_correction.py) and write QDQ again.
@@ -92,11 +93,15 @@ def prepare_int8(options: QuantizePass, model: ir.Model, ctx: Context) -> Int8Bu
         smoothed = smooth_model(work, calibration.feeds(), alpha=options.smooth, exclude=options.exclude, measure=ctx.measure)
         counts["layers_smoothed"] = sum(len(record["layers"]) for record in smoothed)
     smoothing = smoothing_nodes(work)  # smooth's Muls stay float: quantizing their input would undo them
-    # which layers int8 slows down: measured on the target where it can be, else the rules
-    # (where the backend says its int8 kernels lose on small layers; no backend: assume so)
+    # which layers int8 slows down: the rules (where the backend says its int8 kernels lose on
+    # small layers; no backend: assume so), then measured on the target where it can be. The
+    # rules stay on with the measurement: the layers they keep float are also the ones int8
+    # hurts most, and the default drift does not see the task. On AVX-512 VNNI, measurement
+    # alone admitted some of them, and YOLOv8n's held-out F1 was 0.94 in one of two runs
+    # (docs/benchmarks.md "## int8 speed measured per layer").
     measure_speed = options.skip_slow and not options.ops and options.speed == "measured" and _measurable(ctx)
     slow_small = capabilities.int8_slow_small_layers if capabilities else True
-    rule = options.skip_slow and slow_small and not options.ops and not measure_speed
+    rule = options.skip_slow and slow_small and not options.ops
     rules = {**({} if rule else {"min_intensity": 0.0}), **({"heads": False} if options.ops else {})}
     plan = plan_int8(work, op_types, exclude=[*options.exclude, *smoothing], **rules)
     if plan.heads:

@@ -18,10 +18,9 @@ from bench/int8_study.py, undoes one rule at a time):
    bias adds, reshapes, Concat/Split/Slice and Softmax/Sigmoid. Applications decide on those
    values (argmax per CTC step, a score threshold, a box from a DFL softmax), and a near-tie
    flips on rounding that costs nothing elsewhere; heads are a small share of the time.
-5. Speed rule: a layer stays float when int8 would slow it down. By default that is measured
-   per layer on the target backend (layer_speed.py, applied by int8.py after this plan);
-   the static rule here stands in where it cannot be measured (no backend, a target that is
-   another CPU) or with ``speed=rules``. It was measured on ONNX Runtime CPU, AVX2: MLAS's
+5. Speed rule: a layer stays float when int8 would slow it down. The static rule here was
+   measured on ONNX Runtime CPU, AVX2; by default int8.py then times every other planned
+   layer on the target backend (layer_speed.py) and keeps float the ones no faster. MLAS's
    int8 depthwise convolutions run at about half the speed of its float NCHWc ones, and a
    layer with fewer than MIN_INTENSITY multiply-adds per activation value it reads or
    writes spends more on quantizing and dequantizing those values (and on layout changes)
