@@ -146,14 +146,14 @@ def _keep_slow_layers_float(ctx: Context, work: ir.Model, plan: Int8Plan, build:
     ones int8 does not make measurably faster to the plan's float layers."""
     table = measure_layer_speed(ctx.backend, work, build([]), [n.name for n in plan.layers], feeds[:SPEED_FEEDS])
     cpu = ctx.backend.target.cpu
-    for node in list(plan.layers):
+    slower = [node for node in plan.layers if not table.layers[node.name].pays]
+    for node in slower:
         speed = table.layers[node.name]
-        if not speed.pays:
-            plan.layers.remove(node)
-            plan.float_layers.append(node.name)
-            plan.slow[node.name] = (f"measured on {ctx.backend.name} ({cpu.isa}): int8 {speed.int8_ms:.4f} ms vs float "
-                                    f"{speed.float_ms:.4f} ms, no faster than the noise ({speed.noise_ms:.4f} ms)")
-    notes.append(f"int8 speed measured per layer on {ctx.backend.name}, {cpu.model} ({cpu.isa}): {len(plan.slow)} of "
+        plan.layers.remove(node)
+        plan.float_layers.append(node.name)
+        plan.slow[node.name] = (f"measured on {ctx.backend.name} ({cpu.isa}): int8 {speed.int8_ms:.4f} ms vs float "
+                                f"{speed.float_ms:.4f} ms, no faster than the noise ({speed.noise_ms:.4f} ms)")
+    notes.append(f"int8 speed measured per layer on {ctx.backend.name}, {cpu.model} ({cpu.isa}): {len(slower)} of "
                  f"{len(table.layers)} layer(s) no faster in int8, kept float; every layer int8: {table.int8_ms:.3f} ms vs "
                  f"float {table.float_ms:.3f} ms end to end")
     return table
