@@ -44,7 +44,7 @@ def test_metric_returning_no_number_is_refused(monkeypatch):
 
 def test_cli_metric_sets_the_reported_drift_and_the_budget(tmp_path):
     out = tmp_path / "mlp.onnx"
-    args = ["optimize", str(FIXTURES / "mlp.onnx"), "-o", str(out), "--passes", "quantize{guard=false}",
+    args = ["optimize", str(FIXTURES / "mlp.onnx"), "-o", str(out), "--passes", "quantize{guard=false,skip_slow=false}",
             "--calib", str(FIXTURES / "mlp.npz"), "--latency-rounds", "0", "--metric", "plugins.user_metrics:max_abs"]
     result = run_cli(*args, env=PLUGIN_ENV)
     assert result.code == 0, result.stderr
