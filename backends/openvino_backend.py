@@ -29,13 +29,7 @@ import onnx_ir as ir
 from onnxsmith.backend import Backend, Capabilities, register_backend
 from onnxsmith.flops import TensorInfo
 from onnxsmith.graph_stats import all_nodes
-from onnxsmith.profile import (
-    KernelRun,
-    Measurement,
-    Profile,
-    build_profile,
-    peak_rss_mb,
-)
+from onnxsmith.profile import KernelRun, Measurement, Profile, build_profile, peak_rss_mb
 
 __all__ = ["OpenVINOBackend", "precision_ran"]
 

@@ -14,27 +14,14 @@ from pathlib import Path
 from onnxsmith import __version__
 from onnxsmith.backend import get_backend
 from onnxsmith.context import Context
-from onnxsmith.data import (
-    Dataset,
-    ImageOptions,
-    InputSpec,
-    load_dataset,
-    model_inputs,
-    random_dataset,
-    split_dataset,
-)
+from onnxsmith.data import Dataset, ImageOptions, InputSpec, load_dataset, model_inputs, random_dataset, split_dataset
 from onnxsmith.errors import AccuracyBudgetExceeded, DataError, InputError, first_line
 from onnxsmith.graph_stats import graph_stats
 from onnxsmith.latency import measure_interleaved
 from onnxsmith.measure import Measurements
 from onnxsmith.metrics import OutputDrift, compare_outputs, load_metric
 from onnxsmith.model import INFERENCE_PRECISION_KEY, Model
-from onnxsmith.modelio import (
-    EXTERNAL_DATA_THRESHOLD,
-    model_bytes,
-    save_onnx,
-    write_text_atomic,
-)
+from onnxsmith.modelio import EXTERNAL_DATA_THRESHOLD, model_bytes, save_onnx, write_text_atomic
 from onnxsmith.pipeline import Instrument, Pipeline
 from onnxsmith.profile_compare import compare_profiles
 from onnxsmith.recipe import Recipe

@@ -41,18 +41,8 @@ import onnx_ir as ir
 from onnxsmith.blas import one_blas_thread
 from onnxsmith.context import Context
 from onnxsmith.pass_base import Pass, PassResult
-from onnxsmith.passes.prune.layer_error import (
-    Shadow,
-    copy_node,
-    matmul_macs,
-    measure_layers,
-)
-from onnxsmith.passes.prune.layers import (
-    WeightedLayer,
-    constant_value,
-    drop_if_unused,
-    find_layers,
-)
+from onnxsmith.passes.prune.layer_error import Shadow, copy_node, matmul_macs, measure_layers
+from onnxsmith.passes.prune.layers import WeightedLayer, constant_value, drop_if_unused, find_layers
 from onnxsmith.registry import register_pass
 from onnxsmith.statistics import ChannelSums, TensorStats
 

@@ -10,10 +10,7 @@ from onnx import TensorProto, helper, numpy_helper
 from conftest import ort_outputs
 from onnxsmith.measure import Measurements
 from onnxsmith.optimize import OptimizeOptions, optimize
-from onnxsmith.passes.quantize.bias_correction import (
-    apply_bias_corrections,
-    bias_corrections,
-)
+from onnxsmith.passes.quantize.bias_correction import apply_bias_corrections, bias_corrections
 from onnxsmith.recipe import parse_pipeline, validate_recipe
 from onnxsmith.runtime import make_session, run_all
 

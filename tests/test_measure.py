@@ -12,14 +12,7 @@ from onnxsmith.backend import get_backend
 from onnxsmith.measure import Measurements, exposed, model_digest
 from onnxsmith.runtime import make_session
 from onnxsmith.sources import load_source
-from onnxsmith.statistics import (
-    AbsMaxRows,
-    ChannelSums,
-    Hessian,
-    Histogram,
-    MinMax,
-    Shape,
-)
+from onnxsmith.statistics import AbsMaxRows, ChannelSums, Hessian, Histogram, MinMax, Shape
 
 ONE_ACTIVATION = 16 * 16 * 16 * 4  # bytes of a 1x16x16x16 float activation of the cnn fixture
 

@@ -42,16 +42,8 @@ from onnxsmith.passes.prune.channel_alloc import (
 )
 from onnxsmith.passes.prune.channel_apply import drop_unused_constants, remove_units
 from onnxsmith.passes.prune.channel_distortion import measure_distortion
-from onnxsmith.passes.prune.channel_groups import (
-    ChannelAnalysis,
-    WeightLayer,
-    analyse_channels,
-)
-from onnxsmith.passes.prune.channel_stats import (
-    LayerCost,
-    channel_moments,
-    layer_positions,
-)
+from onnxsmith.passes.prune.channel_groups import ChannelAnalysis, WeightLayer, analyse_channels
+from onnxsmith.passes.prune.channel_stats import LayerCost, channel_moments, layer_positions
 from onnxsmith.passes.prune.refit import LayerFit, refit_layers, snapshot
 
 __all__ = ["IMPORTANCES", "ALLOCATIONS", "prune_channels"]

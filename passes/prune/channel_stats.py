@@ -17,11 +17,7 @@ import numpy as np
 import onnx_ir as ir
 
 from onnxsmith.measure import Measurements
-from onnxsmith.passes.prune.channel_groups import (
-    ChannelAnalysis,
-    WeightLayer,
-    const_array,
-)
+from onnxsmith.passes.prune.channel_groups import ChannelAnalysis, WeightLayer, const_array
 from onnxsmith.statistics import ChannelSums, Shape, TensorStats
 
 __all__ = ["LayerCost", "channel_moments", "layer_positions"]

@@ -29,11 +29,7 @@ from onnxsmith.context import Context
 from onnxsmith.errors import RecipeError
 from onnxsmith.measure import Measurements
 from onnxsmith.pass_base import PassResult
-from onnxsmith.passes.prune.channel_apply import (
-    drop_unused_constants,
-    set_constant,
-    set_shape_entries,
-)
+from onnxsmith.passes.prune.channel_apply import drop_unused_constants, set_constant, set_shape_entries
 from onnxsmith.passes.prune.channel_groups import const_array, shape_entries
 from onnxsmith.passes.prune.heads_match import AttentionBlock, find_attention
 

@@ -36,12 +36,7 @@ import onnx_ir as ir
 from onnxsmith.backend import available_backends
 from onnxsmith.context import Context
 from onnxsmith.pass_base import PassResult
-from onnxsmith.passes.prune.layer_error import (
-    conv_macs,
-    matmul_macs,
-    measure_layers,
-    weight_shadow,
-)
+from onnxsmith.passes.prune.layer_error import conv_macs, matmul_macs, measure_layers, weight_shadow
 from onnxsmith.passes.prune.layers import WeightedLayer, find_layers, set_weight
 from onnxsmith.statistics import ChannelSums
 

@@ -30,18 +30,10 @@ import onnx_ir as ir
 
 from onnxsmith.context import Context
 from onnxsmith.pass_base import PassResult
-from onnxsmith.passes.quantize.bias_correction import (
-    apply_bias_corrections,
-    bias_corrections,
-)
+from onnxsmith.passes.quantize.bias_correction import apply_bias_corrections, bias_corrections
 from onnxsmith.passes.quantize.calibration import collect_ranges
 from onnxsmith.passes.quantize.guard import guard_budget
-from onnxsmith.passes.quantize.int8_plan import (
-    WEIGHTED_OPS,
-    Int8Plan,
-    default_op_types,
-    plan_int8,
-)
+from onnxsmith.passes.quantize.int8_plan import WEIGHTED_OPS, Int8Plan, default_op_types, plan_int8
 from onnxsmith.passes.quantize.kernels import integer_kernel_check
 from onnxsmith.passes.quantize.layer_speed import SpeedTable, measure_layer_speed
 from onnxsmith.passes.quantize.qdq import quantize_qdq, upgrade_for_per_channel
