@@ -20,6 +20,8 @@ def optimize(
     target: TargetOpt = None,
     threads: ThreadsOpt = None,
     inference_precision: PrecisionOpt = None,
+    costs: Annotated[str | None, typer.Option("--costs", help="A per-layer cost table from --save-costs on the deployment machine: int8 decides by it, for its CPU, instead of timing here.")] = None,
+    save_costs: Annotated[Path | None, typer.Option("--save-costs", help="Write the per-layer int8 costs measured here, for --costs on a build machine of another CPU.")] = None,
     calib: Annotated[str | None, typer.Option("--calib", help="Calibration/evaluation data: .npz, folder of .npz/.npy/images, or 'random'.")] = None,
     calib_samples: Annotated[int | None, typer.Option("--calib-samples", help="Use at most this many samples.")] = None,
     eval_samples: Annotated[int | None, typer.Option("--eval-samples", help="Samples held out for evaluation (default: a quarter).")] = None,
@@ -55,7 +57,7 @@ def optimize(
         calibration={"data": calib, "samples": calib_samples, "eval_samples": eval_samples,
                      "image_size": list(parse_shape(image_size)) if image_size else None},
         accuracy={"max_drift": max_drift, "metric": metric},
-        target={"cpu": target, "threads": threads, "precision": inference_precision},
+        target={"cpu": target, "threads": threads, "precision": inference_precision, "costs": costs},
     )
     resolved = resolved_recipe.resolved()
 
@@ -79,6 +81,7 @@ def optimize(
         latency_rounds=latency_rounds,
         profile_runs=profile_runs,
         instruments=tuple(instruments),
+        save_costs=save_costs,
     )
     try:
         report = run_optimize(model, output, resolved_recipe, options)

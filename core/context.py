@@ -11,6 +11,7 @@ from onnxsmith.metrics import DriftMetric, default_drift
 
 if TYPE_CHECKING:
     from onnxsmith.backend import Backend
+    from onnxsmith.costs import CostTable
     from onnxsmith.data import Dataset
     from onnxsmith.runtime import Outputs
 
@@ -34,6 +35,7 @@ class Context:
     max_drift: float | None = None  # the accuracy budget (recipe accuracy.max_drift); lossy passes guard it
     measure: Measurements = field(default_factory=Measurements)
     metric: DriftMetric = default_drift  # what max_drift budgets; --metric NAME or package.module:function
+    costs: CostTable | None = None  # per-layer int8 costs measured on the target (--costs): used instead of timing here
 
     def drift(self, candidate: list[Outputs]) -> float:
         """The metric of ``candidate`` outputs (on ``evaluation``) against ``reference``."""

@@ -14,8 +14,9 @@ from pathlib import Path
 from onnxsmith import __version__
 from onnxsmith.backend import get_backend
 from onnxsmith.context import Context
+from onnxsmith.costs import costs_json, load_costs
 from onnxsmith.data import Dataset, ImageOptions, InputSpec, load_dataset, model_inputs, random_dataset, split_dataset
-from onnxsmith.errors import AccuracyBudgetExceeded, DataError, InputError, first_line
+from onnxsmith.errors import AccuracyBudgetExceeded, DataError, InputError, RecipeError, first_line
 from onnxsmith.graph_stats import graph_stats
 from onnxsmith.latency import measure_interleaved
 from onnxsmith.measure import Measurements
@@ -44,6 +45,7 @@ class OptimizeOptions:
     latency_rounds: int = 15
     profile_runs: int = 0  # > 0: profile on the backend before and after, into the report's ``profile``
     instruments: tuple[Instrument, ...] = ()
+    save_costs: Path | None = None  # write the per-layer int8 costs measured here (costs.py)
 
 
 def report_path_for(output: Path) -> Path:
@@ -58,7 +60,11 @@ def optimize(source: str, output: str | Path, recipe: Recipe, options: OptimizeO
     _refuse_overwriting_input(source, output)
     passes = recipe.build_passes()
     metric = load_metric(recipe.accuracy.metric)
-    backend = get_backend(recipe.backend, recipe.target.load())
+    costs = load_costs(recipe.target.costs) if recipe.target.costs else None
+    if costs is not None and costs.backend != recipe.backend:
+        raise RecipeError(f"the cost table {costs.source} was measured on backend '{costs.backend}', not '{recipe.backend}'",
+                          f"use --backend {costs.backend}, or save costs on the deployment machine with this backend")
+    backend = get_backend(recipe.backend, recipe.target.load(costs))
     model = load_source(source, options.input_shapes)
     inputs = model_inputs(model.ir)
     pinned = {name: shape for p in passes for name, shape in p.input_shapes().items()}
@@ -71,7 +77,7 @@ def optimize(source: str, output: str | Path, recipe: Recipe, options: OptimizeO
     profile_before = backend.profile(model.ir, evaluation.feeds(), runs=options.profile_runs) if options.profile_runs else None
 
     ctx = Context(backend=backend, calibration=calibration, evaluation=evaluation, reference=reference, seed=recipe.seed,
-                  max_drift=recipe.accuracy.max_drift, metric=metric, measure=measure)
+                  max_drift=recipe.accuracy.max_drift, metric=metric, measure=measure, costs=costs)
     result = Pipeline(passes, instruments=options.instruments).run(model, ctx)
     runtime = _runtime_precision(ctx, model)
     drift = max(result.drift, runtime["drift"]) if runtime else result.drift
@@ -140,6 +146,12 @@ def optimize(source: str, output: str | Path, recipe: Recipe, options: OptimizeO
         profile=profile,
     )
     write_text_atomic(report_path_for(output), report.to_json())
+    if options.save_costs is not None:
+        rows = [row for record in result.records for row in record.layers if "float_ms" in row]
+        if not rows:
+            logger.warning("--save-costs: no pass timed layers on this machine (int8 with speed=measured does); nothing written")
+        else:
+            write_text_atomic(options.save_costs, costs_json(backend.target.host or backend.target.cpu, backend.name, rows))
     return report
 
 

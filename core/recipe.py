@@ -21,10 +21,11 @@ import pydantic
 import yaml
 from pydantic import BaseModel, ConfigDict, Field
 
+from onnxsmith.costs import CostTable
 from onnxsmith.errors import RecipeError
 from onnxsmith.pass_base import Pass
 from onnxsmith.registry import available_passes, create_pass
-from onnxsmith.target import HOST, PRESETS, Target, load_target
+from onnxsmith.target import HOST, PRESETS, Target, load_target, target_for
 
 __all__ = [
     "DEFAULT_PIPELINE",
@@ -88,8 +89,14 @@ class TargetSpec(_Strict):
     precision: Literal["fp32", "bf16", "fp16"] = Field(
         "fp32", description="the runtime's whole-model inference precision (OpenVINO's hint). fp32 keeps exact "
                             "passes exact; bf16/fp16 are lossy choices whose drift is measured on the backend")
+    costs: str | None = Field(None, max_length=4096, description="a per-layer cost table written by `optimize "
+                              "--save-costs` on the deployment machine: int8 decides by it instead of timing here, and "
+                              "its CPU is the target unless cpu names one")
 
-    def load(self) -> Target:
+    def load(self, costs: CostTable | None = None) -> Target:
+        """The target; with the cost table (of ``costs``) and no CPU named, the table's CPU."""
+        if costs is not None and self.cpu == HOST:
+            return target_for(costs.cpu, threads=self.threads, precision=self.precision)
         return load_target(self.cpu, threads=self.threads, precision=self.precision)
 
 

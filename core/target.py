@@ -24,7 +24,7 @@ import yaml
 
 from onnxsmith.errors import RecipeError
 
-__all__ = ["HOST", "PRECISIONS", "PRESETS", "CpuTarget", "Target", "detect_cpu", "load_target", "save_target"]
+__all__ = ["HOST", "PRECISIONS", "PRESETS", "CpuTarget", "Target", "cpu_from_data", "detect_cpu", "load_target", "save_target", "target_for"]
 
 HOST = "host"
 PRECISIONS = ("fp32", "bf16", "fp16")  # a runtime's whole-model inference precision (OpenVINO's hint)
@@ -175,11 +175,14 @@ def load_target(cpu: str | None = None, *, threads: int = 0, precision: str = "f
         raise RecipeError(f"unknown inference precision '{precision}'", f"choose one of: {', '.join(PRECISIONS)}")
     if threads < 0:
         raise RecipeError(f"threads must be 0 (the runtime's default) or more, got {threads}", "give --threads N with N >= 0")
-    host = detect_cpu()
     if cpu is None or cpu == HOST:
-        return Target(host, threads, precision)
-    chosen = PRESETS.get(cpu) or _read_target_file(cpu)
-    return Target(chosen, threads, precision, host=host)
+        return Target(detect_cpu(), threads, precision)
+    return target_for(PRESETS.get(cpu) or _read_target_file(cpu), threads=threads, precision=precision)
+
+
+def target_for(cpu: CpuTarget, *, threads: int = 0, precision: str = "fp32") -> Target:
+    """A target of ``cpu`` built on this machine (which may be another CPU)."""
+    return Target(cpu, threads, precision, host=detect_cpu())
 
 
 def _read_target_file(spec: str) -> CpuTarget:
@@ -194,13 +197,18 @@ def _read_target_file(spec: str) -> CpuTarget:
         data = yaml.safe_load(path.read_text())
     except (yaml.YAMLError, UnicodeDecodeError) as e:
         raise RecipeError(f"target file {path} is not JSON or YAML: {str(e).splitlines()[0]}", fix) from None
+    return cpu_from_data(data, str(path), fix)
+
+
+def cpu_from_data(data: Any, source: str, fix: str) -> CpuTarget:
+    """A CpuTarget from parsed file data (``{"cpu": {...}}`` or the CPU's fields themselves)."""
     data = data.get("cpu", data) if isinstance(data, dict) else data
     if not isinstance(data, dict) or not isinstance(data.get("arch"), str) or not isinstance(data.get("features"), list):
-        raise RecipeError(f"target file {path} needs 'arch' (a string) and 'features' (a list of ISA flags)", fix)
+        raise RecipeError(f"{source} needs 'arch' (a string) and 'features' (a list of ISA flags)", fix)
     features = [f for f in data["features"] if isinstance(f, str)]
     cores = data.get("cores", 0)
     return CpuTarget(str(data.get("model", data["arch"]))[:200], data["arch"][:40], frozenset(features) & _KNOWN_FEATURES,
-                     cores if isinstance(cores, int) and cores >= 0 else 0, str(path))
+                     cores if isinstance(cores, int) and cores >= 0 else 0, source)
 
 
 def save_target(target: Target) -> str:

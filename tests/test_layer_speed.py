@@ -4,18 +4,21 @@ measurements are attributed and that decisions agree with them, never a time."""
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
+import pytest
 import onnx_ir as ir
 from onnx import TensorProto, helper, numpy_helper
 
-from conftest import FIXTURES, fixture_feeds
+from conftest import FIXTURES, fixture_feeds, run_cli
 from onnxsmith.backend import get_backend
 from onnxsmith.context import Context
 from onnxsmith.data import Dataset
 from onnxsmith.passes.quantize.layer_speed import LayerSpeed, SpeedTable, _qdq_owners, measure_layer_speed
 from onnxsmith.registry import create_pass
 from onnxsmith.sources import load_source
-from onnxsmith.target import load_target
+from onnxsmith.target import detect_cpu, load_target
 
 
 def _qdq_chain() -> ir.Model:
@@ -96,3 +99,53 @@ def test_building_for_another_cpu_uses_the_rules_not_this_machines_timing():
     assert not any("gain_ms" in row for row in result.layers)
     assert not any("int8 speed measured per layer" in note for note in result.notes)
     assert any("multiply-adds per value moved" in row.get("reason", "") for row in result.layers)  # the stem, by rule
+
+
+def _optimize_cnn(tmp_path, name: str, *extra: str) -> dict:
+    out = tmp_path / f"{name}.onnx"
+    result = run_cli("optimize", str(FIXTURES / "cnn.onnx"), "-o", str(out), "--passes", "cleanup,quantize{guard=false}",
+                     "--calib", str(FIXTURES / "cnn.npz"), "--latency-rounds", "0", "--json", *extra)
+    assert result.code == 0, result.stderr
+    return json.loads(result.stdout)
+
+
+def test_costs_saved_on_one_machine_decide_the_build_on_another_the_same_way_every_time(tmp_path):
+    costs = tmp_path / "costs.json"
+    _optimize_cnn(tmp_path, "timed", "--save-costs", str(costs))
+    table = json.loads(costs.read_text())
+    assert table["backend"] == "cpu" and table["cpu"]["features"] == sorted(detect_cpu().features) and table["layers"]
+    first, again = _optimize_cnn(tmp_path, "a", "--costs", str(costs)), _optimize_cnn(tmp_path, "b", "--costs", str(costs))
+    assert (tmp_path / "a.onnx").read_bytes() == (tmp_path / "b.onnx").read_bytes()  # no timing: the same artifact
+    rows = {row["layer"]: row for row in first["passes"][-1]["layers"]}
+    for name, cost in table["layers"].items():
+        pays = cost["float_ms"] - cost["int8_ms"] > cost["noise_ms"]
+        assert rows[name]["precision"] == ("int8" if pays else "fp32"), (name, cost, rows[name])
+    assert first["target"]["cpu"]["features"] == table["cpu"]["features"]
+    assert first["recipe"]["target"]["costs"] == str(costs) and again["passes"][-1]["layers"] == first["passes"][-1]["layers"]
+
+
+def test_a_cost_table_that_says_a_layer_is_slower_keeps_it_float(tmp_path):
+    costs = tmp_path / "costs.json"
+    _optimize_cnn(tmp_path, "timed", "--save-costs", str(costs))
+    table = json.loads(costs.read_text())
+    for cost in table["layers"].values():
+        cost.update(float_ms=1.0, int8_ms=0.2, noise_ms=0.01)
+    slow = sorted(table["layers"])[0]
+    table["layers"][slow].update(int8_ms=2.0)
+    costs.write_text(json.dumps(table))
+    rows = {row["layer"]: row for row in _optimize_cnn(tmp_path, "decided", "--costs", str(costs))["passes"][-1]["layers"]}
+    assert rows[slow]["precision"] == "fp32" and "the cost table" in rows[slow]["reason"]
+    assert all(rows[name]["precision"] == "int8" for name in table["layers"] if name != slow)
+
+
+@pytest.mark.parametrize("content,problem", [
+    ("not json", "is not JSON"),
+    (json.dumps({"schema": 1, "backend": "cpu", "layers": {"a": {"float_ms": -1, "int8_ms": 0, "noise_ms": 0}}}), "needs float_ms"),
+    (json.dumps({"schema": 1, "backend": "openvino", "layers": {}, "cpu": {"arch": "x86_64", "features": []}}), "measured on backend"),
+])
+def test_a_bad_cost_table_is_one_clear_error(tmp_path, content, problem):
+    costs = tmp_path / "costs.json"
+    costs.write_text(content)
+    out = tmp_path / "o.onnx"
+    result = run_cli("optimize", str(FIXTURES / "cnn.onnx"), "-o", str(out), "--passes", "cleanup", "--costs", str(costs))
+    assert result.code == 2 and problem in result.stderr and not out.exists()

@@ -35,7 +35,7 @@ from onnxsmith.passes.quantize.calibration import collect_ranges
 from onnxsmith.passes.quantize.guard import guard_budget
 from onnxsmith.passes.quantize.int8_plan import WEIGHTED_OPS, Int8Plan, default_op_types, plan_int8
 from onnxsmith.passes.quantize.kernels import integer_kernel_check
-from onnxsmith.passes.quantize.layer_speed import SpeedTable, measure_layer_speed
+from onnxsmith.passes.quantize.layer_speed import SpeedTable, costs_table, measure_layer_speed
 from onnxsmith.passes.quantize.qdq import quantize_qdq, upgrade_for_per_channel
 from onnxsmith.passes.quantize.unfuse import unfuse_for_int8
 from onnxsmith.passes.smooth import smooth_model, smoothing_nodes
@@ -91,7 +91,8 @@ def prepare_int8(options: QuantizePass, model: ir.Model, ctx: Context) -> Int8Bu
     # hurts most, and the default drift does not see the task. On AVX-512 VNNI, measurement
     # alone admitted some of them, and YOLOv8n's held-out F1 was 0.94 in one of two runs
     # (docs/benchmarks.md "## int8 speed measured per layer").
-    measure_speed = options.skip_slow and not options.ops and options.speed == "measured" and _measurable(ctx)
+    measure_speed = (options.skip_slow and not options.ops and options.speed == "measured"
+                     and (ctx.costs is not None or _measurable(ctx)))
     slow_small = capabilities.int8_slow_small_layers if capabilities else True
     rule = options.skip_slow and slow_small and not options.ops
     rules = {**({} if rule else {"min_intensity": 0.0}), **({"heads": False} if options.ops else {})}
@@ -134,20 +135,29 @@ def _measurable(ctx: Context) -> bool:
 
 def _keep_slow_layers_float(ctx: Context, work: ir.Model, plan: Int8Plan, build: Callable[[list[str]], ir.Model],
                             feeds: list[dict[str, np.ndarray]], notes: list[str]) -> SpeedTable:
-    """Time every planned layer in float and int8 on the target (layer_speed.py) and move the
-    ones int8 does not make measurably faster to the plan's float layers."""
-    table = measure_layer_speed(ctx.backend, work, build([]), [n.name for n in plan.layers], feeds[:SPEED_FEEDS])
-    cpu = ctx.backend.target.cpu
-    slower = [node for node in plan.layers if not table.layers[node.name].pays]
+    """Time every planned layer in float and int8 on the target (layer_speed.py), or read
+    the target's cost table (``--costs``), and move the ones int8 does not make measurably
+    faster to the plan's float layers."""
+    if ctx.costs is not None:
+        table = costs_table(ctx.costs, [n.name for n in plan.layers])
+        where, cpu = f"the cost table {ctx.costs.source}", ctx.costs.cpu
+        missing = [n.name for n in plan.layers if n.name not in table.layers]
+        if missing:
+            notes.append(f"{len(missing)} layer(s) not in {where} (another model or recipe?), left int8: "
+                         f"{', '.join(missing[:5])}")
+    else:
+        table = measure_layer_speed(ctx.backend, work, build([]), [n.name for n in plan.layers], feeds[:SPEED_FEEDS])
+        where, cpu = ctx.backend.name, ctx.backend.target.cpu
+    slower = [node for node in plan.layers if node.name in table.layers and not table.layers[node.name].pays]
     for node in slower:
         speed = table.layers[node.name]
         plan.layers.remove(node)
         plan.float_layers.append(node.name)
-        plan.slow[node.name] = (f"measured on {ctx.backend.name} ({cpu.isa}): int8 {speed.int8_ms:.4f} ms vs float "
+        plan.slow[node.name] = (f"measured on {where} ({cpu.isa}): int8 {speed.int8_ms:.4f} ms vs float "
                                 f"{speed.float_ms:.4f} ms, no faster than the noise ({speed.noise_ms:.4f} ms)")
-    notes.append(f"int8 speed measured per layer on {ctx.backend.name}, {cpu.model} ({cpu.isa}): {len(slower)} of "
+    notes.append(f"int8 speed measured per layer on {where}, {cpu.model} ({cpu.isa}): {len(slower)} of "
                  f"{len(table.layers)} layer(s) no faster in int8, kept float; every layer int8: {table.int8_ms:.3f} ms vs "
-                 f"float {table.float_ms:.3f} ms end to end")
+                 f"float {table.float_ms:.3f} ms")
     return table
 
 
@@ -180,8 +190,8 @@ def quantize_int8(options: QuantizePass, model: ir.Model, ctx: Context) -> PassR
     counts["layers_float_by_rule"] = sum(1 for row in layers if row["precision"] == "fp32") - counts["layers_float"]
     if prepared.speed is not None:
         predicted = prepared.speed.predict_ms(int8_layers)
-        notes.append(f"predicted from the per-layer timing: {predicted:.3f} ms end to end ({prepared.speed.float_ms / predicted:.2f}x "
-                     f"of float's {prepared.speed.float_ms:.3f} ms); the report's latency is the measured one")
+        notes.append(f"predicted from the per-layer timing: {predicted:.3f} ms, {prepared.speed.float_ms / predicted:.2f}x of "
+                     f"float's {prepared.speed.float_ms:.3f} ms; the report's latency is the measured one")
     quantized.metadata_props.update(model.metadata_props)
     return PassResult(quantized, modified=True, counts=counts, notes=notes, layers=layers)
 

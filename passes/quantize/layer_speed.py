@@ -27,9 +27,10 @@ import numpy as np
 import onnx_ir as ir
 
 from onnxsmith.backend import Backend
+from onnxsmith.costs import CostTable
 from onnxsmith.profile import Profile
 
-__all__ = ["LayerSpeed", "SpeedTable", "measure_layer_speed"]
+__all__ = ["LayerSpeed", "SpeedTable", "costs_table", "measure_layer_speed"]
 
 _QDQ = ("QuantizeLinear", "DequantizeLinear")
 
@@ -50,7 +51,8 @@ class LayerSpeed:
         return self.gain_ms > self.noise_ms
 
     def to_dict(self) -> dict[str, float]:
-        return {"float_ms": round(self.float_ms, 5), "int8_ms": round(self.int8_ms, 5), "gain_ms": round(self.gain_ms, 5)}
+        return {"float_ms": round(self.float_ms, 5), "int8_ms": round(self.int8_ms, 5), "gain_ms": round(self.gain_ms, 5),
+                "noise_ms": round(self.noise_ms, 5)}
 
 
 @dataclass
@@ -81,6 +83,13 @@ def measure_layer_speed(backend: Backend, float_model: ir.Model, int8_model: ir.
     explained = sum(speed.gain_ms for speed in table.values())
     return SpeedTable(table, before.total.median_ms, after.total.median_ms,
                       (before.total.median_ms - after.total.median_ms) - explained)
+
+
+def costs_table(costs: CostTable, layers: list[str]) -> SpeedTable:
+    """The SpeedTable of ``layers`` from a cost table measured on the target (``--costs``);
+    layers it lacks are left out. End to end: the sums over the layers it has."""
+    table = {name: LayerSpeed(c.float_ms, c.int8_ms, c.noise_ms) for name in layers if (c := costs.layers.get(name))}
+    return SpeedTable(table, sum(s.float_ms for s in table.values()), sum(s.int8_ms for s in table.values()), 0.0)
 
 
 def _by_layer(profile: Profile, wanted: set[str], owners: dict[str, list[str]]) -> tuple[dict[str, float], dict[str, float]]:
