@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from onnxsmith.errors import RecipeError
-from onnxsmith.target import CpuTarget, cpu_from_data
+from onnxsmith.target import CpuTarget, cpu_from_data, read_data_file
 
 __all__ = ["CostTable", "LayerCosts", "costs_json", "load_costs"]
 
@@ -50,15 +50,7 @@ def costs_json(cpu: CpuTarget, backend: str, rows: list[dict[str, Any]]) -> str:
 def load_costs(path: str | Path) -> CostTable:
     """The cost table in ``path``; the file is data, checked field by field."""
     fix = "give --costs a file written by `onnxsmith optimize ... --save-costs FILE` on the deployment machine"
-    path = Path(path)
-    if not path.is_file():
-        raise RecipeError(f"cost table {path} does not exist", fix)
-    if path.stat().st_size > MAX_COSTS_BYTES:
-        raise RecipeError(f"cost table {path} is larger than {MAX_COSTS_BYTES >> 20} MiB", fix)
-    try:
-        data = json.loads(path.read_text())
-    except (json.JSONDecodeError, UnicodeDecodeError) as e:
-        raise RecipeError(f"cost table {path} is not JSON: {e}", fix) from None
+    data = read_data_file(Path(path), MAX_COSTS_BYTES, "cost table", fix, json_only=True)
     if not isinstance(data, dict) or data.get("schema") != SCHEMA or not isinstance(data.get("layers"), dict) \
             or not isinstance(data.get("backend"), str):
         raise RecipeError(f"cost table {path} lacks schema {SCHEMA}, 'backend' or 'layers'", fix)

@@ -177,11 +177,6 @@ class Measurements:
         sessions then do not stack on top of the last check's."""
         self._sessions.clear()
 
-    def clear(self) -> None:
-        self._results.clear()
-        self._sessions.clear()
-        self._outputs.clear()
-
     # --- internals ----------------------------------------------------------------------
 
     def _session(self, model: ir.Model, digest: str, backend: Backend | None) -> Session:

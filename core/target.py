@@ -24,7 +24,7 @@ import yaml
 
 from onnxsmith.errors import RecipeError
 
-__all__ = ["HOST", "PRECISIONS", "PRESETS", "CpuTarget", "Target", "cpu_from_data", "detect_cpu", "load_target", "save_target", "target_for"]
+__all__ = ["HOST", "PRECISIONS", "PRESETS", "CpuTarget", "Target", "cpu_from_data", "detect_cpu", "load_target", "read_data_file", "save_target", "target_for"]
 
 HOST = "host"
 PRECISIONS = ("fp32", "bf16", "fp16")  # a runtime's whole-model inference precision (OpenVINO's hint)
@@ -188,16 +188,26 @@ def target_for(cpu: CpuTarget, *, threads: int = 0, precision: str = "fp32") -> 
 def _read_target_file(spec: str) -> CpuTarget:
     """A CpuTarget from a small JSON/YAML file; the file is data, checked field by field."""
     fix = f"give --target one of: {HOST}, {', '.join(PRESETS)}, or a file from `onnxsmith target --save FILE`"
-    path = Path(spec)
-    if not path.is_file():
+    if not Path(spec).is_file():
         raise RecipeError(f"target '{spec}' is neither a known CPU nor a file", fix)
-    if path.stat().st_size > MAX_TARGET_FILE_BYTES:
-        raise RecipeError(f"target file {path} is larger than {MAX_TARGET_FILE_BYTES >> 10} KiB", fix)
+    return cpu_from_data(read_data_file(Path(spec), MAX_TARGET_FILE_BYTES, "target file", fix), spec, fix)
+
+
+def read_data_file(path: Path, max_bytes: int, what: str, fix: str, *, json_only: bool = False) -> Any:
+    """The parsed JSON (or, unless ``json_only``, YAML) of a small file the user gave (a target,
+    a cost table): untrusted data, so its size is checked before reading and nothing in it is
+    constructed but plain values; a missing, oversized or malformed file is a one-line
+    RecipeError ending in ``fix``."""
+    if not path.is_file():
+        raise RecipeError(f"{what} {path} does not exist", fix)
+    if path.stat().st_size > max_bytes:
+        raise RecipeError(f"{what} {path} is larger than {max_bytes >> 10} KiB", fix)
     try:
-        data = yaml.safe_load(path.read_text())
-    except (yaml.YAMLError, UnicodeDecodeError) as e:
-        raise RecipeError(f"target file {path} is not JSON or YAML: {str(e).splitlines()[0]}", fix) from None
-    return cpu_from_data(data, str(path), fix)
+        text = path.read_text()
+        return json.loads(text) if json_only else yaml.safe_load(text)
+    except (yaml.YAMLError, ValueError) as e:  # json's and unicode's decode errors are ValueErrors
+        kind = "JSON" if json_only else "JSON or YAML"
+        raise RecipeError(f"{what} {path} is not {kind}: {str(e).splitlines()[0]}", fix) from None
 
 
 def cpu_from_data(data: Any, source: str, fix: str) -> CpuTarget:

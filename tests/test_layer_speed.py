@@ -53,8 +53,7 @@ def test_a_layer_pays_only_when_its_gain_beats_the_noise():
     assert LayerSpeed(float_ms=1.0, int8_ms=0.5, noise_ms=0.1).pays
     assert not LayerSpeed(float_ms=1.0, int8_ms=0.95, noise_ms=0.1).pays  # within the noise
     assert not LayerSpeed(float_ms=0.2, int8_ms=0.3, noise_ms=0.0).pays  # slower in int8
-    table = SpeedTable({"a": LayerSpeed(1.0, 0.4, 0.0), "b": LayerSpeed(0.5, 0.6, 0.0)}, float_ms=2.0, int8_ms=1.5,
-                       unattributed_ms=0.0)
+    table = SpeedTable({"a": LayerSpeed(1.0, 0.4, 0.0), "b": LayerSpeed(0.5, 0.6, 0.0)}, float_ms=2.0, int8_ms=1.5)
     assert table.predict_ms({"a"}) == 1.4 and table.predict_ms({"a", "b"}) == 1.5 and table.predict_ms(set()) == 2.0
 
 

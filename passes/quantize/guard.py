@@ -27,6 +27,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import onnx_ir as ir
 
+from onnxsmith.backend import get_backend
 from onnxsmith.context import Context
 from onnxsmith.measure import Measurements
 from onnxsmith.passes.quantize.range_search import read_value
@@ -74,7 +75,7 @@ def guard_budget(
     feeds = ctx.evaluation.feeds()
 
     def evaluate(candidate: ir.Model) -> float:
-        return ctx.drift(ctx.measure.outputs(candidate, feeds, ctx.backend or _cpu()))
+        return ctx.drift(ctx.measure.outputs(candidate, feeds, ctx.backend or get_backend("cpu")))
 
     value = evaluate(quantized)
     if value <= budget:
@@ -188,9 +189,3 @@ def relative_errors(
     """Per tensor, RMS(quantized - float) / RMS(float) over ``feeds``."""
     energies = measure.compare(float_model, quantized, tensors, feeds)
     return {t: float(np.sqrt(noise / signal)) if signal > 0 else float(np.sqrt(noise)) for t, (noise, signal) in energies.items()}
-
-
-def _cpu():
-    from onnxsmith.backend import get_backend
-
-    return get_backend("cpu")

@@ -14,9 +14,9 @@ other kernels), so the int8 plan times it:
 3. The gain is float minus int8 time; a layer whose gain is not above the noise of the two
    measurements (their p90 - median spread) is slower or no faster in int8 on this target.
 
-The kernels no layer owns (a float Add between two int8 regions, layout reorders the
-runtime inserted) are reported as the part of the end-to-end difference the layers do not
-explain, so a prediction from the per-layer gains can be checked against a measured run.
+Kernels no layer owns (a float Add between two int8 regions, layout reorders the runtime
+inserted) are in neither time: a prediction from the per-layer gains is checked against
+the measured end-to-end latency, not against them.
 """
 
 from __future__ import annotations
@@ -62,7 +62,6 @@ class SpeedTable:
     layers: dict[str, LayerSpeed]
     float_ms: float
     int8_ms: float
-    unattributed_ms: float  # end-to-end change the layers' gains do not explain
 
     def predict_ms(self, int8_layers: set[str]) -> float:
         """End-to-end time predicted with ``int8_layers`` in int8 and the rest float."""
@@ -80,16 +79,14 @@ def measure_layer_speed(backend: Backend, float_model: ir.Model, int8_model: ir.
     int8_ms, int8_noise = _by_layer(after, wanted, owners)
     table = {name: LayerSpeed(float_ms.get(name, 0.0), int8_ms.get(name, 0.0),
                               max(float_noise.get(name, 0.0), int8_noise.get(name, 0.0))) for name in layers}
-    explained = sum(speed.gain_ms for speed in table.values())
-    return SpeedTable(table, before.total.median_ms, after.total.median_ms,
-                      (before.total.median_ms - after.total.median_ms) - explained)
+    return SpeedTable(table, before.total.median_ms, after.total.median_ms)
 
 
 def costs_table(costs: CostTable, layers: list[str]) -> SpeedTable:
     """The SpeedTable of ``layers`` from a cost table measured on the target (``--costs``);
     layers it lacks are left out. End to end: the sums over the layers it has."""
     table = {name: LayerSpeed(c.float_ms, c.int8_ms, c.noise_ms) for name in layers if (c := costs.layers.get(name))}
-    return SpeedTable(table, sum(s.float_ms for s in table.values()), sum(s.int8_ms for s in table.values()), 0.0)
+    return SpeedTable(table, sum(s.float_ms for s in table.values()), sum(s.int8_ms for s in table.values()))
 
 
 def _by_layer(profile: Profile, wanted: set[str], owners: dict[str, list[str]]) -> tuple[dict[str, float], dict[str, float]]:
