@@ -28,7 +28,7 @@ def optimize(
     image_size: Annotated[str | None, typer.Option("--image-size", help="HxW that calibration images are resized to.")] = None,
     input_shape: Annotated[list[str] | None, typer.Option("--input-shape", help="Input shape, e.g. 1x3x224x224; repeat per input, in order.")] = None,
     max_drift: Annotated[float | None, typer.Option("--max-drift", help="Fail (exit 4) when the output drift exceeds this.")] = None,
-    metric: Annotated[str | None, typer.Option("--metric", help="Drift metric: embedding-cosine (1 - mean-pooled embedding cosine), top1 (share of changed argmax classes), or package.module:function(reference, candidate[, feeds]) -> float (default: per-channel relative error).")] = None,
+    metric: Annotated[str | None, typer.Option("--metric", help="What the accuracy budget is on: auto (default: the task metric the model's signature shows, else drift), drift (per-channel output error), embedding-cosine, top1, ctc-text, detection-f1, or package.module:function(reference, candidate[, feeds]) -> float. The report says which and why.")] = None,
     seed: Annotated[int | None, typer.Option("--seed", help="Seed for data splits and random feeds.")] = None,
     latency_rounds: Annotated[int, typer.Option("--latency-rounds", min=0, help="Interleaved timing rounds (0 skips timing).")] = 15,
     profile_runs: Annotated[int, typer.Option("--profile-runs", min=0, help="Profile per layer before and after, this many runs each, into the report (0: off).")] = 0,

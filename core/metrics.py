@@ -40,6 +40,7 @@ from onnxsmith.runtime import Outputs
 from onnxsmith.task_metrics import TASK_METRICS
 
 __all__ = [
+    "DEFAULT_DRIFT_BUDGET",
     "DriftMetric",
     "OutputDrift",
     "channel_error",
@@ -50,6 +51,7 @@ __all__ = [
     "within_tolerance",
 ]
 
+DEFAULT_DRIFT_BUDGET = 0.03  # the default drift's budget when the recipe sets none (module docstring: why)
 ACTIVE = 0.05  # probability-like values below this, on both sides, are background
 BOUND_TOLERANCE = 1e-6
 
@@ -153,7 +155,7 @@ def _channels(runs: list[np.ndarray]) -> np.ndarray:
 
 
 def load_metric(spec: str | None) -> DriftMetric:
-    """The DriftMetric ``spec`` names: None for the default, a task metric's name
+    """The DriftMetric ``spec`` names: None or ``drift`` for the default, a task metric's name
     (task_metrics.TASK_METRICS, e.g. ``embedding-cosine``), or ``package.module:function``
     (imported only now).
 
@@ -161,12 +163,12 @@ def load_metric(spec: str | None) -> DriftMetric:
     one dict per evaluation sample, and may take the feeds that produced them as a third
     argument; it returns a float drift where 0 means identical.
     """
-    if spec is None:
+    if spec is None or spec == "drift":
         return default_drift
     if spec in TASK_METRICS:
-        return TASK_METRICS[spec]
+        return TASK_METRICS[spec].function
     module_name, _, function_name = spec.partition(":")
-    fix = (f"give --metric as one of {', '.join(TASK_METRICS)}, or as package.module:function, "
+    fix = (f"give --metric as auto, drift, {', '.join(TASK_METRICS)}, or as package.module:function, "
            "importable from where onnxsmith runs")
     if not module_name or not function_name:
         raise RecipeError(f"metric '{spec}' is neither a built-in task metric nor of the form package.module:function", fix)

@@ -28,6 +28,7 @@ from onnxsmith.profile_compare import compare_profiles
 from onnxsmith.recipe import Recipe
 from onnxsmith.report import OutputReport, PassRecord, Report, Summary
 from onnxsmith.sources import load_source
+from onnxsmith.task_choice import AUTO, DRIFT, choose_metric
 from onnxsmith.task_metrics import MASK_INPUT, has_padding
 
 __all__ = ["OptimizeOptions", "optimize", "report_path_for"]
@@ -59,7 +60,8 @@ def optimize(source: str, output: str | Path, recipe: Recipe, options: OptimizeO
     output = Path(output)
     _refuse_overwriting_input(source, output)
     passes = recipe.build_passes()
-    metric = load_metric(recipe.accuracy.metric)
+    if recipe.accuracy.metric not in (None, AUTO):
+        load_metric(recipe.accuracy.metric)  # a bad --metric fails before the model is loaded
     costs = load_costs(recipe.target.costs) if recipe.target.costs else None
     if costs is not None and costs.backend != recipe.backend:
         raise RecipeError(f"the cost table {costs.source} was measured on backend '{costs.backend}', not '{recipe.backend}'",
@@ -73,19 +75,20 @@ def optimize(source: str, output: str | Path, recipe: Recipe, options: OptimizeO
     stats_before = graph_stats(model.ir)
     measure = Measurements()
     reference = _reference_outputs(measure, model, evaluation)
+    budget = recipe.accuracy.max_drift
+    choice = choose_metric(recipe.accuracy.metric, budget, model.ir, reference, evaluation.feeds())
     baseline = backend.create_session(model.ir) if options.latency_rounds else None
     profile_before = backend.profile(model.ir, evaluation.feeds(), runs=options.profile_runs) if options.profile_runs else None
 
     ctx = Context(backend=backend, calibration=calibration, evaluation=evaluation, reference=reference, seed=recipe.seed,
-                  max_drift=recipe.accuracy.max_drift, metric=metric, measure=measure, costs=costs)
+                  max_drift=choice.budget, metric=choice.metric, measure=measure, costs=costs)
     result = Pipeline(passes, instruments=options.instruments).run(model, ctx)
     runtime = _runtime_precision(ctx, model)
     drift = max(result.drift, runtime["drift"]) if runtime else result.drift
 
-    budget = recipe.accuracy.max_drift
     if budget is not None and drift > budget:
         raise AccuracyBudgetExceeded(
-            f"output drift {drift:.4g} exceeds the budget max_drift={budget:g}"
+            f"{choice.name} drift {drift:.4g} exceeds the budget max_drift={budget:g}"
             f"{' with the runtime in ' + runtime['precision'] if runtime else ''}; nothing was written",
             "relax accuracy.max_drift, or drop or tune the lossy passes",
         )
@@ -142,8 +145,9 @@ def optimize(source: str, output: str | Path, recipe: Recipe, options: OptimizeO
             "evaluation": evaluation.describe(),
         },
         artifact={"path": str(output), "files": [str(p) for p in written], "external_data": external},
-        warnings=[*backend.target.warnings(), *_warnings(evaluation, result.records, recipe.accuracy.metric)],
+        warnings=[*backend.target.warnings(), *_warnings(evaluation, result.records, choice.name)],
         profile=profile,
+        accuracy=choice.describe(),
     )
     write_text_atomic(report_path_for(output), report.to_json())
     if options.save_costs is not None:
@@ -239,14 +243,14 @@ def _output_report(d: OutputDrift) -> OutputReport:
     return OutputReport(max_abs=d.max_abs, mean_abs=d.mean_abs, cosine=d.cosine, sqnr_db=d.sqnr_db, channel_error=d.channel_error)
 
 
-def _warnings(evaluation: Dataset, records: list[PassRecord], metric: str | None) -> list[str]:
+def _warnings(evaluation: Dataset, records: list[PassRecord], metric: str) -> list[str]:
     warnings = []
     if evaluation.random:
         warnings.append(
             "evaluation used RANDOM inputs: drift and accuracy numbers do not describe real data; pass --calib PATH"
         )
     warnings.extend(n for n in evaluation.notes if not n.startswith("random data"))
-    if metric is None and any(r.modified and not r.exact for r in records) and has_padding(evaluation.feeds()):
+    if metric == DRIFT and any(r.modified and not r.exact for r in records) and has_padding(evaluation.feeds()):
         warnings.append(f"the default drift judged padded tokens too ({MASK_INPUT} has zeros); for sentence embeddings, "
                         "budget the task: --metric embedding-cosine --max-drift 0.01 (cosine >= 0.99)")
     for record in records:

@@ -69,13 +69,14 @@ class CalibrationSpec(_Strict):
 
 
 class AccuracySpec(_Strict):
-    max_drift: float | None = Field(None, ge=0, description="fail when the output drift exceeds this")
+    max_drift: float | None = Field(None, ge=0, description="fail when the metric's drift exceeds this (default: "
+                                    "no gate; the lossy passes' guard keeps the metric's own default budget)")
     metric: str | None = Field(
         None,
         pattern=r"^([A-Za-z_][\w.]*:[A-Za-z_]\w*|[a-z][a-z0-9-]*)$",
-        description="a task metric by name (embedding-cosine: 1 - mean-pooled embedding cosine; top1: share of "
-                    "changed argmax classes) or "
-                    "package.module:function(reference, candidate[, feeds]) -> drift; default: onnxsmith's per-channel drift",
+        description="auto (default: the task metric the model's signature shows; task_choice.py), drift (per-channel "
+                    "output error), a task metric by name (embedding-cosine, top1, ctc-text, detection-f1; "
+                    "task_metrics.py) or package.module:function(reference, candidate[, feeds]) -> drift",
     )
 
 

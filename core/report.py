@@ -73,6 +73,8 @@ class Report:
     profile: dict[str, Any] | None = None
     # where the artifact was built to run: backend, CPU (model, ISA, features), threads, precision
     target: dict[str, Any] | None = None
+    # the metric the accuracy budget was on (task_choice.py): name, meaning, why, budget and its origin
+    accuracy: dict[str, Any] | None = None
     schema_version: int = SCHEMA_VERSION
 
     def to_dict(self) -> dict[str, Any]:

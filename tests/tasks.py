@@ -42,7 +42,6 @@ from __future__ import annotations
 import functools
 import math
 from abc import ABC, abstractmethod
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -50,7 +49,9 @@ from PIL import Image
 
 import realmodels as rm  # tests/realmodels.py: pytest and bench/ scripts put tests/ on sys.path
 
-from onnxsmith.task_metrics import mean_pool, row_cosine
+from onnxsmith import detections
+from onnxsmith.detections import Detections, box_iou, match_f1, nms
+from onnxsmith.task_metrics import ctc_greedy_paths, mean_pool, row_cosine
 
 __all__ = [
     "TASKS",
@@ -80,7 +81,6 @@ YOLO_CANDIDATE = 0.2
 YOLO_SCORE = 0.25
 YOLO_NMS_IOU = 0.45
 YOLO_SIZE = 320
-MATCH_IOU = 0.5
 # rapidocr config.yaml, Det.thresh
 DET_THRESH = 0.3
 DET_SIZE = (736, 736)  # square crops: rapidocr's limit_side_len 736 on the short side
@@ -91,119 +91,20 @@ SEQ_LEN = 128
 # --- metrics: pure functions on arrays (unit-tested in tests/test_tasks.py) ----------
 
 
-def box_iou(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    """IoU of every box of ``a`` [n, 4] with every box of ``b`` [m, 4] (x1, y1, x2, y2): [n, m]."""
-    a = np.asarray(a, np.float64).reshape(-1, 4)
-    b = np.asarray(b, np.float64).reshape(-1, 4)
-    lt = np.maximum(a[:, None, :2], b[None, :, :2])
-    rb = np.minimum(a[:, None, 2:], b[None, :, 2:])
-    inter = np.prod(np.clip(rb - lt, 0, None), axis=2)
-    area_a = np.prod(np.clip(a[:, 2:] - a[:, :2], 0, None), axis=1)
-    area_b = np.prod(np.clip(b[:, 2:] - b[:, :2], 0, None), axis=1)
-    union = area_a[:, None] + area_b[None, :] - inter
-    return np.where(union > 0, inter / np.where(union > 0, union, 1.0), 0.0)
-
-
-def nms(boxes: np.ndarray, scores: np.ndarray, iou_threshold: float = YOLO_NMS_IOU) -> np.ndarray:
-    """Indices of the boxes kept by greedy non-maximum suppression, best score first (as
-    ``cv2.dnn.NMSBoxes``: a box is dropped when its IoU with a kept one is above the threshold)."""
-    order = np.argsort(-np.asarray(scores, np.float64), kind="stable")
-    keep: list[int] = []
-    if len(order) == 0:
-        return np.zeros(0, dtype=np.int64)
-    iou = box_iou(boxes, boxes)
-    suppressed = np.zeros(len(order), dtype=bool)
-    for i in order:
-        if suppressed[i]:
-            continue
-        keep.append(int(i))
-        suppressed |= iou[i] > iou_threshold
-    return np.asarray(keep, dtype=np.int64)
-
-
-@dataclass
-class Detections:
-    """One image's detections: boxes [n, 4] (x1, y1, x2, y2, input pixels), scores [n], classes [n]."""
-
-    boxes: np.ndarray
-    scores: np.ndarray
-    classes: np.ndarray
-
-    def __len__(self) -> int:
-        return len(self.scores)
-
-
-def yolo_decode(
-    output: np.ndarray,
-    *,
-    candidate: float = YOLO_CANDIDATE,
-    score_threshold: float = YOLO_SCORE,
-    iou_threshold: float = YOLO_NMS_IOU,
-    size: int = YOLO_SIZE,
-) -> Detections:
+def yolo_decode(output: np.ndarray, *, candidate: float = YOLO_CANDIDATE, score_threshold: float = YOLO_SCORE,
+                iou_threshold: float = YOLO_NMS_IOU, size: int = YOLO_SIZE) -> Detections:
     """nudenet's post-processing of one image's YOLOv8 output [4 + classes, N]: rows with a best
     class score >= ``candidate`` and >= ``score_threshold``, boxes clipped to the input,
-    class-agnostic NMS. Coordinates stay in input pixels (nudenet's rescaling to the original
-    image is the same for every model compared, so it cannot change a match)."""
-    out = np.asarray(output, np.float64)
-    if out.ndim == 3:
-        if out.shape[0] != 1:
-            raise ValueError(f"yolo_decode takes one image's output, got a batch of {out.shape[0]}")
-        out = out[0]
-    class_scores = out[4:]
-    best = class_scores.max(axis=0)
-    rows = np.flatnonzero((best >= candidate) & (best >= score_threshold))
-    cx, cy, w, h = out[:4, rows]
-    boxes = np.stack([cx - w / 2, cy - h / 2, cx + w / 2, cy + h / 2], axis=1).reshape(-1, 4)
-    boxes = np.clip(boxes, 0, size)
-    scores = best[rows]
-    classes = class_scores[:, rows].argmax(axis=0)
-    keep = nms(boxes, scores, iou_threshold)
-    return Detections(boxes[keep], scores[keep], classes[keep])
-
-
-def match_f1(reference: list[Detections], candidate: list[Detections], *, iou: float = MATCH_IOU) -> dict[str, float]:
-    """Detections of the candidate matched to the reference's, image by image: greedily, best
-    candidate score first, each to the unmatched reference box of the same class with the
-    highest IoU >= ``iou``. Counts are pooled over images. F1 = 2 TP / (reference + candidate);
-    1.0 when neither found anything."""
-    tp = n_ref = n_cand = 0
-    for ref, cand in zip(reference, candidate, strict=True):
-        n_ref, n_cand = n_ref + len(ref), n_cand + len(cand)
-        if not len(ref) or not len(cand):
-            continue
-        overlap = box_iou(cand.boxes, ref.boxes)
-        overlap[cand.classes[:, None] != ref.classes[None, :]] = -1.0
-        taken = np.zeros(len(ref), dtype=bool)
-        for i in np.argsort(-cand.scores, kind="stable"):
-            row = np.where(taken, -1.0, overlap[i])
-            j = int(np.argmax(row))
-            if row[j] >= iou:
-                taken[j] = True
-                tp += 1
-    f1 = 1.0 if n_ref + n_cand == 0 else 2.0 * tp / (n_ref + n_cand)
-    return {
-        "f1": f1,
-        "precision": tp / n_cand if n_cand else float(n_ref == 0),
-        "recall": tp / n_ref if n_ref else float(n_cand == 0),
-        "detections": float(n_ref),
-        "matched": float(tp),
-    }
+    class-agnostic NMS (onnxsmith.detections.yolo_decode). Coordinates stay in input pixels
+    (nudenet's rescaling to the original image is the same for every model compared, so it
+    cannot change a match)."""
+    return detections.yolo_decode(output, score_threshold=max(candidate, score_threshold), iou_threshold=iou_threshold, size=size)
 
 
 def ctc_greedy_decode(probs: np.ndarray, characters: list[str] | tuple[str, ...]) -> list[str]:
     """Texts of a CTC output [batch, steps, classes] (or [steps, classes]): the best class per
     step, repeats merged, blanks (class 0) dropped; ``characters[k]`` is class k's text."""
-    p = np.asarray(probs)
-    if p.ndim == 2:
-        p = p[None]
-    texts = []
-    for best in p.argmax(axis=2):
-        keep = np.ones(len(best), dtype=bool)
-        keep[1:] = best[1:] != best[:-1]
-        keep &= best != 0
-        texts.append("".join(characters[k] for k in best[keep]))
-    return texts
+    return ["".join(characters[k] for k in path) for path in ctc_greedy_paths(probs)]
 
 
 def binarized_iou(reference: list[np.ndarray], candidate: list[np.ndarray], *, threshold: float = DET_THRESH) -> float:

@@ -170,7 +170,7 @@ def test_dump_dir_writes_the_model_after_each_pass(tmp_path):
 def test_accuracy_budget_gate_fails_and_writes_nothing(tmp_path):
     out = tmp_path / "cnn.onnx"
     result = run_cli("optimize", str(FIXTURES / "cnn.onnx"), "-o", str(out), "--calib", str(FIXTURES / "cnn.npz"),
-                     "--max-drift", "0", "--latency-rounds", "0")
+                     "--max-drift", "0", "--metric", "drift", "--latency-rounds", "0")
     assert result.code == 4
     assert "exceeds the budget" in result.stderr
     assert list(tmp_path.iterdir()) == []

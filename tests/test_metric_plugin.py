@@ -129,10 +129,10 @@ def test_cli_embedding_cosine_budgets_the_pooled_embeddings(tmp_path):
     assert failed.code == 4 and "exceeds the budget" in failed.stderr and not tight.exists()
 
 
-def test_default_metric_on_padded_tokens_points_to_the_task_metric(tmp_path):
+def test_drift_metric_on_padded_tokens_points_to_the_task_metric(tmp_path):
     out = tmp_path / "t.onnx"
     result = run_cli("optimize", str(FIXTURES / "transformer.onnx"), "-o", str(out), "--passes", "prune{ratio=0.3}",
-                     "--calib", str(FIXTURES / "transformer.npz"), "--latency-rounds", "0")
+                     "--calib", str(FIXTURES / "transformer.npz"), "--latency-rounds", "0", "--metric", "drift")
     assert result.code == 0, result.stderr
     warnings = json.loads(out.with_name("t.report.json").read_text())["warnings"]
     assert any("judged padded tokens" in w and "--metric embedding-cosine" in w for w in warnings), warnings

@@ -27,7 +27,8 @@ LOW = {"fp16": TensorProto.FLOAT16, "bf16": TensorProto.BFLOAT16}
 
 
 def _optimize(name, tmp_path, pipeline):
-    data = {"passes": parse_pipeline(pipeline), "calibration": {"data": str(FIXTURES / f"{name}.npz")}}
+    # the per-channel drift: these tests are about the guard's mechanics on continuous errors
+    data = {"passes": parse_pipeline(pipeline), "calibration": {"data": str(FIXTURES / f"{name}.npz")}, "accuracy": {"metric": "drift"}}
     out = tmp_path / f"{name}.onnx"
     report = optimize(str(FIXTURES / f"{name}.onnx"), out, validate_recipe(data), OptimizeOptions(latency_rounds=0))
     return out, report, report.passes[-1]
@@ -133,7 +134,7 @@ def test_fits_rejects_overflow_and_flushed_constants():
 def test_guard_keeps_layers_and_their_weights_fp32_to_meet_a_tight_budget(tmp_path):
     _, unguarded, _ = _optimize("mlp", tmp_path, "quantize{mode=bf16,guard=false}")
     data = {"passes": parse_pipeline("quantize{mode=bf16}"), "calibration": {"data": str(FIXTURES / "mlp.npz")},
-            "accuracy": {"max_drift": unguarded.summary.drift / 4}}
+            "accuracy": {"metric": "drift", "max_drift": unguarded.summary.drift / 4}}
     out = tmp_path / "guarded.onnx"
     guarded = optimize(str(FIXTURES / "mlp.onnx"), out, validate_recipe(data), OptimizeOptions(latency_rounds=0))
     record = guarded.passes[-1]

@@ -103,7 +103,8 @@ def test_openvino_bf16_is_a_measured_lossy_choice(tmp_path):
         pytest.skip("needs a CPU with native bf16 (AVX512-BF16, AMX)")
     out = tmp_path / "cnn.onnx"
     result = run_cli("optimize", str(FIXTURES / "cnn.onnx"), "-o", str(out), "--passes", "cleanup", "--backend", "openvino",
-                      "--inference-precision", "bf16", "--calib", str(FIXTURES / "cnn.npz"), "--latency-rounds", "0", "--json")
+                      "--inference-precision", "bf16", "--calib", str(FIXTURES / "cnn.npz"), "--latency-rounds", "0", "--json",
+                      "--metric", "drift")  # a continuous error: top-1 of a few samples may not move under bf16
     assert result.code == 0, result.stderr
     report = json.loads(result.stdout)
     runtime = report["summary"]["runtime_precision"]

@@ -30,12 +30,13 @@ import onnx_ir as ir
 from onnxsmith.backend import get_backend
 from onnxsmith.context import Context
 from onnxsmith.measure import Measurements
+from onnxsmith.metrics import DEFAULT_DRIFT_BUDGET
 from onnxsmith.passes.quantize.range_search import read_value
 
 __all__ = ["DEFAULT_BUDGET", "GuardResult", "give_back", "guard_budget", "layer_sensitivity", "relative_errors",
            "search_float_layers"]
 
-DEFAULT_BUDGET = 0.03  # drift (ctx.metric) the guard allows when the recipe sets none; metrics.py says why
+DEFAULT_BUDGET = DEFAULT_DRIFT_BUDGET  # what the guard allows when the context sets no budget (library use)
 REFINE_PROBES = 4  # give-back probes after the bisection
 GAIN_FLOOR_MS = 1e-3
 

@@ -8,14 +8,15 @@
    ops, float MatMul outputs), and calibrate them with
    ``calibration=minmax|percentile|entropy|mse``, streamed (calibration.py). Time every
    planned layer in float and in int8 on the target backend (layer_speed.py) and keep float
-   the ones int8 does not make measurably faster (``speed=measured``, the default), on top
-   of the plan's static speed rule.
+   the ones int8 does not make measurably faster (``speed=measured``, the default); where
+   that cannot be measured (``speed=rules``, or a target that is another machine without
+   a cost table), the plan's static speed rule decides instead.
 3. Write QDQ: int8 symmetric per-channel weights, activations as the backend prefers
    (uint8 asymmetric on ONNX Runtime CPU), int32 biases; then correct the biases for the
    mean shift the rounded weights cause (bias_correction.py) and write QDQ again.
 4. Guard (on by default): if the held-out drift exceeds the budget (``accuracy.max_drift``,
-   default DEFAULT_BUDGET), keep the most sensitive layers in float (guard.py), ranked by
-   sensitivity per ms of measured gain.
+   default: the budget of the metric the model's signature calls for, task_choice.py), keep
+   the most sensitive layers in float (guard.py), ranked by sensitivity per ms of measured gain.
 5. Check with ONNX Runtime's optimized graph that integer kernels really run.
 """
 
@@ -85,16 +86,17 @@ def prepare_int8(options: QuantizePass, model: ir.Model, ctx: Context) -> Int8Bu
         smoothed = smooth_model(work, calibration.feeds(), alpha=options.smooth, exclude=options.exclude, measure=ctx.measure)
         counts["layers_smoothed"] = sum(len(record["layers"]) for record in smoothed)
     smoothing = smoothing_nodes(work)  # smooth's Muls stay float: quantizing their input would undo them
-    # which layers int8 slows down: the rules (where the backend says its int8 kernels lose on
-    # small layers; no backend: assume so), then measured on the target where it can be. The
-    # rules stay on with the measurement: the layers they keep float are also the ones int8
-    # hurts most, and the default drift does not see the task. On AVX-512 VNNI, measurement
-    # alone admitted some of them, and YOLOv8n's held-out F1 was 0.94 in one of two runs
-    # (docs/benchmarks.md "## int8 speed measured per layer").
+    # which layers int8 slows down: measured on the target where it can be (timing here, or
+    # a cost table from there); else the rules (where the backend says its int8 kernels lose
+    # on small layers; no backend: assume so). The rules used to stay on with the
+    # measurement, because the default drift let YOLOv8n lose detections once timing admitted
+    # layers they keep float; the task metric of the model's signature (task_choice.py) now
+    # holds the task without them (docs/benchmarks.md "## int8 under the task metric of the
+    # model's signature").
     measure_speed = (options.skip_slow and not options.ops and options.speed == "measured"
                      and (ctx.costs is not None or _measurable(ctx)))
     slow_small = capabilities.int8_slow_small_layers if capabilities else True
-    rule = options.skip_slow and slow_small and not options.ops
+    rule = options.skip_slow and slow_small and not options.ops and not measure_speed
     rules = {**({} if rule else {"min_intensity": 0.0}), **({"heads": False} if options.ops else {})}
     plan = plan_int8(work, op_types, exclude=[*options.exclude, *smoothing], **rules)
     if plan.heads:
