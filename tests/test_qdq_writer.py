@@ -22,6 +22,7 @@ from onnxruntime.quantization import CalibrationMethod, QDQQuantizer, QuantType,
 
 from conftest import FIXTURES, fixture_feeds, real_model_or_skip
 from onnxsmith.context import Context
+from onnxsmith.data import Dataset
 from onnxsmith.measure import Measurements
 from onnxsmith.passes.quantize.calibration import TensorRange, collect_ranges
 from onnxsmith.passes.quantize.int8_plan import default_op_types, plan_int8
@@ -449,7 +450,28 @@ def test_the_model_given_is_not_changed_and_quantize_qdq_logs_what_stays_float(c
     model = _two_convs(["b"], {"b": _normal(1, 8, 1, 1)})
     before = ir.to_proto(model).SerializeToString()
     with caplog.at_level(logging.INFO, logger="onnxsmith.passes.quantize.qdq"):
-        quantized = quantize_qdq(model, RANGES, **CONV_OPTIONS)
+        result = quantize_qdq(model, RANGES, **CONV_OPTIONS)
     assert ir.to_proto(model).SerializeToString() == before
-    assert any(n.op_type == "DequantizeLinear" for n in quantized.graph)
+    assert any(n.op_type == "DequantizeLinear" for n in result.model.graph)
     assert "conv stays float: its bias b has shape [1, 8, 1, 1]" in caplog.text
+    assert result.skipped["conv"].startswith("its bias b has shape [1, 8, 1, 1]")
+
+
+def test_the_int8_pass_reports_a_layer_the_writer_left_float_and_why():
+    """A Conv whose bias is a graph input runs in float, and the pass says so per layer."""
+    nodes = [helper.make_node("Conv", ["x", "w0", "b"], ["h"], name="conv", pads=[1, 1, 1, 1]),
+             helper.make_node("Relu", ["h"], ["a"], name="relu"),
+             helper.make_node("Conv", ["a", "w1", "b1"], ["h1"], name="conv_ok", pads=[1, 1, 1, 1]),
+             helper.make_node("Relu", ["h1"], ["a1"], name="relu1"),
+             helper.make_node("Conv", ["a1", "w2"], ["y"], name="head", pads=[1, 1, 1, 1])]
+    weights = {"w0": _normal(8, 4, 3, 3), "w1": _normal(8, 8, 3, 3), "b1": _normal(8), "w2": _normal(8, 8, 3, 3)}
+    model = _model(nodes, [("x", [1, 4, 8, 8]), ("b", [8])], [("y", [1, 8, 8, 8])], weights)
+    calibration = Dataset({"x": RNG.standard_normal((4, 1, 4, 8, 8)).astype(np.float32),
+                           "b": RNG.standard_normal((4, 8)).astype(np.float32)}, "test")
+    ctx = Context(calibration=calibration, evaluation=calibration, measure=Measurements())
+    result = create_pass("quantize", {"mode": "int8", "guard": "false", "skip_slow": "false"}).run(model, ctx)
+    rows = {row["layer"]: row for row in result.layers}
+    assert rows["conv_ok"]["precision"] == "int8"
+    assert rows["conv"]["precision"] == "fp32"
+    assert rows["conv"]["reason"] == "int8 cannot be written for it: its bias b is not a constant"
+    assert "left float, int8 cannot be written for it: conv: its bias b is not a constant" in result.notes

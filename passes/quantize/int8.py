@@ -63,6 +63,7 @@ class Int8Build:
     counts: dict[str, int] = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)
     speed: SpeedTable | None = None  # each layer's int8 speed, measured on the target (layer_speed.py)
+    unwritable: dict[str, str] = field(default_factory=dict)  # layers the QDQ writer left float, and why
 
 
 def prepare_int8(options: QuantizePass, model: ir.Model, ctx: Context) -> Int8Build:
@@ -113,21 +114,24 @@ def prepare_int8(options: QuantizePass, model: ir.Model, ctx: Context) -> Int8Bu
                             percentile=options.percentile, symmetric=activations == "int8")
     reduce_range = bool(capabilities and capabilities.int8_reduce_range and activations == "uint8")
     corrections: dict[str, np.ndarray] = {}
+    unwritable: dict[str, str] = {}
 
     def build(exclude: list[str]) -> ir.Model:
         excluded = [*options.exclude, *smoothing, *plan.float_layers, *exclude]
         source = work
         if corrections:
             source = apply_bias_corrections(work, {k: v for k, v in corrections.items() if k not in excluded})
-        return quantize_qdq(source, ranges, op_types=op_types, exclude=excluded, per_channel=options.per_channel,
-                            activations=activations, reduce_range=reduce_range, float_output_ops=plan.float_output_ops)
+        result = quantize_qdq(source, ranges, op_types=op_types, exclude=excluded, per_channel=options.per_channel,
+                              activations=activations, reduce_range=reduce_range, float_output_ops=plan.float_output_ops)
+        unwritable.update(result.skipped)
+        return result.model
 
     if options.bias_correction:
         names = [n.name for n in plan.layers]
         corrections.update(bias_corrections(ctx.measure, work, build([]), names, calibration.feeds()))
         counts["biases_corrected"] = len(corrections)
     speed = _keep_slow_layers_float(ctx, work, plan, build, calibration.feeds(), notes) if measure_speed else None
-    return Int8Build(work, plan, build, counts, notes, speed)
+    return Int8Build(work, plan, build, counts, notes, speed, unwritable)
 
 
 def _measurable(ctx: Context) -> bool:
@@ -187,6 +191,8 @@ def quantize_int8(options: QuantizePass, model: ir.Model, ctx: Context) -> PassR
         for row in layers:
             if row["layer"] in prepared.speed.layers:
                 row.update(prepared.speed.layers[row["layer"]].to_dict())
+    if prepared.unwritable:
+        notes.extend(f"left float, int8 cannot be written for it: {name}: {why}" for name, why in list(prepared.unwritable.items())[:10])
     counts["layers_quantized"] = len(int8_layers)
     counts["layers_float"] = len(kept) + len(options.exclude)  # by the guard and the user
     counts["layers_float_by_rule"] = sum(1 for row in layers if row["precision"] == "fp32") - counts["layers_float"]
@@ -203,6 +209,7 @@ def _layers(prepared: Int8Build, guarded: dict[str, float], int8_layers: set[str
     plan = prepared.plan
     reasons = {name: why for name, why in plan.slow.items()}
     reasons.update({name: "output head: argmax and thresholds flip on near-ties in its values" for name in plan.heads})
+    reasons.update({name: f"int8 cannot be written for it: {why}" for name, why in prepared.unwritable.items()})
     rows = []
     for node in prepared.float_model.graph:
         if node.op_type not in WEIGHTED_OPS:
