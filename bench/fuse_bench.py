@@ -452,8 +452,10 @@ def machine_facts() -> list[str]:
                 break
     except OSError:
         pass
+    from onnxsmith.target import detect_cpu
+
     return [
-        f"CPU: {cpu}, {os.cpu_count()} logical cores (nproc {len(os.sched_getaffinity(0))})",
+        f"CPU: {cpu} ({detect_cpu().isa}), {os.cpu_count()} logical cores (nproc {len(os.sched_getaffinity(0))})",
         f"Python {platform.python_version()}, onnxruntime {ort.__version__}, onnxslim {onnxslim.__version__}, "
         f"onnx {onnx.__version__}, onnxsmith {_onnxsmith_version()}",
     ]

@@ -32,6 +32,8 @@ def optimize(
     seed: Annotated[int | None, typer.Option("--seed", help="Seed for data splits and random feeds.")] = None,
     latency_rounds: Annotated[int, typer.Option("--latency-rounds", min=0, help="Interleaved timing rounds (0 skips timing).")] = 15,
     profile_runs: Annotated[int, typer.Option("--profile-runs", min=0, help="Profile per layer before and after, this many runs each, into the report (0: off).")] = 0,
+    auto: Annotated[bool, typer.Option("--auto", help="Try whole candidate pipelines (fuse, opset upgrade, int8, int4, bf16/fp16 runtime...), time each against the original on the backend (at least 9 rounds), keep the fastest within the budget; prints the search table.")] = False,
+    auto_candidates: Annotated[str | None, typer.Option("--auto-candidates", help="With --auto: comma-separated candidates to try (default: all but prune).")] = None,
     dump_dir: Annotated[Path | None, typer.Option("--dump-dir", help="Write the model after every pass into this folder.")] = None,
     dry_run: Annotated[bool, typer.Option("--dry-run", help="Validate and print the resolved recipe; run nothing.")] = False,
     save_recipe: Annotated[Path | None, typer.Option("--save-recipe", help="Write the recipe these flags imply to a YAML/JSON file.")] = None,
@@ -72,6 +74,10 @@ def optimize(
         return
     if output is None:
         raise InputError("no output path given", "add -o OUT.onnx (or --dry-run to only check the recipe)")
+    if auto and passes is not None:
+        raise InputError("--auto chooses the passes itself, so --passes cannot be given with it", "drop --passes, or drop --auto")
+    if auto_candidates is not None and not auto:
+        raise InputError("--auto-candidates is given without --auto", "add --auto")
 
     instruments = [ProgressInstrument()]
     if dump_dir is not None:
@@ -84,11 +90,19 @@ def optimize(
         save_costs=save_costs,
     )
     try:
-        report = run_optimize(model, output, resolved_recipe, options)
+        if auto:
+            from onnxsmith.auto import DEFAULT_CANDIDATES, auto_optimize
+
+            candidates = tuple(c.strip() for c in auto_candidates.split(",")) if auto_candidates else DEFAULT_CANDIDATES
+            report = auto_optimize(model, output, resolved_recipe, options, candidates, on_candidate=render.auto_candidate)
+        else:
+            report = run_optimize(model, output, resolved_recipe, options)
     finally:
         instruments[0].close()
     if json_output:
         print_json(report.to_dict())
     else:
+        if report.auto:
+            render.auto_search(report)
         render.optimize_summary(report, report_path_for(output))
 

@@ -9,6 +9,7 @@ from rich.markup import escape
 from rich.table import Table
 
 from onnxsmith.cli.console import stderr, stdout
+from onnxsmith.auto import Candidate
 from onnxsmith.registry import PassInfo
 from onnxsmith.report import Report
 
@@ -75,7 +76,8 @@ def optimize_summary(report: Report, report_path: Path) -> None:
     lat = s.latency_ms
     if lat["before"] is not None:
         table.add_row(f"latency ({report.backend}, median)", f"{lat['before']:.3f} ms", f"{lat['after']:.3f} ms", f"{lat['speedup']:.2f}x speed")
-    table.add_row("output drift", "", f"{s.drift:.3g}", "")
+    metric = report.accuracy["metric"] if report.accuracy else "drift"
+    table.add_row("drift" if metric == "drift" else f"{metric} drift", "", f"{s.drift:.3g}", "")
     stdout.print(table)
     outputs = Table("output", "max abs err", "cosine", "SQNR dB", title="Outputs vs original (held-out feeds)", title_justify="left")
     for name, o in s.outputs.items():
@@ -85,6 +87,27 @@ def optimize_summary(report: Report, report_path: Path) -> None:
     for warning in report.warnings:
         stderr.print(f"[yellow]warning:[/yellow] {warning}")
     stdout.print(f"wrote {report.artifact['path']} and {report_path}")
+
+
+def auto_candidate(candidate: Candidate) -> None:
+    """The header over one ``--auto`` candidate's pass lines (stderr, like the pass lines)."""
+    runtime = f", runtime {candidate.precision}" if candidate.precision != "fp32" else ""
+    stderr.print(f"[bold]--auto {candidate.name}[/bold] [dim]({candidate.passes}{runtime})[/dim]")
+
+
+def auto_search(report: Report) -> None:
+    """The ``--auto`` search table: every candidate, its measured speed, size, metric and verdict."""
+    auto = report.auto
+    budget = auto["budget"]
+    drift = "drift" if budget["metric"] == "drift" else f"{budget['metric']} drift"
+    table = Table("candidate", "speedup", "size", drift, "verdict", "build s",
+                  title=f"--auto on {report.backend}: budget {budget['metric']} <= {budget['max_drift']:g}", title_justify="left")
+    for c in auto["candidates"]:
+        table.add_row(c["name"], f"{c['speedup']:.2f}x" if c["speedup"] else "", human_bytes(c["bytes"]) if c["bytes"] else "",
+                      f"{c['drift']:.3g}" if c["drift"] is not None else "", c["verdict"], f"{c['seconds']:.1f}" if c["seconds"] else "")
+    stdout.print(table)
+    for line in auto["advice"]:
+        stdout.print(f"[bold]hint:[/bold] {line}")
 
 
 def _ratio(before: int | None, after: int | None) -> str:

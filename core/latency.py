@@ -16,7 +16,7 @@ import numpy as np
 
 from onnxsmith.backend import Session
 
-__all__ = ["LatencyStats", "measure_interleaved", "percentile"]
+__all__ = ["LatencyStats", "consistently_faster", "measure_interleaved", "percentile"]
 
 
 @dataclass
@@ -24,6 +24,7 @@ class LatencyStats:
     median_ms: float
     p90_ms: float
     rounds: int
+    samples_ms: tuple[float, ...] = ()  # one per round, in round order (paired with the other sessions' rounds)
 
 
 def measure_interleaved(
@@ -45,7 +46,15 @@ def measure_interleaved(
     for r in range(rounds):
         for name in names if r % 2 == 0 else reversed(names):
             samples[name].append(_time_block(sessions[name], feed, inner) * 1000.0)
-    return {n: LatencyStats(statistics.median(s), percentile(s, 90), rounds) for n, s in samples.items()}
+    return {n: LatencyStats(statistics.median(s), percentile(s, 90), rounds, tuple(s)) for n, s in samples.items()}
+
+
+def consistently_faster(candidate: LatencyStats, baseline: LatencyStats, quantile: float = 25) -> bool:
+    """Whether ``candidate`` beat ``baseline`` in most rounds of one interleaved run: the
+    ``quantile``-th percentile of the per-round ratios baseline/candidate is above 1. Pairing
+    by round cancels the machine's drift; a gain within the noise of the rounds is no gain."""
+    ratios = [b / c for b, c in zip(baseline.samples_ms, candidate.samples_ms, strict=True) if c > 0]
+    return bool(ratios) and percentile(ratios, quantile) > 1.0
 
 
 def _time_block(session: Session, feed: dict[str, np.ndarray], inner: int) -> float:

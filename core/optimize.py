@@ -7,14 +7,15 @@ provenance in its metadata) and ``OUT.report.json`` beside it.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 from dataclasses import dataclass
 from pathlib import Path
 
 from onnxsmith import __version__
-from onnxsmith.backend import get_backend
+from onnxsmith.backend import Backend, get_backend
 from onnxsmith.context import Context
-from onnxsmith.costs import costs_json, load_costs
+from onnxsmith.costs import CostTable, costs_json, load_costs
 from onnxsmith.data import Dataset, ImageOptions, InputSpec, load_dataset, model_inputs, random_dataset, split_dataset
 from onnxsmith.errors import AccuracyBudgetExceeded, DataError, InputError, RecipeError, first_line
 from onnxsmith.graph_stats import graph_stats
@@ -23,15 +24,16 @@ from onnxsmith.measure import Measurements
 from onnxsmith.metrics import OutputDrift, compare_outputs, load_metric
 from onnxsmith.model import INFERENCE_PRECISION_KEY, Model
 from onnxsmith.modelio import EXTERNAL_DATA_THRESHOLD, model_bytes, save_onnx, write_text_atomic
-from onnxsmith.pipeline import Instrument, Pipeline
+from onnxsmith.origin import OriginMap
+from onnxsmith.pipeline import Instrument, Pipeline, PipelineResult
 from onnxsmith.profile_compare import compare_profiles
 from onnxsmith.recipe import Recipe
 from onnxsmith.report import OutputReport, PassRecord, Report, Summary
 from onnxsmith.sources import load_source
-from onnxsmith.task_choice import AUTO, DRIFT, choose_metric
+from onnxsmith.task_choice import AUTO, DRIFT, MetricChoice, choose_metric
 from onnxsmith.task_metrics import MASK_INPUT, has_padding
 
-__all__ = ["OptimizeOptions", "optimize", "report_path_for"]
+__all__ = ["Built", "OptimizeOptions", "Prepared", "build", "optimize", "prepare", "report_path_for", "write"]
 
 logger = logging.getLogger(__name__)
 
@@ -54,78 +56,126 @@ def report_path_for(output: Path) -> Path:
     return output.with_name(output.stem + ".report.json")
 
 
+@dataclass
+class Prepared:
+    """A loaded model with its data, the original outputs and the metric its budget is on:
+    what every pipeline run on it shares (``--auto`` runs several)."""
+
+    source: str
+    model: Model
+    calibration: Dataset | None
+    evaluation: Dataset
+    reference: list
+    choice: MetricChoice
+    measure: Measurements
+    costs: CostTable | None
+
+
+@dataclass
+class Built:
+    """One pipeline's result on a copy of the prepared model, verified on its backend."""
+
+    recipe: Recipe
+    model: Model
+    backend: Backend
+    result: PipelineResult
+    runtime: dict[str, object] | None  # the runtime precision's drift (bf16/fp16 targets)
+    drift: float
+
+
 def optimize(source: str, output: str | Path, recipe: Recipe, options: OptimizeOptions | None = None) -> Report:
     """Run ``recipe`` on the model at ``source`` and write the artifact to ``output``."""
     options = options or OptimizeOptions()
     output = Path(output)
     _refuse_overwriting_input(source, output)
-    passes = recipe.build_passes()
+    prepared = prepare(source, recipe, options, [recipe])
+    built = build(prepared, recipe, options.instruments)
+    budget = recipe.accuracy.max_drift
+    if budget is not None and built.drift > budget:
+        raise AccuracyBudgetExceeded(
+            f"{prepared.choice.name} drift {built.drift:.4g} exceeds the budget max_drift={budget:g}"
+            f"{' with the runtime in ' + built.runtime['precision'] if built.runtime else ''}; nothing was written",
+            "relax accuracy.max_drift, or drop or tune the lossy passes",
+        )
+    return write(prepared, built, output, options)
+
+
+def prepare(source: str, recipe: Recipe, options: OptimizeOptions, recipes: list[Recipe]) -> Prepared:
+    """Load ``source``, split its data, run the original on the evaluation feeds and choose the
+    metric; ``recipes``: every recipe that will run on it (their passes may pin input dims)."""
+    for r in recipes:
+        r.build_passes()  # a bad pass or option fails before the model is loaded
     if recipe.accuracy.metric not in (None, AUTO):
-        load_metric(recipe.accuracy.metric)  # a bad --metric fails before the model is loaded
+        load_metric(recipe.accuracy.metric)
     costs = load_costs(recipe.target.costs) if recipe.target.costs else None
     if costs is not None and costs.backend != recipe.backend:
         raise RecipeError(f"the cost table {costs.source} was measured on backend '{costs.backend}', not '{recipe.backend}'",
                           f"use --backend {costs.backend}, or save costs on the deployment machine with this backend")
-    backend = get_backend(recipe.backend, recipe.target.load(costs))
+    get_backend(recipe.backend, recipe.target.load(costs))  # an unknown or unavailable backend fails here too
     model = load_source(source, options.input_shapes)
     inputs = model_inputs(model.ir)
-    pinned = {name: shape for p in passes for name, shape in p.input_shapes().items()}
+    pinned = {name: shape for r in recipes for p in r.build_passes() for name, shape in p.input_shapes().items()}
     calibration, evaluation = _datasets(recipe, inputs, options.input_shapes, pinned)
-
-    stats_before = graph_stats(model.ir)
     measure = Measurements()
     reference = _reference_outputs(measure, model, evaluation)
-    budget = recipe.accuracy.max_drift
-    choice = choose_metric(recipe.accuracy.metric, budget, model.ir, reference, evaluation.feeds())
-    baseline = backend.create_session(model.ir) if options.latency_rounds else None
-    profile_before = backend.profile(model.ir, evaluation.feeds(), runs=options.profile_runs) if options.profile_runs else None
+    choice = choose_metric(recipe.accuracy.metric, recipe.accuracy.max_drift, model.ir, reference, evaluation.feeds())
+    return Prepared(source, model, calibration, evaluation, reference, choice, measure, costs)
 
-    ctx = Context(backend=backend, calibration=calibration, evaluation=evaluation, reference=reference, seed=recipe.seed,
-                  max_drift=choice.budget, metric=choice.metric, measure=measure, costs=costs)
-    result = Pipeline(passes, instruments=options.instruments).run(model, ctx)
+
+def build(prepared: Prepared, recipe: Recipe, instruments: tuple[Instrument, ...] = ()) -> Built:
+    """Run ``recipe``'s passes on a copy of the prepared model, on the backend of its target."""
+    backend = get_backend(recipe.backend, recipe.target.load(prepared.costs))
+    original = prepared.model
+    model = dataclasses.replace(original, ir=original.ir.clone(), origin=OriginMap.from_json(original.origin.to_json()))
+    ctx = Context(backend=backend, calibration=prepared.calibration, evaluation=prepared.evaluation, reference=prepared.reference,
+                  seed=recipe.seed, max_drift=prepared.choice.budget, metric=prepared.choice.metric, measure=prepared.measure,
+                  costs=prepared.costs)
+    result = Pipeline(recipe.build_passes(), instruments=instruments).run(model, ctx)
     runtime = _runtime_precision(ctx, model)
     drift = max(result.drift, runtime["drift"]) if runtime else result.drift
+    return Built(recipe, model, backend, result, runtime, drift)
 
-    if budget is not None and drift > budget:
-        raise AccuracyBudgetExceeded(
-            f"{choice.name} drift {drift:.4g} exceeds the budget max_drift={budget:g}"
-            f"{' with the runtime in ' + runtime['precision'] if runtime else ''}; nothing was written",
-            "relax accuracy.max_drift, or drop or tune the lossy passes",
-        )
 
-    latency: dict[str, float | None] = {"before": None, "after": None, "speedup": None}
+def write(prepared: Prepared, built: Built, output: Path, options: OptimizeOptions, *,
+          latency: dict[str, float | None] | None = None, auto: dict[str, object] | None = None) -> Report:
+    """Time (unless ``latency`` is given), profile, stamp and write ``built``'s artifact and its report."""
+    model, backend, result, recipe = built.model, built.backend, built.result, built.recipe
+    original, evaluation, measure = prepared.model, prepared.evaluation, prepared.measure
     timed = None
-    if baseline is not None:
-        timed = measure_interleaved(
-            {"before": baseline, "after": measure.session(model.ir, backend)},
-            evaluation.feeds()[0],
-            rounds=options.latency_rounds,
-        )
-        latency = {
-            "before": timed["before"].median_ms,
-            "after": timed["after"].median_ms,
-            "speedup": timed["before"].median_ms / timed["after"].median_ms,
-        }
+    if latency is None:
+        latency = {"before": None, "after": None, "speedup": None}
+        if options.latency_rounds:
+            timed = measure_interleaved(
+                {"before": backend.create_session(original.ir), "after": measure.session(model.ir, backend)},
+                evaluation.feeds()[0],
+                rounds=options.latency_rounds,
+            )
+            latency = {
+                "before": timed["before"].median_ms,
+                "after": timed["after"].median_ms,
+                "speedup": timed["before"].median_ms / timed["after"].median_ms,
+            }
 
     resolved = recipe.resolved()
     model.stamp_provenance(__version__, resolved)
     model.ir.metadata_props[INFERENCE_PRECISION_KEY] = backend.target.precision
     profile = None
-    if profile_before is not None:  # after stamping: the artifact's origin map names its layers
+    if options.profile_runs:  # after stamping: the artifact's origin map names its layers
+        profile_before = backend.profile(original.ir, evaluation.feeds(), runs=options.profile_runs)
         profile_after = backend.profile(model.ir, evaluation.feeds(), runs=options.profile_runs)
-        compared = compare_profiles(profile_before, profile_after, sqnr={}, other=str(model.source or source),
+        compared = compare_profiles(profile_before, profile_after, sqnr={}, other=str(original.source or prepared.source),
                                     latency=(timed["before"], timed["after"]) if timed else None)
         profile = {"before": profile_before.to_dict(), "after": compared.to_dict()}
     external = model.used_external_data or model_bytes(model.ir) >= EXTERNAL_DATA_THRESHOLD
     written = save_onnx(model.ir, output, external_data=external)
 
-    stats_after = graph_stats(model.ir)
+    stats_before, stats_after = graph_stats(original.ir), graph_stats(model.ir)
     report = Report(
         tool_version=__version__,
         source={
-            "path": str(model.source) if model.source else source,
-            "sha256": model.sha256,
-            "format": "onnx" if model.source is not None and model.source.suffix == ".onnx" else "torch",
+            "path": str(original.source) if original.source else prepared.source,
+            "sha256": original.sha256,
+            "format": "onnx" if original.source is not None and original.source.suffix == ".onnx" else "torch",
         },
         backend=backend.name,
         target=backend.describe_target(),
@@ -134,20 +184,21 @@ def optimize(source: str, output: str | Path, recipe: Recipe, options: OptimizeO
         summary=Summary(
             nodes={"before": stats_before.nodes, "after": stats_after.nodes},
             params={"before": stats_before.params, "after": stats_after.params},
-            bytes={"before": _size(model.source, model.data_files), "after": sum(p.stat().st_size for p in written)},
+            bytes={"before": _size(original.source, original.data_files), "after": sum(p.stat().st_size for p in written)},
             latency_ms=latency,
-            drift=drift,
+            drift=built.drift,
             outputs={name: _output_report(d) for name, d in result.outputs.items()},
-            runtime_precision=runtime,
+            runtime_precision=built.runtime,
         ),
         data={
-            "calibration": calibration.describe() if calibration else None,
+            "calibration": prepared.calibration.describe() if prepared.calibration else None,
             "evaluation": evaluation.describe(),
         },
         artifact={"path": str(output), "files": [str(p) for p in written], "external_data": external},
-        warnings=[*backend.target.warnings(), *_warnings(evaluation, result.records, choice.name)],
+        warnings=[*backend.target.warnings(), *_warnings(evaluation, result.records, prepared.choice.name)],
         profile=profile,
-        accuracy=choice.describe(),
+        accuracy=prepared.choice.describe(),
+        auto=auto,
     )
     write_text_atomic(report_path_for(output), report.to_json())
     if options.save_costs is not None:

@@ -75,6 +75,8 @@ class Report:
     target: dict[str, Any] | None = None
     # the metric the accuracy budget was on (task_choice.py): name, meaning, why, budget and its origin
     accuracy: dict[str, Any] | None = None
+    # optimize --auto: the candidate pipelines tried, measured, and the one kept (auto.py)
+    auto: dict[str, Any] | None = None
     schema_version: int = SCHEMA_VERSION
 
     def to_dict(self) -> dict[str, Any]:

@@ -1,0 +1,235 @@
+"""``optimize --auto``: try whole candidate pipelines, measure each on the target, keep the fastest within budget.
+
+The per-layer int8 choice (passes/quantize/int8.py) works one level down; here the
+candidates are whole recipes built from the user's (backend, target, data, metric):
+
+- ``fuse``: exact fusions only (always within budget: the fallback);
+- ``opset+fuse``: an upgrade to opset 17 first, for models below it (it unlocks
+  LayerNormalization and the fusions that need newer ops);
+- ``int8``: fuse, then int8 with the per-layer choice measured on the target;
+- ``int4``: fuse, then int4 weights, for models whose weights are mostly MatMul/Gemm;
+- ``bf16`` / ``fp16`` runtime (and ``int8+bf16``): the same graphs with the backend told to
+  compute in that precision, where it can (OpenVINO); a precision the CPU cannot run
+  compiles to f32, which the measurement shows, and the candidate is dropped;
+- ``prune``: fuse, then channel pruning at 10% (only when asked: it takes minutes on conv
+  models, and without fine-tuning it rarely keeps a task budget).
+
+All candidates share one loaded model, one data split, one set of reference outputs and
+one measurement service (its activations and sessions), and are timed in one interleaved
+run against the original on the same backend. The original model on every other installed
+backend is timed in that run too, so the search can say when another runtime would be
+much faster here than anything built for this one.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+import onnx_ir as ir
+
+from onnxsmith.backend import available_backends, get_backend
+from onnxsmith.errors import AccuracyBudgetExceeded, PassFailure, RecipeError, first_line
+from onnxsmith.latency import LatencyStats, consistently_faster, measure_interleaved
+from onnxsmith.modelio import model_bytes
+from onnxsmith.optimize import Built, OptimizeOptions, Prepared, build, prepare, write
+from onnxsmith.recipe import Recipe, parse_pipeline
+from onnxsmith.report import Report
+
+__all__ = ["CANDIDATES", "DEFAULT_CANDIDATES", "Candidate", "auto_optimize"]
+
+logger = logging.getLogger(__name__)
+
+MATMUL_HEAVY = 0.5  # share of the weights in MatMul/Gemm above which int4 weights are tried
+MIN_ROUNDS = 9  # fewer rounds cannot tell "faster in most rounds" from noise
+OTHER_BACKEND_HINT = 1.2  # another backend this much faster than the chosen artifact is worth a line
+
+
+@dataclass(frozen=True)
+class Candidate:
+    name: str
+    passes: str
+    precision: str = "fp32"  # the backend's whole-model inference precision
+
+
+CANDIDATES = (
+    Candidate("fuse", "fuse"),
+    Candidate("opset+fuse", "opset{version=17},fuse"),
+    Candidate("int8", "fuse,quantize{mode=int8}"),
+    Candidate("int4", "fuse,quantize{mode=int4}"),
+    Candidate("bf16", "fuse", "bf16"),
+    Candidate("fp16", "fuse", "fp16"),
+    Candidate("int8+bf16", "fuse,quantize{mode=int8}", "bf16"),
+    Candidate("prune", "fuse,prune{method=channel,ratio=0.1}"),
+)
+DEFAULT_CANDIDATES = tuple(c.name for c in CANDIDATES if c.name != "prune")
+
+
+@dataclass
+class Trial:
+    """One candidate's row of the search table."""
+
+    name: str
+    passes: str
+    precision: str
+    verdict: str  # "kept", "within budget", "over budget", "skipped: why", "failed: why"
+    drift: float | None = None
+    speedup: float | None = None
+    ms: float | None = None
+    bytes: int | None = None
+    seconds: float | None = None
+
+
+def auto_optimize(source: str, output: str | Path, recipe: Recipe, options: OptimizeOptions | None = None,
+                  candidates: tuple[str, ...] = DEFAULT_CANDIDATES,
+                  on_candidate: Callable[[Candidate], None] | None = None) -> Report:
+    """Build every applicable candidate of ``candidates`` from ``recipe`` (its passes are
+    ignored), time them against the original on ``recipe``'s backend, and write the one
+    ``_keep`` picks. The report's ``auto`` section holds the search table; ``on_candidate``
+    is told before each build (the CLI prints a header over its pass lines)."""
+    options = options or OptimizeOptions()
+    output = Path(output)
+    unknown = sorted(set(candidates) - {c.name for c in CANDIDATES})
+    if unknown:
+        raise RecipeError(f"unknown --auto candidate(s): {', '.join(unknown)}",
+                             f"choose from {', '.join(c.name for c in CANDIDATES)}")
+    chosen_candidates = [c for c in CANDIDATES if c.name in candidates]
+    recipes = {c.name: _recipe_for(recipe, c) for c in chosen_candidates}
+    prepared = prepare(source, recipe, options, list(recipes.values()))
+    budget = prepared.choice.budget
+    trials, built = [], {}
+    for candidate in chosen_candidates:
+        trial = Trial(candidate.name, candidate.passes, candidate.precision, verdict="")
+        trials.append(trial)
+        why_not = _skip_reason(candidate, prepared, recipes[candidate.name])
+        if why_not:
+            trial.verdict = f"skipped: {why_not}"
+            continue
+        if on_candidate is not None:
+            on_candidate(candidate)
+        started = time.perf_counter()
+        try:
+            result = build(prepared, recipes[candidate.name], options.instruments)
+        except PassFailure as e:  # one candidate's failure is a row of the table, not the end of the search
+            trial.verdict = f"failed: {e.problem}"
+            continue
+        finally:
+            trial.seconds = time.perf_counter() - started
+        ran = result.runtime["precision"] if result.runtime else "fp32"
+        if ran != candidate.precision:
+            trial.verdict = f"skipped: the backend compiled a {candidate.precision} hint to {ran} on this CPU"
+            continue
+        trial.drift, trial.bytes = result.drift, model_bytes(result.model.ir)
+        trial.verdict = "within budget" if result.drift <= budget else "over budget"
+        built[candidate.name] = result
+    stats, others = _time(prepared, recipe, built, options.latency_rounds)
+    baseline = stats.pop("original")
+    for trial in trials:
+        if trial.name in stats:
+            trial.ms, trial.speedup = stats[trial.name].median_ms, baseline.median_ms / stats[trial.name].median_ms
+    best = _keep(trials, stats)
+    chosen = built[best.name]
+    hints = [{"backend": name, "ms": s.median_ms, "vs_kept": best.ms / s.median_ms} for name, s in others.items()]
+    auto = {
+        "candidates": [asdict(t) for t in trials],
+        "kept": best.name,
+        "budget": {"metric": prepared.choice.name, "max_drift": budget},
+        "baseline_ms": baseline.median_ms,
+        "other_backends": hints,
+        "advice": [f"{h['backend']} runs the original model {h['vs_kept']:.2f}x faster than the kept artifact runs on "
+                   f"{recipe.backend} here: try --auto --backend {h['backend']}" for h in hints if h["vs_kept"] >= OTHER_BACKEND_HINT],
+    }
+    latency = {"before": baseline.median_ms, "after": best.ms, "speedup": best.speedup}
+    return write(prepared, chosen, output, options, latency=latency, auto=auto)
+
+
+def _keep(trials: list[Trial], stats: dict[str, LatencyStats]) -> Trial:
+    """The candidate to write: the first within budget in CANDIDATES' order (simplest first:
+    ``fuse`` unless it failed) is the fallback; a later one replaces it only if it was faster
+    than the fallback in most rounds of the interleaved run, and of those the fastest is kept.
+    A gain within the noise is not worth a lossier or larger artifact."""
+    passing = [t for t in trials if t.verdict == "within budget"]
+    if not passing:
+        tried = "; ".join(f"{t.name} {t.drift:.3g}" if t.drift is not None else f"{t.name} {t.verdict}" for t in trials)
+        raise AccuracyBudgetExceeded(f"no --auto candidate is within the budget (drift per candidate: {tried})",
+                          "relax --max-drift, or give other --auto-candidates")
+    fallback = passing[0]
+    faster = [t for t in passing[1:] if consistently_faster(stats[t.name], stats[fallback.name])]
+    for trial in passing[1:]:
+        if trial not in faster:
+            trial.verdict = f"within budget; no gain over {fallback.name}"
+    best = min(faster, key=lambda t: t.ms) if faster else fallback
+    best.verdict = "kept"
+    return best
+
+
+def _recipe_for(base: Recipe, candidate: Candidate) -> Recipe:
+    data = base.model_dump(mode="json", exclude_none=True)
+    data["passes"] = parse_pipeline(candidate.passes)
+    data["target"] = {**data.get("target", {}), "precision": candidate.precision}
+    return Recipe.model_validate(data)
+
+
+def _skip_reason(candidate: Candidate, prepared: Prepared, recipe: Recipe) -> str | None:
+    """Why ``candidate`` does not apply to this model, data and backend (None: it does)."""
+    backend = get_backend(recipe.backend)
+    if candidate.precision not in type(backend).precisions_run:
+        return f"{recipe.backend} has no {candidate.precision} runtime"
+    needs_data = "quantize{mode=int8" in candidate.passes or "quantize{mode=int4" in candidate.passes
+    if needs_data and prepared.calibration is None:
+        return "needs calibration data (--calib)"
+    model = prepared.model.ir
+    if candidate.name == "opset+fuse" and model.opset_imports.get("", 0) >= 17:
+        return f"the model is at opset {model.opset_imports.get('', 0)} already"
+    if candidate.name == "int4" and _matmul_weight_share(model) < MATMUL_HEAVY:
+        return f"MatMul/Gemm hold {_matmul_weight_share(model):.0%} of the weights (int4 is for MatMul-heavy models)"
+    return None
+
+
+def _matmul_weight_share(model: ir.Model) -> float:
+    """Of the constant weights that layers compute with (Conv, ConvTranspose, MatMul, Gemm;
+    not lookup tables such as embeddings), the share MatMul/Gemm read (directly, or through
+    the Transpose/Cast an exporter puts in front of a weight)."""
+
+    def size(value: ir.Value) -> int:
+        return int(np.prod(value.shape.dims)) if value.shape is not None and value.shape.is_static() else 0
+
+    def weight(value: ir.Value | None) -> ir.Value | None:
+        while value is not None and not value.is_initializer():
+            node = value.producer()
+            if node is None or node.op_type not in ("Transpose", "Cast"):
+                return None
+            value = node.inputs[0]
+        return value
+
+    def weights(op_types: tuple[str, ...]) -> int:
+        found = {id(w): w for node in model.graph if node.op_type in op_types
+                 for w in [weight(v) for v in node.inputs[:2]] if w is not None}
+        return sum(size(w) for w in found.values())
+
+    total = weights(("MatMul", "Gemm", "Conv", "ConvTranspose"))
+    return weights(("MatMul", "Gemm")) / total if total else 0.0
+
+
+def _time(prepared: Prepared, recipe: Recipe, built: dict[str, Built],
+          rounds: int) -> tuple[dict[str, LatencyStats], dict[str, LatencyStats]]:
+    """Latency of the original and every built candidate on the recipe's backend, and of the
+    original on every other available backend, all in one interleaved run."""
+    measure, feed = prepared.measure, prepared.evaluation.feeds()[0]
+    sessions = {"original": get_backend(recipe.backend).create_session(prepared.model.ir)}
+    sessions.update({name: measure.session(b.model.ir, b.backend) for name, b in built.items()})
+    others = {}
+    for name, cls in available_backends().items():
+        if name == recipe.backend or name not in ("cpu", "openvino") or not cls().available()[0]:
+            continue
+        try:
+            sessions[f"backend:{name}"] = get_backend(name).create_session(prepared.model.ir)
+            others[name] = f"backend:{name}"
+        except Exception as e:  # noqa: BLE001 (another runtime that cannot load the model is only no hint)
+            logger.info("--auto: %s cannot run the original model: %s", name, first_line(e))
+    stats = measure_interleaved(sessions, feed, rounds=max(rounds, MIN_ROUNDS))
+    return {k: v for k, v in stats.items() if not k.startswith("backend:")}, {name: stats[key] for name, key in others.items()}
