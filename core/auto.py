@@ -99,7 +99,7 @@ def auto_optimize(source: str, output: str | Path, recipe: Recipe, options: Opti
                              f"choose from {', '.join(c.name for c in CANDIDATES)}")
     chosen_candidates = [c for c in CANDIDATES if c.name in candidates]
     recipes = {c.name: _recipe_for(recipe, c) for c in chosen_candidates}
-    prepared = prepare(source, recipe, options, list(recipes.values()))
+    prepared = prepare(source, output, recipe, options, list(recipes.values()))
     budget = prepared.choice.budget
     trials, built = [], {}
     for candidate in chosen_candidates:

@@ -87,8 +87,7 @@ def optimize(source: str, output: str | Path, recipe: Recipe, options: OptimizeO
     """Run ``recipe`` on the model at ``source`` and write the artifact to ``output``."""
     options = options or OptimizeOptions()
     output = Path(output)
-    _refuse_overwriting_input(source, output)
-    prepared = prepare(source, recipe, options, [recipe])
+    prepared = prepare(source, output, recipe, options, [recipe])
     built = build(prepared, recipe, options.instruments)
     budget = recipe.accuracy.max_drift
     if budget is not None and built.drift > budget:
@@ -100,9 +99,11 @@ def optimize(source: str, output: str | Path, recipe: Recipe, options: OptimizeO
     return write(prepared, built, output, options)
 
 
-def prepare(source: str, recipe: Recipe, options: OptimizeOptions, recipes: list[Recipe]) -> Prepared:
-    """Load ``source``, split its data, run the original on the evaluation feeds and choose the
-    metric; ``recipes``: every recipe that will run on it (their passes may pin input dims)."""
+def prepare(source: str, output: Path, recipe: Recipe, options: OptimizeOptions, recipes: list[Recipe]) -> Prepared:
+    """Check the paths, load ``source``, split its data, run the original on the evaluation
+    feeds and choose the metric; ``recipes``: every recipe that will run on it (their passes
+    may pin input dims); ``output``: where the artifact will go (checked before any work)."""
+    _refuse_overwriting_input(source, output)
     for r in recipes:
         r.build_passes()  # a bad pass or option fails before the model is loaded
     if recipe.accuracy.metric not in (None, AUTO):

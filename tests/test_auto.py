@@ -14,7 +14,7 @@ import pytest
 from conftest import FIXTURES, ort_outputs, run_cli
 from onnxsmith.auto import CANDIDATES, DEFAULT_CANDIDATES, Trial, _keep, _matmul_weight_share, auto_optimize
 from onnxsmith.backend import available_backends
-from onnxsmith.errors import AccuracyBudgetExceeded, RecipeError
+from onnxsmith.errors import AccuracyBudgetExceeded, InputError, RecipeError
 from onnxsmith.latency import LatencyStats, consistently_faster
 from onnxsmith.modelio import load_onnx
 from onnxsmith.optimize import OptimizeOptions
@@ -115,6 +115,14 @@ def test_auto_never_keeps_a_candidate_over_budget(tmp_path):
     with pytest.raises(AccuracyBudgetExceeded, match=r"no --auto candidate is within the budget \(drift per candidate: prune \d"):
         auto_optimize(str(FIXTURES / "cnn.onnx"), tmp_path / "d.onnx", recipe, OptimizeOptions(latency_rounds=9), candidates=("prune",))
     assert not (tmp_path / "d.onnx").exists()
+
+
+def test_auto_refuses_to_overwrite_its_input(tmp_path):
+    source = tmp_path / "mlp.onnx"
+    source.write_bytes((FIXTURES / "mlp.onnx").read_bytes())
+    with pytest.raises(InputError, match="is the input model"):
+        auto_optimize(str(source), source, _recipe("mlp"))
+    assert source.read_bytes() == (FIXTURES / "mlp.onnx").read_bytes()
 
 
 def test_an_unknown_candidate_is_a_recipe_error(tmp_path):
