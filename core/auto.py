@@ -7,6 +7,8 @@ candidates are whole recipes built from the user's (backend, target, data, metri
 - ``opset+fuse``: an upgrade to opset 17 first, for models below it (it unlocks
   LayerNormalization and the fusions that need newer ops);
 - ``int8``: fuse, then int8 with the per-layer choice measured on the target;
+- ``int8-all-ops``: the same with the backend's other int8 ops (Add, Mul, Concat, Sigmoid...)
+  as layers too, each timed and guarded, for models that have them;
 - ``int4``: fuse, then int4 weights, for models whose weights are mostly MatMul/Gemm;
 - ``bf16`` / ``fp16`` runtime (and ``int8+bf16``): the same graphs with the backend told to
   compute in that precision, where it can (OpenVINO); a precision the CPU cannot run
@@ -37,6 +39,7 @@ from onnxsmith.errors import AccuracyBudgetExceeded, PassFailure, RecipeError, f
 from onnxsmith.latency import LatencyStats, consistently_faster, measure_interleaved
 from onnxsmith.modelio import model_bytes
 from onnxsmith.optimize import Built, OptimizeOptions, Prepared, build, prepare, write
+from onnxsmith.passes.quantize.int8_plan import other_int8_ops
 from onnxsmith.recipe import Recipe, parse_pipeline
 from onnxsmith.report import Report
 
@@ -60,6 +63,7 @@ CANDIDATES = (
     Candidate("fuse", "fuse"),
     Candidate("opset+fuse", "opset{version=17},fuse"),
     Candidate("int8", "fuse,quantize{mode=int8}"),
+    Candidate("int8-all-ops", "fuse,quantize{mode=int8,all_ops=true}"),
     Candidate("int4", "fuse,quantize{mode=int4}"),
     Candidate("bf16", "fuse", "bf16"),
     Candidate("fp16", "fuse", "fp16"),
@@ -185,6 +189,10 @@ def _skip_reason(candidate: Candidate, prepared: Prepared, recipe: Recipe) -> st
     model = prepared.model.ir
     if candidate.name == "opset+fuse" and model.opset_imports.get("", 0) >= 17:
         return f"the model is at opset {model.opset_imports.get('', 0)} already"
+    if candidate.name == "int8-all-ops":
+        others = set(other_int8_ops(backend.capabilities.int8_ops)) & {node.op_type for node in model.graph}
+        if not others:
+            return f"the model has none of the other ops {recipe.backend} runs in int8"
     if candidate.name == "int4" and _matmul_weight_share(model) < MATMUL_HEAVY:
         return f"MatMul/Gemm hold {_matmul_weight_share(model):.0%} of the weights (int4 is for MatMul-heavy models)"
     return None

@@ -109,3 +109,69 @@ def test_bisection_then_give_back_keeps_only_the_layers_the_budget_needs():
     assert sorted(name for name, _ in refined.kept_float) == ["a", "b"]
     assert refined.drift == pytest.approx(0.015) and refined.probes == bisection_probes + 3  # one try per kept layer
     assert len(builds) == refined.probes
+
+
+def _residual_block() -> ir.Model:
+    """conv1 -> Relu -> conv2; Add(conv2, conv1's Relu) -> Sigmoid -> conv3 (the output head)."""
+    rng = np.random.default_rng(1)
+    nodes = [helper.make_node("Conv", ["x", "w1", "b1"], ["c1"], name="conv1", pads=[1, 1, 1, 1]),
+             helper.make_node("Relu", ["c1"], ["r1"], name="relu1"),
+             helper.make_node("Conv", ["r1", "w2", "b2"], ["c2"], name="conv2", pads=[1, 1, 1, 1]),
+             helper.make_node("Add", ["c2", "r1"], ["s"], name="add"),
+             helper.make_node("Sigmoid", ["s"], ["g"], name="sigmoid"),
+             helper.make_node("Conv", ["g", "w3"], ["y"], name="head", pads=[1, 1, 1, 1])]
+    weights = {"w1": rng.normal(0, 0.3, (16, 8, 3, 3)), "b1": rng.normal(0, 0.1, 16), "w2": rng.normal(0, 0.3, (16, 16, 3, 3)),
+               "b2": rng.normal(0, 0.1, 16), "w3": rng.normal(0, 0.3, (4, 16, 3, 3))}
+    graph = helper.make_graph(
+        nodes, "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 8, 16, 16])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 4, 16, 16])],
+        [numpy_helper.from_array(v.astype(np.float32), k) for k, v in weights.items()])
+    return ir.from_proto(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], ir_version=8))
+
+
+def test_other_int8_ops_are_the_backends_beyond_the_default_set():
+    from onnxsmith.passes.quantize.int8_plan import other_int8_ops
+
+    others = other_int8_ops(get_backend("cpu").capabilities.int8_ops)
+    assert {"Add", "Mul", "Concat", "Sigmoid", "GlobalAveragePool"} <= set(others)
+    assert not {"Conv", "MatMul", "Relu", "MaxPool", "Reshape", "Gather", "Split"} & set(others)  # default set, or own rules
+
+
+def test_other_ops_asked_for_are_layers_the_guard_and_timing_judge_and_heads_stay_float():
+    model = _residual_block()
+    plan = plan_int8(model, ["Conv", "Relu", "Add", "Sigmoid"], min_intensity=0.0)
+    assert [n.name for n in plan.layers] == ["conv1", "conv2", "add", "sigmoid"]
+    assert plan.heads == ["head"]
+    assert {"c2", "r1", "s", "g"} <= set(plan.tensors)  # the Add's and Sigmoid's inputs and outputs get ranges
+    default = plan_int8(model, ["Conv", "Relu"], min_intensity=0.0)
+    assert [n.name for n in default.layers] == ["conv1", "conv2"]
+
+
+def test_all_ops_quantizes_the_add_and_sigmoid_as_layers_of_their_own(tmp_path):
+    model = _residual_block()
+    rng = np.random.default_rng(2)
+    data = Dataset({"x": rng.normal(0, 1, (8, 1, 8, 16, 16)).astype(np.float32)}, "random")
+    ctx = Context(backend=get_backend("cpu"), calibration=data)
+    options = {"guard": False, "skip_slow": False, "all_ops": True}
+    result = create_pass("quantize", options).run(model, ctx)
+    rows = {row["layer"]: row for row in result.layers}
+    assert {name: rows[name]["precision"] for name in ("conv1", "conv2", "add", "sigmoid", "head")} == {
+        "conv1": "int8", "conv2": "int8", "add": "int8", "sigmoid": "int8", "head": "fp32"}
+    assert rows["head"]["reason"].startswith("output head")
+    ops = [n.op_type for n in result.model.graph]
+    # the Add and Sigmoid read dequantized inputs and their outputs are quantized: ORT runs them in int8
+    for name in ("add", "sigmoid"):
+        node = next(n for n in result.model.graph if n.name == name)
+        assert all(v.producer() is not None and v.producer().op_type == "DequantizeLinear" for v in node.inputs)
+        assert {use.node.op_type for use in node.outputs[0].uses()} == {"QuantizeLinear"}
+    assert ops.count("QuantizeLinear") > 0
+    import onnxruntime as ort
+
+    from onnxsmith.runtime import save_runtime_graph
+
+    save_runtime_graph(result.model, tmp_path / "ort.onnx", providers=["CPUExecutionProvider"],
+                       level=ort.GraphOptimizationLevel.ORT_ENABLE_EXTENDED)
+    kernels = {n.op_type for n in onnx.load(str(tmp_path / "ort.onnx")).graph.node}
+    assert {"QLinearConv", "QLinearAdd", "QLinearSigmoid"} <= kernels, kernels
+    without = create_pass("quantize", {"guard": False, "skip_slow": False}).run(model, ctx)
+    assert {row["layer"] for row in without.layers} == {"conv1", "conv2", "head"}

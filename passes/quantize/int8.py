@@ -34,7 +34,7 @@ from onnxsmith.pass_base import PassResult
 from onnxsmith.passes.quantize.bias_correction import apply_bias_corrections, bias_corrections
 from onnxsmith.passes.quantize.calibration import collect_ranges
 from onnxsmith.passes.quantize.guard import guard_budget
-from onnxsmith.passes.quantize.int8_plan import WEIGHTED_OPS, Int8Plan, default_op_types, plan_int8
+from onnxsmith.passes.quantize.int8_plan import FOLLOW_OPS, WEIGHTED_OPS, Int8Plan, default_op_types, other_int8_ops, plan_int8
 from onnxsmith.passes.quantize.kernels import integer_kernel_check
 from onnxsmith.passes.quantize.layer_speed import SpeedTable, costs_table, measure_layer_speed
 from onnxsmith.passes.quantize.qdq import quantize_qdq, upgrade_for_per_channel
@@ -71,6 +71,8 @@ def prepare_int8(options: QuantizePass, model: ir.Model, ctx: Context) -> Int8Bu
     calibration = ctx.require_calibration(options.name)
     capabilities = ctx.backend.capabilities if ctx.backend is not None else None
     op_types = list(options.ops or default_op_types(capabilities.int8_ops if capabilities else None))
+    if options.all_ops and not options.ops and capabilities is not None:
+        op_types += other_int8_ops(capabilities.int8_ops)
     activations = options.activations if options.activations != "auto" else (capabilities.int8_activations if capabilities else "uint8")
     notes: list[str] = []
     counts: dict[str, int] = {}
@@ -186,6 +188,9 @@ def quantize_int8(options: QuantizePass, model: ir.Model, ctx: Context) -> PassR
         counts.update(kernel_counts)
         notes.extend(f"runs as float after DequantizeLinear on {provider}: {name}" for name in fallbacks[:10])
     int8_layers = {n.name for n in quantized.graph if n.op_type in WEIGHTED_OPS and _int8_weight(n)}
+    kept_names = {name for name, _ in kept}
+    int8_layers |= {n.name for n in prepared.plan.layers if n.op_type not in WEIGHTED_OPS  # rule 6's ops: by the plan
+                    and n.name not in kept_names and n.name not in prepared.unwritable}
     layers = _layers(prepared, dict(kept), int8_layers, options.exclude)
     if prepared.speed is not None:
         for row in layers:
@@ -205,14 +210,16 @@ def quantize_int8(options: QuantizePass, model: ir.Model, ctx: Context) -> PassR
 
 
 def _layers(prepared: Int8Build, guarded: dict[str, float], int8_layers: set[str], excluded: tuple[str, ...]) -> list[dict]:
-    """One record per weighted layer: its precision, and why a float one stayed float."""
+    """One record per layer (weighted, or of rule 6's ops when asked for): its precision, and
+    why a float one stayed float."""
     plan = prepared.plan
+    listed = {*WEIGHTED_OPS, *(op for op in plan.op_types if op not in FOLLOW_OPS and op not in ("Relu", "Clip"))}
     reasons = {name: why for name, why in plan.slow.items()}
     reasons.update({name: "output head: argmax and thresholds flip on near-ties in its values" for name in plan.heads})
     reasons.update({name: f"int8 cannot be written for it: {why}" for name, why in prepared.unwritable.items()})
     rows = []
     for node in prepared.float_model.graph:
-        if node.op_type not in WEIGHTED_OPS:
+        if node.op_type not in listed:
             continue
         row = {"layer": node.name, "op": node.op_type, "precision": "int8" if node.name in int8_layers else "fp32"}
         if node.name in guarded:

@@ -28,13 +28,17 @@ from bench/int8_study.py, undoes one rule at a time):
    convolutions. These are also the layers int8 hurts most: leaving them float took
    PP-OCRv4 rec's held-out text agreement from 0.84 to 1.00, YOLOv8n's F1 from 0.91 to 0.98
    and det from 0.91x to 1.10x of fp32's speed.
-6. Everything else (Add, Mul, Concat, Sigmoid, Softmax, SiLU...) stays float: each would round
-   its inputs and outputs again (YOLOv8n lost its detections, MiniLM its embeddings, with
-   them quantized) for kernels that are not faster than the float ones on CPU.
+6. Everything else (Add, Mul, Concat, Sigmoid, Softmax, SiLU...) stays float by default: each
+   would round its inputs and outputs again (YOLOv8n lost its detections, MiniLM its
+   embeddings, with them all quantized) for kernels that were not faster than the float ones
+   on an AVX2 CPU. ``all_ops`` (``other_int8_ops``) adds the backend's other int8 ops as
+   layers of their own: each is then timed on the target and guarded like a weighted layer,
+   so the ones that are faster there and harmless to the metric run in int8.
 
 ``ops=[...]`` overrides the op set and quantizes what it lists as asked: rules 1 and 2 still
 hold, rule 4 and the speed rule do not; other ops listed get quantized inputs and outputs, as
-ONNX Runtime's quantizer does. Whatever it lists the backend must run in int8.
+ONNX Runtime's quantizer does, and are layers the guard can keep float. Whatever it lists
+the backend must run in int8.
 """
 
 from __future__ import annotations
@@ -46,8 +50,9 @@ import onnx
 import onnx_ir as ir
 
 from onnxsmith.passes.quantize.output_heads import is_output_head
+from onnxsmith.passes.quantize.qdq_select import OWN_RULES, SHARED_SCALE
 
-__all__ = ["FOLLOW_OPS", "FLOAT_OUTPUT_OPS", "Int8Plan", "WEIGHTED_OPS", "default_op_types", "plan_int8"]
+__all__ = ["FOLLOW_OPS", "FLOAT_OUTPUT_OPS", "Int8Plan", "WEIGHTED_OPS", "default_op_types", "other_int8_ops", "plan_int8"]
 
 WEIGHTED_OPS = ("Conv", "ConvTranspose", "MatMul", "Gemm")
 FOLLOW_OPS = ("Relu", "Clip", "MaxPool", "Resize", "Reshape", "Transpose", "Squeeze", "Unsqueeze", "Flatten", "Slice")
@@ -59,7 +64,7 @@ _REMOVABLE = ("Relu", "Clip")  # the QDQ quantizer folds them into the producer'
 @dataclass
 class Int8Plan:
     op_types: list[str]
-    layers: list[ir.Node]  # weighted nodes to quantize: the guard's units
+    layers: list[ir.Node]  # nodes to quantize that the guard and the timing judge one by one: weighted ones, and rule 6's
     float_layers: list[str] = field(default_factory=list)  # nodes of op_types kept float by rules 1, 4 and 5
     heads: list[str] = field(default_factory=list)  # of them, the output heads (rule 4)
     slow: dict[str, str] = field(default_factory=dict)  # of them, layers int8 would slow down: why
@@ -71,6 +76,13 @@ def default_op_types(backend_ops: tuple[str, ...] | None) -> list[str]:
     """Weighted and follow ops that the backend runs in int8 (all of them without a backend)."""
     allowed = set(backend_ops) | set(_REMOVABLE) if backend_ops else None
     return [op for op in (*WEIGHTED_OPS, *FOLLOW_OPS) if allowed is None or op in allowed]
+
+
+def other_int8_ops(backend_ops: tuple[str, ...]) -> list[str]:
+    """The backend's int8 ops beyond the default set that the QDQ writer quantizes as ops of
+    their own (inputs and outputs, rule 4 of qdq_select.py): Add, Mul, Concat, Sigmoid..."""
+    default = {*WEIGHTED_OPS, *FOLLOW_OPS, *_REMOVABLE, *SHARED_SCALE, *OWN_RULES}
+    return [op for op in backend_ops if op not in default]
 
 
 def plan_int8(
@@ -93,6 +105,12 @@ def plan_int8(
                 plan.float_layers.append(node.name)
                 plan.slow[node.name] = slow
                 continue
+            if heads and is_output_head(node):
+                plan.float_layers.append(node.name)
+                plan.heads.append(node.name)
+                continue
+            plan.layers.append(node)
+        elif node.op_type not in FOLLOW_OPS and node.op_type not in _REMOVABLE:  # rule 6's ops, asked for
             if heads and is_output_head(node):
                 plan.float_layers.append(node.name)
                 plan.heads.append(node.name)

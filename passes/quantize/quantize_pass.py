@@ -52,6 +52,7 @@ class QuantizePass(Pass):
     per_channel: bool = dataclasses.field(default=True, metadata={"doc": "int8/dynamic: one weight scale per output channel"})
     activations: Literal["auto", "uint8", "int8"] = dataclasses.field(default="auto", metadata={"doc": "int8: activation type (auto: the backend's)"})
     ops: tuple[str, ...] = dataclasses.field(default=(), metadata={"doc": "op types to quantize (default: the mode's and backend's; int8: given, every layer of them)"})
+    all_ops: bool = dataclasses.field(default=False, metadata={"doc": "int8: also the backend's other int8 ops (Add, Mul, Concat, Sigmoid, pooling...), each timed and guarded like a layer"})
     exclude: tuple[str, ...] = dataclasses.field(default=(), metadata={"doc": "node names to keep in float"})
     guard: bool = dataclasses.field(default=True, metadata={"doc": "keep sensitive layers in float to meet the budget"})
     skip_slow: bool = dataclasses.field(default=True, metadata={"doc": "int8: keep float the layers int8 would slow down on the target (not with ops)"})
