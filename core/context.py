@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 from onnxsmith.errors import DataError
 from onnxsmith.measure import Measurements
-from onnxsmith.metrics import DriftMetric, default_drift
+from onnxsmith.metrics import DriftMetric, default_drift, first_nan
 
 if TYPE_CHECKING:
     from onnxsmith.backend import Backend
@@ -38,9 +39,12 @@ class Context:
     costs: CostTable | None = None  # per-layer int8 costs measured on the target (--costs): used instead of timing here
 
     def drift(self, candidate: list[Outputs]) -> float:
-        """The metric of ``candidate`` outputs (on ``evaluation``) against ``reference``."""
+        """The metric of ``candidate`` outputs (on ``evaluation``) against ``reference``; infinite
+        where a candidate output holds NaN, whatever the metric (a task metric may not see it)."""
         if self.reference is None or self.evaluation is None:
             raise ValueError("drift needs ctx.reference and ctx.evaluation")
+        if first_nan(candidate):
+            return math.inf
         return self.metric(self.reference, candidate, self.evaluation.feeds())
 
     def require_calibration(self, pass_name: str) -> Dataset:

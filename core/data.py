@@ -4,7 +4,8 @@ A Dataset holds, per model input, an array whose first axis is the sample axis;
 ``dataset.feeds()[i]`` is what one ``session.run`` receives. Sources: an .npz (keys are
 input names), a folder of .npz/.npy files, a folder of images with preprocessing, or
 random data shaped from the model's inputs (flagged, since its accuracy numbers do not
-describe real data). Mismatched names, shapes or dtypes are a DataError naming the input.
+describe real data). Mismatched names, shapes or dtypes, and NaN or Inf in a float input,
+are a DataError naming the input (and the sample).
 """
 
 from __future__ import annotations
@@ -65,6 +66,7 @@ class Dataset:
     source: str
     random: bool = False
     notes: list[str] = field(default_factory=list)
+    positions: list[int] | None = None  # each sample's index in the source; None: its own index
 
     def __len__(self) -> int:
         return len(next(iter(self.arrays.values()))) if self.arrays else 0
@@ -73,7 +75,15 @@ class Dataset:
         return [{name: arr[i] for name, arr in self.arrays.items()} for i in range(len(self))]
 
     def take(self, indices: np.ndarray | list[int]) -> Dataset:
-        return Dataset({k: v[indices] for k, v in self.arrays.items()}, self.source, self.random, list(self.notes))
+        positions = [self.position(int(i)) for i in indices]
+        return Dataset({k: v[indices] for k, v in self.arrays.items()}, self.source, self.random, list(self.notes), positions)
+
+    def position(self, index: int) -> int:
+        """Where sample ``index`` sits in the source (a split keeps the source's numbering)."""
+        return self.positions[index] if self.positions is not None else index
+
+    def describe_sample(self, index: int) -> str:
+        return f"sample {self.position(index)} of {self.source} (counting from 0)"
 
     def describe(self) -> dict[str, object]:
         return {"source": self.source, "samples": len(self), "random": self.random, "notes": self.notes}
@@ -147,7 +157,7 @@ def split_dataset(dataset: Dataset, *, eval_samples: int | None = None, seed: in
     n = len(dataset)
     if n == 1:
         note = "only one sample: calibration and evaluation use the same sample"
-        return dataset, Dataset(dataset.arrays, dataset.source, dataset.random, [*dataset.notes, note])
+        return dataset, Dataset(dataset.arrays, dataset.source, dataset.random, [*dataset.notes, note], dataset.positions)
     k = eval_samples if eval_samples is not None else max(1, n // 4)
     if not 1 <= k < n:
         raise DataError(f"cannot hold out {k} of {n} samples for evaluation", f"choose eval_samples between 1 and {n - 1}")
@@ -203,7 +213,8 @@ def _read_images(paths: list[Path], spec: InputSpec, options: ImageOptions) -> n
         pixels = np.asarray(rgb, dtype=np.float32) / 255.0
         if options.color == "BGR":
             pixels = pixels[..., ::-1]
-        pixels = (pixels - mean) / std
+        with np.errstate(divide="ignore", invalid="ignore"):  # a zero std: _check_finite names the sample
+            pixels = (pixels - mean) / std
         batch.append(pixels.transpose(2, 0, 1) if layout == "NCHW" else pixels)
     return np.stack(batch).astype(spec.dtype)
 
@@ -237,12 +248,28 @@ def _conform(arrays: dict[str, np.ndarray], inputs: list[InputSpec], source: str
         if arr.dtype != spec.dtype:
             if _kind(arr.dtype) != _kind(spec.dtype):
                 raise DataError(f"calibration array '{spec.name}' is {arr.dtype}, the model expects {spec.dtype}", f"save it as {spec.dtype}")
-            arr = arr.astype(spec.dtype)
+            with np.errstate(over="ignore"):  # an overflow to Inf is refused just below, naming the sample
+                arr = arr.astype(spec.dtype)
         conformed[spec.name] = arr[:samples] if samples else arr
+        _check_finite(spec.name, conformed[spec.name], source)
     counts = {name: len(a) for name, a in conformed.items()}
     if len(set(counts.values())) > 1:
         raise DataError(f"inputs have different sample counts {counts}", "give every input the same number of samples")
     return Dataset(conformed, source)
+
+
+def _check_finite(name: str, arr: np.ndarray, source: str) -> None:
+    """Refuse NaN and Inf in a float input: calibration ranges and the reference outputs built
+    from them would be NaN, and a NaN output cannot be compared with anything."""
+    if arr.dtype.kind not in "fc" or np.isfinite(arr).all():
+        return
+    finite = np.isfinite(arr.reshape(len(arr), -1)).all(axis=1)
+    index = int(np.argmin(finite))
+    value = "NaN" if np.isnan(arr[index]).any() else "Inf"
+    raise DataError(
+        f"input '{name}' holds {value} in sample {index} of {source} (counting from 0)",
+        "replace non-finite values (e.g. numpy.nan_to_num) or drop those samples",
+    )
 
 
 def _kind(dtype: np.dtype) -> str:

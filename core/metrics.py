@@ -35,7 +35,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from onnxsmith.errors import RecipeError
+from onnxsmith.errors import DataError, RecipeError
 from onnxsmith.runtime import Outputs
 from onnxsmith.task_metrics import TASK_METRICS
 
@@ -44,9 +44,11 @@ __all__ = [
     "DriftMetric",
     "OutputDrift",
     "channel_error",
+    "check_reference",
     "compare_outputs",
     "default_drift",
     "drift",
+    "first_nan",
     "load_metric",
     "within_tolerance",
 ]
@@ -69,8 +71,34 @@ class OutputDrift:
     channel_error: float  # mean per-channel relative RMS error
 
 
+def first_nan(outputs: list[Outputs]) -> tuple[str, int] | None:
+    """(output name, sample index) of the first NaN in ``outputs``, or None where there is none."""
+    for index, sample in enumerate(outputs):
+        for name, value in sample.items():
+            array = np.asarray(value)
+            if array.dtype.kind in "fc" and np.isnan(array).any():
+                return name, index
+    return None
+
+
+def check_reference(reference: list[Outputs], describe_sample: Callable[[int], str] | None = None) -> None:
+    """Refuse a reference holding NaN: no candidate can be compared with it (NaN equals nothing),
+    so every pass would look either broken or, compared NaN to NaN, exact. ``describe_sample``
+    names an evaluation sample for the message (Dataset.describe_sample)."""
+    found = first_nan(reference)
+    if found:
+        where = describe_sample(found[1]) if describe_sample else f"evaluation sample {found[1]}"
+        raise DataError(
+            f"the original model outputs NaN in '{found[0]}' on {where}, so no pass can be verified against it",
+            "check the model on that data (onnxsmith inspect; onnxruntime) and give data it computes numbers for",
+        )
+
+
 def compare_outputs(reference: list[Outputs], candidate: list[Outputs]) -> dict[str, OutputDrift]:
-    """Compare two models' outputs sample by sample, keyed by output name of the reference."""
+    """Compare two models' outputs sample by sample, keyed by output name of the reference.
+
+    A candidate value that is NaN, or infinite where the reference is finite, makes the
+    output's errors infinite and its cosine 0: such an output matches nothing."""
     result = {}
     for name in reference[0]:
         ref = np.concatenate([np.asarray(r[name], dtype=np.float64).ravel() for r in reference])
@@ -84,7 +112,7 @@ def compare_outputs(reference: list[Outputs], candidate: list[Outputs]) -> dict[
         result[name] = OutputDrift(
             max_abs=float(np.max(np.abs(err))) if finite else math.inf,
             mean_abs=float(np.mean(np.abs(err))) if finite else math.inf,
-            cosine=float(np.dot(ref, got) / norms) if norms > 0 else float(np.array_equal(ref, got)),
+            cosine=_cosine(ref, got, norms) if not np.isnan(got).any() else 0.0,
             sqnr_db=_sqnr_db(signal, noise),
             channel_error=float(np.mean([channel_error(r[name], c[name]) for r, c in zip(reference, candidate, strict=True)])),
         )
@@ -108,10 +136,16 @@ def channel_error(reference: np.ndarray, candidate: np.ndarray) -> float:
     return float(np.mean(error / (magnitude + floor)))
 
 
+def _cosine(ref: np.ndarray, got: np.ndarray, norms: float) -> float:
+    if not math.isfinite(norms):
+        return 0.0
+    return float(np.dot(ref, got) / norms) if norms > 0 else float(np.array_equal(ref, got))
+
+
 def _sqnr_db(signal: float, noise: float) -> float:
     if noise == 0:
         return math.inf
-    if signal == 0:
+    if signal == 0 or math.isinf(noise) or math.isnan(noise):
         return -math.inf
     return 10.0 * math.log10(signal / noise)
 
@@ -199,13 +233,16 @@ def _takes_three_arguments(function: Callable) -> bool:
 
 
 def within_tolerance(reference: list[Outputs], candidate: list[Outputs], *, rtol: float, atol: float) -> str | None:
-    """None when every output is close (numpy's allclose rule); else the first failure, described."""
+    """None when every output is close (numpy's allclose rule); else the first failure, described.
+    NaN matches nothing, not even NaN (check_reference keeps NaN out of the reference)."""
     for name in reference[0]:
         for i, (r, c) in enumerate(zip(reference, candidate, strict=True)):
             ref, got = np.asarray(r[name]), np.asarray(c[name])
             if ref.shape != got.shape:
                 return f"output '{name}' changed shape from {ref.shape} to {got.shape}"
-            if not np.allclose(got, ref, rtol=rtol, atol=atol, equal_nan=True):
+            if got.dtype.kind in "fc" and np.isnan(got).any():
+                return f"output '{name}' is NaN on sample {i} where the original gives a number"
+            if not np.allclose(got, ref, rtol=rtol, atol=atol, equal_nan=False):
                 worst = float(np.max(np.abs(got.astype(np.float64) - ref.astype(np.float64))))
                 return f"output '{name}' differs by up to {worst:.3g} on sample {i} (tolerance atol={atol}, rtol={rtol})"
     return None

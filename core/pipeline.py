@@ -22,7 +22,7 @@ import onnx_ir as ir
 from onnxsmith.context import Context
 from onnxsmith.errors import OnnxsmithError, PassFailure, first_line
 from onnxsmith.graph_stats import count_nodes
-from onnxsmith.metrics import OutputDrift, compare_outputs, within_tolerance
+from onnxsmith.metrics import OutputDrift, check_reference, compare_outputs, within_tolerance
 from onnxsmith.model import Model
 from onnxsmith.modelio import EXTERNAL_DATA_THRESHOLD, model_bytes, save_onnx
 from onnxsmith.pass_base import Pass
@@ -75,6 +75,7 @@ class Pipeline:
         """Run every pass on ``model`` (replacing ``model.ir`` as passes return new models)."""
         if ctx.evaluation is None or ctx.reference is None:
             raise ValueError("the pipeline needs ctx.evaluation and ctx.reference to verify passes")
+        check_reference(ctx.reference, ctx.evaluation.describe_sample)
         records: list[PassRecord] = []
         outputs = compare_outputs(ctx.reference, ctx.reference)
         final_drift = 0.0

@@ -1,22 +1,21 @@
 """Exporting PyTorch models to ONNX with ``torch.onnx.export(..., dynamo=True)``.
 
 torch is imported only here, and only when a PyTorch source is given. A ``.pt2`` archive
-is loaded only after checking that nothing in it would be unpickled with arbitrary code
-(``torch.export.load`` falls back to full pickle for some payloads).
+is loaded only after :mod:`onnxsmith.pt2_check` has found every member of a kind that loads
+without unpickling or evaluating its contents (``torch.export.load`` runs pickles and
+sympy expressions from an archive in several ways).
 """
 
 from __future__ import annotations
 
 import importlib
-import io
-import json
-import zipfile
 from pathlib import Path
 from typing import Any
 
 import onnx_ir as ir
 
 from onnxsmith.errors import InputError, first_line
+from onnxsmith.pt2_check import check_pt2_archive
 
 __all__ = ["export_factory", "export_pt2"]
 
@@ -52,7 +51,7 @@ def export_factory(spec: str, shapes: list[tuple[int, ...]]) -> ir.Model:
 def export_pt2(path: Path) -> ir.Model:
     """Export an ExportedProgram saved with ``torch.export.save``."""
     torch = _torch()
-    _check_pt2_is_safe(path, torch)
+    check_pt2_archive(path, torch)
     try:
         program = torch.export.load(str(path))
     except Exception as e:
@@ -68,30 +67,3 @@ def _export(model: Any, args: tuple | None) -> ir.Model:
         first = first_line(e)
         raise InputError(f"torch.onnx.export failed: {first}", "check that the model runs on the given input shapes") from None
     return program.model
-
-
-def _check_pt2_is_safe(path: Path, torch: Any) -> None:
-    """Refuse archives whose payloads torch would unpickle with ``weights_only=False``."""
-    unsafe = InputError(
-        f"{path.name} contains pickled objects, which onnxsmith never unpickles",
-        "re-save it with a recent torch.export.save (plain tensor weights), or export to ONNX yourself",
-    )
-    try:
-        archive = zipfile.ZipFile(path)
-    except (zipfile.BadZipFile, OSError):
-        raise InputError(f"{path.name} is not a torch.export archive", "save it with torch.export.save") from None
-    with archive:
-        for name in archive.namelist():
-            parts = name.split("/")
-            if "weights" in parts or "constants" in parts:
-                if name.endswith(".pt") or "custom_obj" in name:
-                    raise unsafe
-                if name.endswith("_config.json"):
-                    config = json.loads(archive.read(name)).get("config", {})
-                    if any(entry.get("use_pickle") for entry in config.values()):
-                        raise unsafe
-            if "sample_inputs" in parts:
-                try:  # torch.export.load retries with full pickle if this fails
-                    torch.load(io.BytesIO(archive.read(name)), weights_only=True)
-                except Exception:
-                    raise unsafe from None

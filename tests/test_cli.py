@@ -237,6 +237,35 @@ def test_calibration_shape_does_not_match(tmp_path):
     _assert_clean_failure(_optimize(tmp_path, FIXTURES / "cnn.onnx", "--calib", str(npz)), tmp_path, "size 64", "[batchx3x32x32]")
 
 
+@pytest.mark.parametrize("value", [np.nan, np.inf])
+def test_non_finite_calibration_is_refused_before_any_pass(tmp_path, value):
+    """Issue 17 item 3: NaN calibration once gave an int8 artifact reported as exact."""
+    with np.load(FIXTURES / "cnn.npz") as npz:
+        data = npz["input"].copy()
+    data[5, 1, 2, 3] = value
+    np.savez(tmp_path / "bad.npz", input=data)
+    result = _optimize(tmp_path, FIXTURES / "cnn.onnx", "--passes", "cleanup,quantize", "--calib", str(tmp_path / "bad.npz"))
+    word = "NaN" if np.isnan(value) else "Inf"
+    _assert_clean_failure(result, tmp_path, "'input'", f"{word} in sample 5 of")
+
+
+def test_original_outputs_nan_on_the_data_is_refused(tmp_path):
+    """A model that computes NaN on the user's (finite) data: nothing can be verified against it."""
+    import onnx
+    from onnx import TensorProto, helper
+
+    value = helper.make_tensor_value_info
+    graph = helper.make_graph([helper.make_node("Sqrt", ["x"], ["y"])], "sqrt",
+                              [value("x", TensorProto.FLOAT, [1, 4])], [value("y", TensorProto.FLOAT, [1, 4])])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], ir_version=8)
+    onnx.save(model, tmp_path / "sqrt.onnx")
+    x = np.ones((8, 1, 4), np.float32)
+    x[3, 0, 2] = -1.0  # sqrt(-1) = NaN
+    np.savez(tmp_path / "neg.npz", x=x)
+    result = _optimize(tmp_path, tmp_path / "sqrt.onnx", "--passes", "cleanup", "--calib", str(tmp_path / "neg.npz"), "--eval-samples", "7")
+    _assert_clean_failure(result, tmp_path, "outputs NaN in 'y'", "sample 3 of")
+
+
 def test_output_must_not_be_the_input(tmp_path):
     model = tmp_path / "m.onnx"
     shutil.copy(FIXTURES / "mlp.onnx", model)

@@ -88,3 +88,39 @@ def test_split_holds_out_disjoint_samples(cnn_inputs):
     assert split_dataset(data, seed=0)[1].arrays["input"].tobytes() == held_out.arrays["input"].tobytes()
     with pytest.raises(DataError, match="cannot hold out 16 of 16"):
         split_dataset(data, eval_samples=16)
+
+
+@pytest.mark.parametrize("value, word", [(np.nan, "NaN"), (np.inf, "Inf"), (-np.inf, "Inf")])
+def test_non_finite_values_are_refused_naming_input_and_sample(tmp_path, cnn_inputs, value, word):
+    data = np.zeros((6, 3, 32, 32), np.float32)
+    data[4, 0, 0, 0] = value
+    np.savez(tmp_path / "c.npz", input=data)
+    with pytest.raises(DataError, match=f"input 'input' holds {word} in sample 4 of .*c.npz"):
+        load_dataset(tmp_path / "c.npz", cnn_inputs)
+    assert len(load_dataset(tmp_path / "c.npz", cnn_inputs, samples=4)) == 4  # samples not used are not checked
+
+
+def test_non_finite_values_in_npy_folders_and_images_are_refused(tmp_path, cnn_inputs):
+    np.save(tmp_path / "a.npy", np.ones((2, 3, 32, 32), np.float32))
+    np.save(tmp_path / "b.npy", np.full((1, 3, 32, 32), np.nan, np.float32))
+    with pytest.raises(DataError, match="holds NaN in sample 2 of"):
+        load_dataset(tmp_path, cnn_inputs)
+    images = tmp_path / "images"
+    images.mkdir()
+    Image.fromarray(np.full((32, 32, 3), 255, np.uint8)).save(images / "white.png")
+    with pytest.raises(DataError, match="holds Inf in sample 0 of"):  # a zero std divides by zero
+        load_dataset(images, cnn_inputs, images=ImageOptions(std=(0.0, 1.0, 1.0)))
+    float64_overflow = tmp_path / "big.npz"
+    np.savez(float64_overflow, input=np.full((1, 3, 32, 32), 1e300))
+    with pytest.raises(DataError, match="holds Inf in sample 0"):  # finite in float64, inf as the model's float32
+        load_dataset(float64_overflow, cnn_inputs)
+
+
+def test_split_samples_keep_their_numbering_in_the_source(cnn_inputs):
+    data = load_dataset(FIXTURES / "cnn.npz", cnn_inputs)
+    calibration, evaluation = split_dataset(data, eval_samples=4, seed=3)
+    for part in (calibration, evaluation):
+        for i in range(len(part)):
+            position = part.position(i)
+            np.testing.assert_array_equal(part.arrays["input"][i], data.arrays["input"][position])
+            assert part.describe_sample(i).startswith(f"sample {position} of ")
