@@ -6,11 +6,12 @@
    nodes smoothing inserted (here or by an earlier ``smooth`` pass) stay float.
 2. Choose the layers and the tensors to calibrate (int8_plan.py: weighted layers, follow
    ops, float MatMul outputs), and calibrate them with
-   ``calibration=minmax|percentile|entropy|mse``, streamed (calibration.py). Time every
+   ``calibration=minmax|percentile|entropy|mse``, streamed (calibration.py). After the
+   plan's static speed rule (depthwise and low-arithmetic layers float), time every other
    planned layer in float and in int8 on the target backend (layer_speed.py) and keep float
    the ones int8 does not make measurably faster (``speed=measured``, the default); where
    that cannot be measured (``speed=rules``, or a target that is another machine without
-   a cost table), the plan's static speed rule decides instead.
+   a cost table), the rule alone decides.
 3. Write QDQ: int8 symmetric per-channel weights, activations as the backend prefers
    (uint8 asymmetric on ONNX Runtime CPU), int32 biases; then correct the biases for the
    mean shift the rounded weights cause (bias_correction.py) and write QDQ again.
@@ -90,16 +91,16 @@ def prepare_int8(options: QuantizePass, model: ir.Model, ctx: Context) -> Int8Bu
         counts["layers_smoothed"] = sum(len(record["layers"]) for record in smoothed)
     smoothing = smoothing_nodes(work)  # smooth's Muls stay float: quantizing their input would undo them
     # which layers int8 slows down: measured on the target where it can be (timing here, or
-    # a cost table from there); else the rules (where the backend says its int8 kernels lose
-    # on small layers; no backend: assume so). The rules used to stay on with the
-    # measurement, because the default drift let YOLOv8n lose detections once timing admitted
-    # layers they keep float; the task metric of the model's signature (task_choice.py) now
-    # holds the task without them (docs/benchmarks.md "## int8 under the task metric of the
-    # model's signature").
+    # a cost table from there), after the rules (where the backend says its int8 kernels lose
+    # on small layers; no backend: assume so). The rules stay on with the measurement because
+    # they also keep float the small and depthwise layers int8 hurts most: timed alone, on a
+    # 2-core AVX-512 VNNI EPYC, PP-OCRv4 rec's int8 lost the task on ORT (held-out text
+    # agreement 0.906, bound 0.95) while the guard's four held-out lines saw no change
+    # (docs/benchmarks.md "## int8 variants on ONNX Runtime CPU").
     measure_speed = (options.skip_slow and not options.ops and options.speed == "measured"
                      and (ctx.costs is not None or _measurable(ctx)))
     slow_small = capabilities.int8_slow_small_layers if capabilities else True
-    rule = options.skip_slow and slow_small and not options.ops and not measure_speed
+    rule = options.skip_slow and slow_small and not options.ops
     rules = {**({} if rule else {"min_intensity": 0.0}), **({"heads": False} if options.ops else {})}
     plan = plan_int8(work, op_types, exclude=[*options.exclude, *smoothing], **rules)
     if plan.heads:

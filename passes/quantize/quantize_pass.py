@@ -56,7 +56,7 @@ class QuantizePass(Pass):
     exclude: tuple[str, ...] = dataclasses.field(default=(), metadata={"doc": "node names to keep in float"})
     guard: bool = dataclasses.field(default=True, metadata={"doc": "keep sensitive layers in float to meet the budget"})
     skip_slow: bool = dataclasses.field(default=True, metadata={"doc": "int8: keep float the layers int8 would slow down on the target (not with ops)"})
-    speed: Literal["measured", "rules"] = dataclasses.field(default="measured", metadata={"doc": "int8: which layers int8 slows down: measured (every planned layer timed in float and int8 on the target backend, or read from --costs) or rules (measured once on AVX2: depthwise, little arithmetic per value moved; also used when the target is another machine without a cost table)"})
+    speed: Literal["measured", "rules"] = dataclasses.field(default="measured", metadata={"doc": "int8: which layers int8 slows down: the rules measured on AVX2 (depthwise, little arithmetic per value moved) and, with measured, every other layer timed in float and int8 on the target backend (or read from --costs; rules alone when the target is another machine without one)"})
     bias_correction: bool = dataclasses.field(default=True, metadata={"doc": "int8: cancel the mean output shift of int8 weights (dW . E[x])"})
     keep_io_types: bool = dataclasses.field(default=True, metadata={"doc": "fp16/bf16: model inputs and outputs stay float32"})
     block: int = dataclasses.field(default=32, metadata={"doc": "int4: weights per scale along the reduction axis (16..256, power of 2)"})
