@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import math
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -31,7 +32,7 @@ from onnxsmith.recipe import Recipe
 from onnxsmith.report import OutputReport, PassRecord, Report, Summary
 from onnxsmith.sources import load_source
 from onnxsmith.task_choice import AUTO, DRIFT, MetricChoice, choose_metric
-from onnxsmith.task_metrics import MASK_INPUT, has_padding
+from onnxsmith.task_metrics import MASK_INPUT, TASK_METRICS, has_padding
 
 __all__ = ["Built", "OptimizeOptions", "Prepared", "build", "optimize", "prepare", "report_path_for", "write"]
 
@@ -196,7 +197,7 @@ def write(prepared: Prepared, built: Built, output: Path, options: OptimizeOptio
             "evaluation": evaluation.describe(),
         },
         artifact={"path": str(output), "files": [str(p) for p in written], "external_data": external},
-        warnings=[*backend.target.warnings(), *_warnings(evaluation, result.records, prepared.choice.name)],
+        warnings=[*backend.target.warnings(), *_warnings(evaluation, result.records, prepared.choice)],
         profile=profile,
         accuracy=prepared.choice.describe(),
         auto=auto,
@@ -295,14 +296,22 @@ def _output_report(d: OutputDrift) -> OutputReport:
     return OutputReport(max_abs=d.max_abs, mean_abs=d.mean_abs, cosine=d.cosine, sqnr_db=d.sqnr_db, channel_error=d.channel_error)
 
 
-def _warnings(evaluation: Dataset, records: list[PassRecord], metric: str) -> list[str]:
+def _warnings(evaluation: Dataset, records: list[PassRecord], choice: MetricChoice) -> list[str]:
     warnings = []
+    metric = choice.name
+    lossy = any(r.modified and not r.exact for r in records)
+    task = TASK_METRICS.get(metric)
+    # no changed sample among n bounds the true share of changed samples only below 3/n (95%, the rule of three)
+    if lossy and task is not None and task.counts_samples and choice.budget and 3 / len(evaluation) > choice.budget:
+        warnings.append(f"{len(evaluation)} held-out samples cannot show that the {metric} budget {choice.budget:g} holds: "
+                        f"with no sample changed, up to {3 / len(evaluation):.0%} of new inputs may still change; give "
+                        f"at least {math.ceil(3 / choice.budget)} held-out samples (a larger --calib, or calibration.eval_samples)")
     if evaluation.random:
         warnings.append(
             "evaluation used RANDOM inputs: drift and accuracy numbers do not describe real data; pass --calib PATH"
         )
     warnings.extend(n for n in evaluation.notes if not n.startswith("random data"))
-    if metric == DRIFT and any(r.modified and not r.exact for r in records) and has_padding(evaluation.feeds()):
+    if metric == DRIFT and lossy and has_padding(evaluation.feeds()):
         warnings.append(f"the default drift judged padded tokens too ({MASK_INPUT} has zeros); for sentence embeddings, "
                         "budget the task: --metric embedding-cosine --max-drift 0.01 (cosine >= 0.99)")
     for record in records:

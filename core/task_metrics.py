@@ -188,11 +188,12 @@ class TaskMetric:
     function: Callable[[list[Outputs], list[Outputs], list[dict[str, np.ndarray]]], float]
     budget: float
     meaning: str
+    counts_samples: bool = False  # drift = the share of evaluation samples that changed
 
 
 TASK_METRICS = {
     "embedding-cosine": TaskMetric(embedding_cosine, 0.01, "1 - mean cosine of the mean-pooled sentence embeddings"),
-    "top1": TaskMetric(top1_disagreement, 0.01, "share of rows whose top-1 class changed"),
-    "ctc-text": TaskMetric(ctc_text_disagreement, 0.02, "share of sequences whose greedy CTC decoding changed"),
+    "top1": TaskMetric(top1_disagreement, 0.01, "share of rows whose top-1 class changed", counts_samples=True),
+    "ctc-text": TaskMetric(ctc_text_disagreement, 0.02, "share of sequences whose greedy CTC decoding changed", counts_samples=True),
     "detection-f1": TaskMetric(detection_disagreement, 0.02, "1 - the worst F1 of the detections matched to the original's, decoded at score thresholds 0.15-0.35"),
 }

@@ -201,3 +201,23 @@ def test_metric_drift_restores_the_per_channel_drift_and_a_recipe_budget_is_repo
     accuracy = json.loads(out.with_name("mlp.report.json").read_text())["accuracy"]
     assert accuracy == {"metric": "drift", "meaning": "worst per-channel output drift", "reason": "chosen with --metric",
                         "budget": 0.5, "budget_from": "recipe"}
+
+
+@pytest.mark.parametrize("budget, warned", [(None, True), ("0.9", False)])
+def test_a_counting_budget_that_too_few_held_out_samples_cannot_show_is_a_warning(tmp_path, budget, warned):
+    """cnn.npz's held-out quarter is a few samples: no changed top-1 among them cannot show a
+    0.01 budget holds (rule of three: 3/n), and the report says how many samples would."""
+    args = ["optimize", str(FIXTURES / "cnn.onnx"), "-o", str(tmp_path / "c.onnx"), "--calib", str(FIXTURES / "cnn.npz"),
+            "--passes", "quantize{mode=int8,skip_slow=false,guard=false}", "--latency-rounds", "0", "--json"]
+    result = run_cli(*args, *(["--max-drift", budget] if budget else []))
+    assert result.code == 0, result.stderr
+    report = result.json()
+    assert report["accuracy"]["metric"] == "top1"
+    held_out = report["data"]["evaluation"]["samples"]
+    found = [w for w in report["warnings"] if "held-out samples cannot show" in w]
+    if warned:
+        assert found == [f"{held_out} held-out samples cannot show that the top1 budget 0.01 holds: with no sample changed, "
+                         f"up to {3 / held_out:.0%} of new inputs may still change; give at least 300 held-out samples "
+                         "(a larger --calib, or calibration.eval_samples)"]
+    else:
+        assert not found
