@@ -108,7 +108,7 @@ def auto_optimize(source: str, output: str | Path, recipe: Recipe, options: Opti
     unknown = sorted(set(candidates) - {c.name for c in CANDIDATES})
     if unknown:
         raise RecipeError(f"unknown --auto candidate(s): {', '.join(unknown)}",
-                             f"choose from {', '.join(c.name for c in CANDIDATES)}")
+                          f"choose from {', '.join(c.name for c in CANDIDATES)}")
     chosen_candidates = [c for c in CANDIDATES if c.name in candidates]
     recipes = {c.name: _recipe_for(recipe, c) for c in chosen_candidates}
     prepared = prepare(source, output, recipe, options, list(recipes.values()))
@@ -168,7 +168,7 @@ def _keep(trials: list[Trial], stats: dict[str, LatencyStats]) -> Trial:
     if not passing:
         tried = "; ".join(f"{t.name} {t.drift:.3g}" if t.drift is not None else f"{t.name} {t.verdict}" for t in trials)
         raise AccuracyBudgetExceeded(f"no --auto candidate is within the budget (drift per candidate: {tried})",
-                          "relax --max-drift, or give other --auto-candidates")
+                                     "relax --max-drift, or give other --auto-candidates")
     fallback = passing[0]
     faster = [t for t in passing[1:] if consistently_faster(stats[t.name], stats[fallback.name])]
     for trial in passing[1:]:

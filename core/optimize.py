@@ -7,6 +7,7 @@ provenance in its metadata) and ``OUT.report.json`` beside it.
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import logging
 import math
@@ -25,16 +26,16 @@ from onnxsmith.measure import Measurements
 from onnxsmith.metrics import OutputDrift, compare_outputs, load_metric
 from onnxsmith.model import INFERENCE_PRECISION_KEY, Model
 from onnxsmith.modelio import EXTERNAL_DATA_THRESHOLD, model_bytes, save_onnx, write_text_atomic
-from onnxsmith.origin import OriginMap
-from onnxsmith.pipeline import Instrument, Pipeline, PipelineResult
+from onnxsmith.paths_guard import Read, Write, refuse_overlap
+from onnxsmith.pipeline import DumpInstrument, Instrument, Pipeline, PipelineResult
 from onnxsmith.profile_compare import compare_profiles
 from onnxsmith.recipe import Recipe
 from onnxsmith.report import OutputReport, PassRecord, Report, Summary
-from onnxsmith.sources import load_source
+from onnxsmith.sources import load_source, source_files
 from onnxsmith.task_choice import AUTO, DRIFT, MetricChoice, choose_metric
 from onnxsmith.task_metrics import MASK_INPUT, TASK_METRICS, has_padding
 
-__all__ = ["Built", "OptimizeOptions", "Prepared", "build", "optimize", "prepare", "report_path_for", "write"]
+__all__ = ["Built", "OptimizeOptions", "Prepared", "build", "optimize", "planned_paths", "prepare", "report_path_for", "write"]
 
 logger = logging.getLogger(__name__)
 
@@ -104,7 +105,7 @@ def prepare(source: str, output: Path, recipe: Recipe, options: OptimizeOptions,
     """Check the paths, load ``source``, split its data, run the original on the evaluation
     feeds and choose the metric; ``recipes``: every recipe that will run on it (their passes
     may pin input dims); ``output``: where the artifact will go (checked before any work)."""
-    _refuse_overwriting_input(source, output)
+    _refuse_overwriting_input(source, output, recipe, options)
     for r in recipes:
         r.build_passes()  # a bad pass or option fails before the model is loaded
     if recipe.accuracy.metric not in (None, AUTO):
@@ -128,7 +129,7 @@ def build(prepared: Prepared, recipe: Recipe, instruments: tuple[Instrument, ...
     """Run ``recipe``'s passes on a copy of the prepared model, on the backend of its target."""
     backend = get_backend(recipe.backend, recipe.target.load(prepared.costs))
     original = prepared.model
-    model = dataclasses.replace(original, ir=original.ir.clone(), origin=OriginMap.from_json(original.origin.to_json()))
+    model = dataclasses.replace(original, ir=original.ir.clone(), origin=copy.deepcopy(original.origin))
     ctx = Context(backend=backend, calibration=prepared.calibration, evaluation=prepared.evaluation, reference=prepared.reference,
                   seed=recipe.seed, max_drift=prepared.choice.budget, metric=prepared.choice.metric, measure=prepared.measure,
                   costs=prepared.costs)
@@ -240,12 +241,34 @@ def _reference_outputs(measure: Measurements, model: Model, evaluation: Dataset)
         raise DataError(f"the original model fails on the evaluation feeds ({shapes}): {first}", fix) from None
 
 
-def _refuse_overwriting_input(source: str, output: Path) -> None:
-    src = Path(source)
-    if src.exists() and output.exists() and src.resolve() == output.resolve():
-        raise InputError(f"the output {output} is the input model", "choose another -o path; onnxsmith never modifies its input")
+def _refuse_overwriting_input(source: str, output: Path, recipe: Recipe, options: OptimizeOptions) -> None:
+    reads, writes, folders = planned_paths(source, output, recipe, options)
+    refuse_overlap(reads, writes, folders=folders)
     if output.suffix != ".onnx":
         raise InputError(f"output path {output} does not end in .onnx", "name the artifact something.onnx")
+
+
+def planned_paths(source: str, output: Path | None, recipe: Recipe, options: OptimizeOptions) -> tuple[list[Read], list[Write], list[Write]]:
+    """What a run reads (the model and its external data, calibration data, cost table),
+    the files it may write (artifact, its data file, report, costs) and the folders it
+    writes into (``--dump-dir``), for :func:`onnxsmith.paths_guard.refuse_overlap`."""
+    model_files = source_files(source, check=False)
+    reads: list[Read] = [("the input model", f) for f in model_files[:1]]
+    reads += [("the input model's external data file", f) for f in model_files[1:]]
+    if recipe.calibration.data not in (None, "random"):
+        reads.append(("the calibration data", recipe.calibration.data))
+    if recipe.target.costs:
+        reads.append(("the cost table", recipe.target.costs))
+    writes: list[Write] = []
+    if output is not None:
+        writes += [("the output", output, "choose another -o path"),
+                   ("the output's data file", output.with_name(output.name + ".data"), "choose another -o name"),
+                   ("the report", report_path_for(output), "choose another -o name")]
+    if options.save_costs is not None:
+        writes.append(("the --save-costs file", options.save_costs, "choose another --save-costs path"))
+    folders: list[Write] = [("the --dump-dir folder", i.folder, "give --dump-dir a folder of its own")
+                            for i in options.instruments if isinstance(i, DumpInstrument)]
+    return reads, writes, folders
 
 
 def _datasets(
