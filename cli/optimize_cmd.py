@@ -33,7 +33,7 @@ def optimize(
     latency_rounds: Annotated[int, typer.Option("--latency-rounds", min=0, help="Interleaved timing rounds (0 skips timing).")] = 15,
     profile_runs: Annotated[int, typer.Option("--profile-runs", min=0, help="Profile per layer before and after, this many runs each, into the report (0: off).")] = 0,
     auto: Annotated[bool, typer.Option("--auto", help="Try whole candidate pipelines (fuse, opset upgrade, int8, int4, bf16/fp16 runtime...), time each against the original on the backend (at least 9 rounds), keep the fastest within the budget; prints the search table.")] = False,
-    auto_candidates: Annotated[str | None, typer.Option("--auto-candidates", help="With --auto: comma-separated candidates to try (default: all but prune).")] = None,
+    auto_candidates: Annotated[str | None, typer.Option("--auto-candidates", help="With --auto: comma-separated candidates to try (default: all but prune and int8-all-ops).")] = None,
     dump_dir: Annotated[Path | None, typer.Option("--dump-dir", help="Write the model after every pass into this folder.")] = None,
     dry_run: Annotated[bool, typer.Option("--dry-run", help="Validate and print the resolved recipe; run nothing.")] = False,
     save_recipe: Annotated[Path | None, typer.Option("--save-recipe", help="Write the recipe these flags imply to a YAML/JSON file.")] = None,
@@ -49,7 +49,8 @@ def optimize(
     from onnxsmith.cli.progress import ProgressInstrument
     from onnxsmith.errors import InputError
     from onnxsmith.modelio import write_text_atomic
-    from onnxsmith.optimize import OptimizeOptions, optimize as run_optimize, report_path_for
+    from onnxsmith.optimize import OptimizeOptions, optimize as run_optimize, planned_paths, report_path_for
+    from onnxsmith.paths_guard import refuse_overlap
     from onnxsmith.pipeline import DumpInstrument
     from onnxsmith.recipe import recipe_from_flags
     from onnxsmith.sources import parse_shape
@@ -63,6 +64,22 @@ def optimize(
     )
     resolved = resolved_recipe.resolved()
 
+    instruments = [ProgressInstrument()]
+    if dump_dir is not None:
+        instruments.append(DumpInstrument(dump_dir))
+    options = OptimizeOptions(
+        input_shapes=[parse_shape(s) for s in input_shape or []],
+        latency_rounds=latency_rounds,
+        profile_runs=profile_runs,
+        instruments=tuple(instruments),
+        save_costs=save_costs,
+    )
+    reads, writes, folders = planned_paths(model, output, resolved_recipe, options)
+    if recipe is not None:
+        reads.append(("the recipe", recipe))
+    if save_recipe is not None:
+        writes.append(("the --save-recipe file", save_recipe, "choose another --save-recipe path"))
+    refuse_overlap(reads, writes, folders=folders)  # before anything is written, --save-recipe included
     if save_recipe is not None:
         text = json.dumps(resolved, indent=2) + "\n" if save_recipe.suffix == ".json" else yaml.safe_dump(resolved, sort_keys=False)
         write_text_atomic(save_recipe, text)
@@ -79,16 +96,6 @@ def optimize(
     if auto_candidates is not None and not auto:
         raise InputError("--auto-candidates is given without --auto", "add --auto")
 
-    instruments = [ProgressInstrument()]
-    if dump_dir is not None:
-        instruments.append(DumpInstrument(dump_dir))
-    options = OptimizeOptions(
-        input_shapes=[parse_shape(s) for s in input_shape or []],
-        latency_rounds=latency_rounds,
-        profile_runs=profile_runs,
-        instruments=tuple(instruments),
-        save_costs=save_costs,
-    )
     try:
         if auto:
             from onnxsmith.auto import DEFAULT_CANDIDATES, auto_optimize
