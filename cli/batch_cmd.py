@@ -48,7 +48,7 @@ def batch(
 
     signal.signal(signal.SIGTERM, signal.default_int_handler)  # SIGTERM stops the batch as Ctrl-C does
     with BatchProgress() as progress:
-        summary = run_batch(source, output, batch_recipe, options, progress)
+        summary = run_batch(source, output, batch_recipe, options, progress, reads=(("the recipe", recipe),) if recipe else ())
     if json_output:
         print_json(summary.to_dict())
     else:

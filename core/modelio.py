@@ -39,11 +39,12 @@ logger = logging.getLogger(__name__)
 EXTERNAL_DATA_THRESHOLD = 1536 * 1024 * 1024
 
 
-def external_data_files(proto: onnx.ModelProto, base_dir: Path) -> list[Path]:
+def external_data_files(proto: onnx.ModelProto, base_dir: Path, *, check: bool = True) -> list[Path]:
     """Check every external tensor of ``proto`` and return the data files it uses.
 
     Raises InputError when a file is missing, lies outside ``base_dir`` or is shorter than
-    a tensor's offset + length (a truncated copy).
+    a tensor's offset + length (a truncated copy); ``check=False`` lists them without
+    looking at the files (what a run must not overwrite, even where it will not load).
     """
     needed: dict[Path, int] = {}
     for tensor in _all_tensors(proto):
@@ -58,7 +59,7 @@ def external_data_files(proto: onnx.ModelProto, base_dir: Path) -> list[Path]:
             )
         end = (info.offset or 0) + (info.length or 0)
         needed[base_dir / location] = max(needed.get(base_dir / location, 0), end)
-    for data_file, end in needed.items():
+    for data_file, end in needed.items() if check else ():
         if not data_file.is_file():
             raise InputError(
                 f"external data file '{data_file.name}' is missing next to the model in {base_dir}",

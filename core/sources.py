@@ -6,14 +6,16 @@ import hashlib
 import re
 from pathlib import Path
 
+import onnx
 import onnx_ir as ir
+from google.protobuf.message import DecodeError
 
 from onnxsmith.errors import InputError
 from onnxsmith.model import Model
-from onnxsmith.modelio import hash_files, load_onnx
+from onnxsmith.modelio import external_data_files, hash_files, load_onnx
 from onnxsmith.origin import OriginMap
 
-__all__ = ["is_torch_factory", "load_source", "parse_shape"]
+__all__ = ["is_torch_factory", "load_source", "parse_shape", "source_files"]
 
 _FACTORY = re.compile(r"^[A-Za-z_][\w.]*:[A-Za-z_]\w*$")
 
@@ -31,6 +33,21 @@ def parse_shape(text: str) -> tuple[int, ...]:
     if not dims or any(d <= 0 for d in dims):
         raise InputError(f"bad shape '{text}'", "every dim must be a positive integer")
     return dims
+
+
+def source_files(spec: str, *, check: bool = True) -> list[Path]:
+    """The files loading ``spec`` reads: the model file, then its external data files (none
+    for a PyTorch factory). A file that cannot be parsed is listed alone; loading it says why.
+    ``check=False`` lists data files that are missing or truncated too."""
+    if is_torch_factory(spec):
+        return []
+    path = Path(spec)
+    if path.suffix == ".pt2" or not path.is_file():
+        return [path]
+    try:
+        return [path, *external_data_files(onnx.load(str(path), load_external_data=False), path.parent, check=check)]
+    except (DecodeError, InputError, OSError, RuntimeError, ValueError):
+        return [path]
 
 
 def load_source(spec: str, input_shapes: list[tuple[int, ...]] | None = None) -> Model:

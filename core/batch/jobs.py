@@ -23,7 +23,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from onnxsmith.errors import InputError
 from onnxsmith.recipe import RUN_ONLY_KEYS, Recipe, parse_pipeline, validate_recipe
-from onnxsmith.sources import is_torch_factory, parse_shape
+from onnxsmith.sources import is_torch_factory, parse_shape, source_files
 
 __all__ = ["Job", "ManifestEntry", "discover_jobs", "model_hash", "model_size", "recipe_hash"]
 
@@ -212,16 +212,7 @@ def _merge(base: dict[str, Any], override: dict[str, Any]) -> dict[str, Any]:
 
 
 def _data_files(path: Path) -> list[Path]:
-    from google.protobuf.message import DecodeError
-
-    import onnx
-
-    from onnxsmith.modelio import external_data_files
-
-    try:
-        return external_data_files(onnx.load(str(path), load_external_data=False), path.parent)
-    except (DecodeError, InputError, OSError, RuntimeError, ValueError):
-        return []
+    return source_files(str(path))[1:]
 
 
 def _module_file(module: str) -> Path | None:

@@ -24,10 +24,13 @@ from typing import Literal, Protocol
 from onnxsmith.batch.jobs import Job, discover_jobs, model_size
 from onnxsmith.batch.ledger import LEDGER_NAME, Ledger
 from onnxsmith.batch.outcome import NUMBER_KEYS, Outcome
-from onnxsmith.batch.summary import BatchSummary, ModelResult, write_summaries
+from onnxsmith.batch.summary import SUMMARY_FILES, BatchSummary, ModelResult, write_summaries
 from onnxsmith.batch.worker import WorkerSettings
 from onnxsmith.errors import InputError, OnnxsmithError
+from onnxsmith.optimize import report_path_for
+from onnxsmith.paths_guard import Read, Write, refuse_escape, refuse_overlap
 from onnxsmith.recipe import Recipe
+from onnxsmith.sources import source_files
 
 __all__ = ["BatchEvents", "BatchInterrupted", "BatchOptions", "run_batch"]
 
@@ -78,9 +81,12 @@ class BatchInterrupted(OnnxsmithError):
     exit_code = 130
 
 
-def run_batch(source: Path, outdir: Path, recipe: Recipe, options: BatchOptions, events: BatchEvents | None = None) -> BatchSummary:
-    """Convert every model under ``source`` (a folder or a manifest) into ``outdir``."""
+def run_batch(source: Path, outdir: Path, recipe: Recipe, options: BatchOptions, events: BatchEvents | None = None,
+              *, reads: tuple[Read, ...] = ()) -> BatchSummary:
+    """Convert every model under ``source`` (a folder or a manifest) into ``outdir``;
+    ``reads``: other files the caller read (its recipe), which the batch must not overwrite."""
     jobs = discover_jobs(source, outdir, recipe)
+    _refuse_unsafe_writes(jobs, source, outdir, reads)
     outdir.mkdir(parents=True, exist_ok=True)
     with _exclusive(outdir):
         _remove_temporaries(outdir)
@@ -190,6 +196,33 @@ class _Schedule:
         slots = workers or cpus
         threads = 0 if slots == 1 else max(1, cpus // slots)
         return LocalExecutor(replace(settings, threads=threads), log_dir, slots)
+
+
+def _refuse_unsafe_writes(jobs: list[Job], source: Path, outdir: Path, reads: tuple[Read, ...]) -> None:
+    """Before any model runs: no planned write (artifact, its data file, report, log; ledger,
+    lock, summaries) may land on a file any entry reads (its model, external data,
+    calibration data, cost table; the manifest) or on another entry's, nor leave OUTDIR
+    through a symbolic link in it. The whole batch is refused, as for a bad manifest entry."""
+    all_reads: list[Read] = [*reads, *([("the manifest", source)] if source.is_file() else [])]
+    writes: list[Write] = []
+    for job in jobs:
+        files = source_files(job.source, check=False)
+        all_reads += [("the model", f) for f in files[:1]]
+        all_reads += [(f"the external data file of the model {job.source}", f) for f in files[1:]]
+        data, costs = (job.recipe.get("calibration") or {}).get("data"), (job.recipe.get("target") or {}).get("costs")
+        if data not in (None, "random"):
+            all_reads.append(("the calibration data", data))
+        if costs:
+            all_reads.append(("the cost table", costs))
+        fix = f"give the entry of {job.source} another `output`"
+        writes += [("the output", job.output, fix),
+                   ("the output's data file", job.output.with_name(job.output.name + ".data"), fix),
+                   ("the report", report_path_for(job.output), fix),
+                   ("the log", outdir / LOG_DIR / (job.key + ".log"), fix)]
+    fix = "choose another -o folder"
+    writes += [(f"the batch's {name}", outdir / name, fix) for name in (LEDGER_NAME, LEDGER_NAME + "-wal", LEDGER_NAME + "-shm", LOCK_NAME, *SUMMARY_FILES)]
+    refuse_overlap(all_reads, writes)
+    refuse_escape(outdir, [(what, path) for what, path, _ in [*writes, ("the log folder", outdir / LOG_DIR, fix)]])
 
 
 @contextlib.contextmanager

@@ -18,7 +18,9 @@ from onnxsmith.batch.outcome import NUMBER_KEYS
 from onnxsmith.modelio import write_text_atomic
 from onnxsmith.report import json_safe
 
-__all__ = ["SUMMARY_SCHEMA_VERSION", "BatchSummary", "ModelResult", "write_summaries"]
+__all__ = ["SUMMARY_FILES", "SUMMARY_SCHEMA_VERSION", "BatchSummary", "ModelResult", "write_summaries"]
+
+SUMMARY_FILES = ("summary.json", "summary.md", "summary.csv")
 
 SUMMARY_SCHEMA_VERSION = 1
 STATUSES = ("ok", "failed", "skipped")
@@ -68,9 +70,9 @@ def write_summaries(summary: BatchSummary, outdir: Path) -> list[Path]:
     """Write OUTDIR/summary.json, summary.md and summary.csv (each atomically)."""
     data = summary.to_dict()
     files = {
-        outdir / "summary.json": json.dumps(data, indent=2, allow_nan=False) + "\n",
-        outdir / "summary.md": _markdown(data),
-        outdir / "summary.csv": _csv(data["models"]),
+        outdir / SUMMARY_FILES[0]: json.dumps(data, indent=2, allow_nan=False) + "\n",
+        outdir / SUMMARY_FILES[1]: _markdown(data),
+        outdir / SUMMARY_FILES[2]: _csv(data["models"]),
     }
     for path, text in files.items():
         write_text_atomic(path, text)
