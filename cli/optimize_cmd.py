@@ -33,7 +33,7 @@ def optimize(
     latency_rounds: Annotated[int, typer.Option("--latency-rounds", min=0, help="Interleaved timing rounds (0 skips timing).")] = 15,
     profile_runs: Annotated[int, typer.Option("--profile-runs", min=0, help="Profile per layer before and after, this many runs each, into the report (0: off).")] = 0,
     auto: Annotated[bool, typer.Option("--auto", help="Try whole candidate pipelines (fuse, opset upgrade, int8, int4, bf16/fp16 runtime...), time each against the original on the backend (at least 9 rounds), keep the fastest within the budget; prints the search table.")] = False,
-    auto_candidates: Annotated[str | None, typer.Option("--auto-candidates", help="With --auto: comma-separated candidates to try (default: all but prune and int8-all-ops).")] = None,
+    auto_candidates: Annotated[str | None, typer.Option("--auto-candidates", help="With --auto: comma-separated candidates to try (default: all but prune, int8-all-ops and int8-rules).")] = None,
     dump_dir: Annotated[Path | None, typer.Option("--dump-dir", help="Write the model after every pass into this folder.")] = None,
     dry_run: Annotated[bool, typer.Option("--dry-run", help="Validate and print the resolved recipe; run nothing.")] = False,
     save_recipe: Annotated[Path | None, typer.Option("--save-recipe", help="Write the recipe these flags imply to a YAML/JSON file.")] = None,

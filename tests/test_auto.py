@@ -156,4 +156,4 @@ def test_cli_auto_prints_the_search_and_rejects_conflicting_flags(tmp_path):
     alone = run_cli("optimize", str(FIXTURES / "mlp.onnx"), "-o", str(tmp_path / "y.onnx"), "--auto-candidates", "fuse")
     assert alone.code == 2 and "without --auto" in alone.stderr
     assert not (tmp_path / "x.onnx").exists() and not (tmp_path / "y.onnx").exists()
-    assert {c.name for c in CANDIDATES} - set(DEFAULT_CANDIDATES) == {"prune", "int8-all-ops"}
+    assert {c.name for c in CANDIDATES} - set(DEFAULT_CANDIDATES) == {"prune", "int8-all-ops", "int8-rules"}

@@ -262,6 +262,14 @@ def test_default_int8_recipe_on_yolov8n_keeps_detections_and_runs_integer_kernel
     assert quantized >= 0.25 * (quantized + counts["layers_float"] + counts["layers_float_by_rule"])
     assert counts["int8_kernels"] == quantized
     assert record.counts["float_fallbacks"] == 0
+    # the per-layer timing is verified end to end; the report's rows agree with the plan kept
+    timed_float = [row for row in record.layers if row.get("reason", "").startswith("measured on cpu")]
+    verified = [note for note in record.notes if note.startswith("verified")]
+    assert len(verified) == 1 or (not verified and not timed_float)
+    if verified and verified[0].endswith("add up"):  # the layers the timing kept float run int8 (or the guard kept them)
+        assert not timed_float and counts["layers_admitted_end_to_end"] > 0
+    elif verified and verified[0].endswith("kept the timed plan"):
+        assert timed_float and "layers_admitted_end_to_end" not in counts
     held_out = task.evaluation(task.max_evaluation)
     reference = [dict(zip(["output0"], r, strict=True)) for r in ort_outputs(source, held_out)]
     got = [dict(zip(["output0"], r, strict=True)) for r in ort_outputs(out, held_out)]
