@@ -152,8 +152,7 @@ def auto_optimize(source: str, output: str | Path, recipe: Recipe, options: Opti
         "budget": {"metric": prepared.choice.name, "max_drift": budget},
         "baseline_ms": baseline.median_ms,
         "other_backends": hints,
-        "advice": [f"{h['backend']} runs the original model {h['vs_kept']:.2f}x faster than the kept artifact runs on "
-                   f"{recipe.backend} here: try --auto --backend {h['backend']}" for h in hints if h["vs_kept"] >= OTHER_BACKEND_HINT],
+        "advice": _advice(best, stats[best.name], baseline, hints, recipe.backend),
     }
     latency = {"before": baseline.median_ms, "after": best.ms, "speedup": best.speedup}
     return write(prepared, chosen, output, options, latency=latency, auto=auto)
@@ -177,6 +176,17 @@ def _keep(trials: list[Trial], stats: dict[str, LatencyStats]) -> Trial:
     best = min(faster, key=lambda t: t.ms) if faster else fallback
     best.verdict = "kept"
     return best
+
+
+def _advice(best: Trial, kept: LatencyStats, original: LatencyStats, hints: list[dict], backend: str) -> list[str]:
+    """What the search table alone does not say: another backend much faster here, or nothing
+    faster than the original model itself."""
+    advice = [f"{h['backend']} runs the original model {h['vs_kept']:.2f}x faster than the kept artifact runs on "
+              f"{backend} here: try --auto --backend {h['backend']}" for h in hints if h["vs_kept"] >= OTHER_BACKEND_HINT]
+    if not consistently_faster(kept, original):
+        advice.append(f"no candidate ran faster than the original model on {backend} beyond the noise: the artifact "
+                      f"is {best.name}'s ({best.speedup:.2f}x); the original serves as well")
+    return advice
 
 
 def _recipe_for(base: Recipe, candidate: Candidate) -> Recipe:

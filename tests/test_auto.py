@@ -12,7 +12,7 @@ import onnx
 import pytest
 
 from conftest import FIXTURES, ort_outputs, run_cli
-from onnxsmith.auto import CANDIDATES, DEFAULT_CANDIDATES, Trial, _keep, _matmul_weight_share, auto_optimize
+from onnxsmith.auto import CANDIDATES, DEFAULT_CANDIDATES, Trial, _advice, _keep, _matmul_weight_share, auto_optimize
 from onnxsmith.backend import available_backends
 from onnxsmith.errors import AccuracyBudgetExceeded, InputError, RecipeError
 from onnxsmith.latency import LatencyStats, consistently_faster
@@ -62,6 +62,17 @@ def test_keep_falls_back_to_the_simplest_when_no_gain_is_beyond_the_noise():
         t.ms = stats[t.name].median_ms
     assert _keep(trials, stats).name == "fuse"
     assert trials[1].verdict == "within budget; no gain over fuse"
+
+
+def test_advice_names_a_faster_backend_and_a_search_that_beat_nothing():
+    kept = _trial("fuse", "kept")
+    kept.speedup = 0.98
+    slower_than_original = _advice(kept, _stats([10.2] * 9), _stats([10.0] * 9), [{"backend": "openvino", "vs_kept": 1.5}], "cpu")
+    assert slower_than_original == [
+        "openvino runs the original model 1.50x faster than the kept artifact runs on cpu here: try --auto --backend openvino",
+        "no candidate ran faster than the original model on cpu beyond the noise: the artifact is fuse's (0.98x); "
+        "the original serves as well"]
+    assert _advice(kept, _stats([8.0] * 9), _stats([10.0] * 9), [{"backend": "openvino", "vs_kept": 1.1}], "cpu") == []
 
 
 def test_keep_refuses_when_nothing_is_within_budget():
