@@ -70,8 +70,8 @@ def test_advice_names_a_faster_backend_and_a_search_that_beat_nothing():
     slower_than_original = _advice(kept, _stats([10.2] * 9), _stats([10.0] * 9), [{"backend": "openvino", "vs_kept": 1.5}], "cpu")
     assert slower_than_original == [
         "openvino runs the original model 1.50x faster than the kept artifact runs on cpu here: try --auto --backend openvino",
-        "no candidate ran faster than the original model on cpu beyond the noise: the artifact is fuse's (0.98x); "
-        "the original serves as well"]
+        ("no candidate ran faster than the original model on cpu beyond the noise: the artifact is fuse's (0.98x); "
+         "the original serves as well")]
     assert _advice(kept, _stats([8.0] * 9), _stats([10.0] * 9), [{"backend": "openvino", "vs_kept": 1.1}], "cpu") == []
 
 
