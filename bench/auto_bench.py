@@ -18,7 +18,6 @@ by its backend at the precision it records, against ONNX Runtime fp32. "wall s" 
 from __future__ import annotations
 
 import argparse
-import datetime
 import math
 import shlex
 import sys
@@ -32,7 +31,7 @@ import onnx_ir as ir
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(1, str(Path(__file__).resolve().parents[1] / "tests"))  # realmodels.py, tasks.py: shared with the tests
 import tasks
-from fuse_bench import machine_facts, write_section
+from fuse_bench import publish
 from run import ort_session
 
 from onnxsmith.auto import auto_optimize
@@ -132,19 +131,10 @@ def main(argv: list[str] | None = None) -> int:
             rows.extend(bench_model(name, args.backends.split(","), args.rounds, Path(tmp)))
             print("\n".join(table(rows)), flush=True)
     command = "python bench/auto_bench.py " + shlex.join(argv if argv is not None else sys.argv[1:])
-    section = "\n".join([
-        SECTION, "",
-        (f"`{command.strip()}`, {datetime.date.today()}, {time.perf_counter() - began:.0f} s. "
-         "`optimize --auto` with its default candidates and default budget (the task metric of the model's signature). "
-         "Speedups from --auto's own interleaved run (median of each); the kept artifact's task score on held-out inputs "
-         "against ONNX Runtime fp32."), "",
-        *(f"- {fact}" for fact in machine_facts()), "",
-        *table(rows), "",
-    ])
-    if args.no_doc:
-        print(section)
-    else:
-        write_section(args.doc, section, SECTION)
+    publish(SECTION, command, time.perf_counter() - began,
+            "`optimize --auto` with its default candidates and default budget (the task metric of the model's signature). "
+            "Speedups from --auto's own interleaved run (median of each); the kept artifact's task score on held-out inputs "
+            "against ONNX Runtime fp32.", table(rows), None if args.no_doc else args.doc)
     return 0
 
 

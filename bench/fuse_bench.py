@@ -576,6 +576,19 @@ def render_section(results: list[tuple[Case, dict[str, Variant], list[Timing]]],
     return "\n".join(lines) + "\n"
 
 
+def publish(heading: str, command: str, seconds: float, description: str, table: list[str], doc: Path | None) -> None:
+    """A bench's section: heading, the command that made it, date and duration, what it
+    measured, the machine, the table; written into ``doc`` (printed when ``doc`` is None)."""
+    import datetime
+
+    section = "\n".join([heading, "", f"`{command.strip()}`, {datetime.date.today()}, {seconds:.0f} s. {description}", "",
+                         *(f"- {fact}" for fact in machine_facts()), "", *table, ""])
+    if doc is None:
+        print(section)
+    else:
+        write_section(doc, section, heading)
+
+
 def write_section(doc: Path, section: str, heading: str = SECTION) -> None:
     """Replace the section ``heading`` (up to the next ``## `` heading) in ``doc``, or append
     it; the file is created with a title when missing. Written atomically."""

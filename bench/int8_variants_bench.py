@@ -23,7 +23,6 @@ section "## int8 variants on ONNX Runtime CPU" of docs/benchmarks.md.
 from __future__ import annotations
 
 import argparse
-import datetime
 import shlex
 import sys
 import tempfile
@@ -35,7 +34,7 @@ import onnx_ir as ir
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(1, str(Path(__file__).resolve().parents[1] / "tests"))  # realmodels.py, tasks.py: shared with the tests
 import tasks
-from fuse_bench import machine_facts, write_section
+from fuse_bench import publish
 from run import ort_session
 
 from onnxsmith.backend import get_backend
@@ -106,18 +105,10 @@ def main(argv: list[str] | None = None) -> int:
             rows.extend(bench_model(name, args.backend, args.rounds, Path(tmp)))
             print("\n".join(rows), flush=True)
     command = "python bench/int8_variants_bench.py " + shlex.join(argv if argv is not None else sys.argv[1:])
-    section = "\n".join([
-        SECTION, "",
-        (f"`{command.strip()}`, {datetime.date.today()}, {time.perf_counter() - began:.0f} s, backend {args.backend}. "
-         "Variants: " + "; ".join(f"{v} `{p}`" for v, p in VARIANTS.items()) + ". Default budget (task metric of the model's "
-         "signature); task score on held-out inputs against ONNX Runtime fp32; speedups from one interleaved run per model."), "",
-        *(f"- {fact}" for fact in machine_facts()), "",
-        *rows, "",
-    ])
-    if args.no_doc:
-        print(section)
-    else:
-        write_section(args.doc, section, SECTION)
+    publish(SECTION, command, time.perf_counter() - began,
+            f"Backend {args.backend}. Variants: " + "; ".join(f"{v} `{p}`" for v, p in VARIANTS.items()) + ". Default budget "
+            "(task metric of the model's signature); task score on held-out inputs against ONNX Runtime fp32; speedups from "
+            "one interleaved run per model.", rows, None if args.no_doc else args.doc)
     return 0
 
 

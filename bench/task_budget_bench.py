@@ -25,7 +25,6 @@ docs/benchmarks.md.
 from __future__ import annotations
 
 import argparse
-import datetime
 import itertools
 import shlex
 import sys
@@ -39,7 +38,7 @@ import onnx_ir as ir
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(1, str(Path(__file__).resolve().parents[1] / "tests"))  # realmodels.py, tasks.py: shared with the tests
 import tasks
-from fuse_bench import machine_facts, write_section
+from fuse_bench import publish
 from run import OpenVinoSession, ort_session
 
 from onnxsmith.backend import get_backend
@@ -155,19 +154,11 @@ def main(argv: list[str] | None = None) -> int:
             rows.extend(bench_model(name, args.backends.split(","), args.metrics.split(","), args.speeds.split(","), args.rounds, Path(tmp)))
             print("\n".join(table(rows)), flush=True)
     command = "python bench/task_budget_bench.py " + shlex.join(argv if argv is not None else sys.argv[1:])
-    section = "\n".join([
-        SECTION, "",
-        (f"`{command.strip()}`, {datetime.date.today()}, {time.perf_counter() - began:.0f} s. "
-         f"Recipe `{PASSES.format(speed='S')}`: \"auto\" is the default (task metric from the model's signature, its default budget), "
-         "\"drift\" the per-channel output drift the guard used before. Task score on held-out inputs against ONNX Runtime fp32; "
-         "speedups from one interleaved run per model and backend (median of each)."), "",
-        *(f"- {fact}" for fact in machine_facts()), "",
-        *table(rows), "",
-    ])
-    if args.no_doc:
-        print(section)
-    else:
-        write_section(args.doc, section, SECTION)
+    publish(SECTION, command, time.perf_counter() - began,
+            f"Recipe `{PASSES.format(speed='S')}`: \"auto\" is the default (task metric from the model's signature, its default "
+            "budget), \"drift\" the per-channel output drift the guard used before. Task score on held-out inputs against ONNX "
+            "Runtime fp32; speedups from one interleaved run per model and backend (median of each).",
+            table(rows), None if args.no_doc else args.doc)
     return 0
 
 
