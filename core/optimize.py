@@ -21,7 +21,7 @@ from onnxsmith.costs import CostTable, costs_json, load_costs
 from onnxsmith.data import Dataset, ImageOptions, InputSpec, load_dataset, model_inputs, random_dataset, split_dataset
 from onnxsmith.errors import AccuracyBudgetExceeded, DataError, InputError, RecipeError, first_line
 from onnxsmith.graph_stats import graph_stats
-from onnxsmith.latency import measure_interleaved
+from onnxsmith.latency import LatencyStats, consistently_faster, measure_interleaved
 from onnxsmith.measure import Measurements
 from onnxsmith.metrics import OutputDrift, compare_outputs, load_metric
 from onnxsmith.model import INFERENCE_PRECISION_KEY, Model
@@ -198,7 +198,8 @@ def write(prepared: Prepared, built: Built, output: Path, options: OptimizeOptio
             "evaluation": evaluation.describe(),
         },
         artifact={"path": str(output), "files": [str(p) for p in written], "external_data": external},
-        warnings=[*backend.target.warnings(), *_warnings(evaluation, result.records, prepared.choice)],
+        warnings=[*backend.target.warnings(), *_warnings(evaluation, result.records, prepared.choice),
+                  *_speed_warning(result.records, timed, backend.name)],
         profile=profile,
         accuracy=prepared.choice.describe(),
         auto=auto,
@@ -317,6 +318,17 @@ def _size(source: Path | None, data_files: list[Path]) -> int | None:
 
 def _output_report(d: OutputDrift) -> OutputReport:
     return OutputReport(max_abs=d.max_abs, mean_abs=d.mean_abs, cosine=d.cosine, sqnr_db=d.sqnr_db, channel_error=d.channel_error)
+
+
+def _speed_warning(records: list[PassRecord], timed: dict[str, LatencyStats] | None, backend: str) -> list[str]:
+    """A lossy artifact that is not faster than the original on the backend (in most rounds of
+    the interleaved timing) costs accuracy for nothing: say so, with what to try instead."""
+    lossy = [r.name for r in records if r.modified and not r.exact]
+    if not lossy or timed is None or consistently_faster(timed["after"], timed["before"]):
+        return []
+    speedup = timed["before"].median_ms / timed["after"].median_ms
+    return [f"the lossy pass(es) {', '.join(lossy)} left the model no faster on {backend} ({speedup:.2f}x, not faster in "
+            f"most of {timed['after'].rounds} rounds): the artifact loses accuracy for no speed here; try --auto, or drop them"]
 
 
 def _warnings(evaluation: Dataset, records: list[PassRecord], choice: MetricChoice) -> list[str]:

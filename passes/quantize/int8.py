@@ -208,6 +208,12 @@ def quantize_int8(options: QuantizePass, model: ir.Model, ctx: Context) -> PassR
         predicted = prepared.speed.predict_ms(int8_layers)
         notes.append(f"predicted from the per-layer timing: {predicted:.3f} ms, {prepared.speed.float_ms / predicted:.2f}x of "
                      f"float's {prepared.speed.float_ms:.3f} ms; the report's latency is the measured one")
+    if not int8_layers:  # nothing to gain, and a QDQ rewrite would still cost time: hand back the model as it came
+        where = ctx.backend.name if ctx.backend is not None else "this target"
+        warning = (f"no layer is int8 on {where}: {counts['layers_float']} kept float by the accuracy guard or the user, "
+                   f"{counts['layers_float_by_rule']} by the speed rules, the timing or as output heads (the per-layer rows "
+                   "say why); the model is returned unchanged")
+        return PassResult(model.clone(), modified=False, counts=counts, notes=notes, layers=layers, warnings=[warning])
     quantized.metadata_props.update(model.metadata_props)
     return PassResult(quantized, modified=True, counts=counts, notes=notes, layers=layers)
 
