@@ -72,7 +72,8 @@ class Dataset:
         return len(next(iter(self.arrays.values()))) if self.arrays else 0
 
     def feeds(self) -> list[dict[str, np.ndarray]]:
-        return [{name: arr[i] for name, arr in self.arrays.items()} for i in range(len(self))]
+        # np.asarray: a scalar input's sample must stay a 0-d array (arr[i] of a 1-D array is a numpy scalar, which ORT refuses)
+        return [{name: np.asarray(arr[i]) for name, arr in self.arrays.items()} for i in range(len(self))]
 
     def take(self, indices: np.ndarray | list[int]) -> Dataset:
         positions = [self.position(int(i)) for i in indices]

@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import numpy as np
+import onnx
 import onnx_ir as ir
 import pytest
 from PIL import Image
 
-from conftest import FIXTURES
-from onnxsmith.data import ImageOptions, load_dataset, model_inputs, random_dataset, split_dataset
+from conftest import FIXTURES, run_cli
+from onnxsmith.data import Dataset, ImageOptions, load_dataset, model_inputs, random_dataset, split_dataset
 from onnxsmith.errors import DataError
 
 
@@ -124,3 +125,28 @@ def test_split_samples_keep_their_numbering_in_the_source(cnn_inputs):
             position = part.position(i)
             np.testing.assert_array_equal(part.arrays["input"][i], data.arrays["input"][position])
             assert part.describe_sample(i).startswith(f"sample {position} of ")
+
+
+def _scalar_input_model(path):
+    """Clip(x, lo) with ``lo`` a 0-d (scalar) graph input, as Clip/CumSum/Range/If cond models have."""
+    from onnx import TensorProto, helper
+
+    graph = helper.make_graph([helper.make_node("Clip", ["x", "lo"], ["c"], name="clip"), helper.make_node("Relu", ["c"], ["y"], name="relu")],
+                              "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 4]),
+                                    helper.make_tensor_value_info("lo", TensorProto.FLOAT, [])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 4])])
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], ir_version=8), str(path))
+
+
+def test_a_scalar_input_is_fed_as_a_0d_array_from_data_and_from_random_feeds(tmp_path):
+    model = tmp_path / "s.onnx"
+    _scalar_input_model(model)
+    rng = np.random.default_rng(0)
+    np.savez(tmp_path / "s.npz", x=rng.standard_normal((8, 1, 4)).astype(np.float32), lo=(rng.standard_normal(8) * 0.1).astype(np.float32))
+    dataset = Dataset({"lo": np.arange(3, dtype=np.float32)}, "t")
+    assert all(isinstance(f["lo"], np.ndarray) and f["lo"].shape == () for f in dataset.feeds())
+    for data in (["--calib", str(tmp_path / "s.npz")], []):  # a data file, and random feeds
+        out = tmp_path / f"o{len(data)}.onnx"
+        result = run_cli("optimize", str(model), "-o", str(out), "--passes", "cleanup,fuse", "--latency-rounds", "3", *data)
+        assert result.code == 0, result.stderr
+        assert out.exists()
