@@ -3,15 +3,17 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from rich.markup import escape
 from rich.table import Table
 
 from onnxsmith.cli.console import stderr, stdout
-from onnxsmith.auto import Candidate
 from onnxsmith.registry import PassInfo
 from onnxsmith.report import Report
+
+if TYPE_CHECKING:
+    from onnxsmith.auto import Candidate  # not at run time: onnxsmith.auto loads ONNX Runtime
 
 
 def human_bytes(n: int | None) -> str:

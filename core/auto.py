@@ -201,8 +201,7 @@ def _skip_reason(candidate: Candidate, prepared: Prepared, recipe: Recipe) -> st
     backend = get_backend(recipe.backend)
     if candidate.precision not in type(backend).precisions_run:
         return f"{recipe.backend} has no {candidate.precision} runtime"
-    needs_data = "quantize{mode=int8" in candidate.passes or "quantize{mode=int4" in candidate.passes
-    if needs_data and prepared.calibration is None:
+    if prepared.calibration is None and any(p.requires_calibration() for p in recipe.build_passes()):
         return "needs calibration data (--calib)"
     model = prepared.model.ir
     if candidate.name == "opset+fuse" and model.opset_imports.get("", 0) >= 17:
@@ -211,8 +210,8 @@ def _skip_reason(candidate: Candidate, prepared: Prepared, recipe: Recipe) -> st
         others = set(other_int8_ops(backend.capabilities.int8_ops)) & {node.op_type for node in model.graph}
         if not others:
             return f"the model has none of the other ops {recipe.backend} runs in int8"
-    if candidate.name == "int4" and _matmul_weight_share(model) < MATMUL_HEAVY:
-        return f"MatMul/Gemm hold {_matmul_weight_share(model):.0%} of the weights (int4 is for MatMul-heavy models)"
+    if candidate.name == "int4" and (share := _matmul_weight_share(model)) < MATMUL_HEAVY:
+        return f"MatMul/Gemm hold {share:.0%} of the weights (int4 is for MatMul-heavy models)"
     return None
 
 
@@ -246,7 +245,7 @@ def _time(prepared: Prepared, recipe: Recipe, built: dict[str, Built],
     """Latency of the original and every built candidate on the recipe's backend, and of the
     original on every other available backend, all in one interleaved run."""
     measure, feed = prepared.measure, prepared.evaluation.feeds()[0]
-    sessions = {"original": get_backend(recipe.backend).create_session(prepared.model.ir)}
+    sessions = {"original": get_backend(recipe.backend, recipe.target.load(prepared.costs)).create_session(prepared.model.ir)}
     sessions.update({name: measure.session(b.model.ir, b.backend) for name, b in built.items()})
     others = {}
     for name, cls in available_backends().items():

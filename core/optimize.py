@@ -106,8 +106,7 @@ def prepare(source: str, output: Path, recipe: Recipe, options: OptimizeOptions,
     feeds and choose the metric; ``recipes``: every recipe that will run on it (their passes
     may pin input dims); ``output``: where the artifact will go (checked before any work)."""
     _refuse_overwriting_input(source, output, recipe, options)
-    for r in recipes:
-        r.build_passes()  # a bad pass or option fails before the model is loaded
+    passes = [p for r in recipes for p in r.build_passes()]  # a bad pass or option fails before the model is loaded
     if recipe.accuracy.metric not in (None, AUTO):
         load_metric(recipe.accuracy.metric)
     costs = load_costs(recipe.target.costs) if recipe.target.costs else None
@@ -117,7 +116,7 @@ def prepare(source: str, output: Path, recipe: Recipe, options: OptimizeOptions,
     get_backend(recipe.backend, recipe.target.load(costs))  # an unknown or unavailable backend fails here too
     model = load_source(source, options.input_shapes)
     inputs = model_inputs(model.ir)
-    pinned = {name: shape for r in recipes for p in r.build_passes() for name, shape in p.input_shapes().items()}
+    pinned = {name: shape for p in passes for name, shape in p.input_shapes().items()}
     calibration, evaluation = _datasets(recipe, inputs, options.input_shapes, pinned)
     measure = Measurements()
     reference = _reference_outputs(measure, model, evaluation)

@@ -128,6 +128,14 @@ def test_auto_never_keeps_a_candidate_over_budget(tmp_path):
     assert not (tmp_path / "d.onnx").exists()
 
 
+def test_without_calibration_data_only_the_candidates_whose_passes_need_it_are_skipped(tmp_path):
+    report = auto_optimize(str(FIXTURES / "transformer.onnx"), tmp_path / "t.onnx", Recipe.model_validate({}),
+                           OptimizeOptions(latency_rounds=9), candidates=("fuse", "int8", "int4"))
+    rows = {c["name"]: c for c in report.auto["candidates"]}
+    assert rows["int8"]["verdict"] == "skipped: needs calibration data (--calib)"
+    assert not rows["int4"]["verdict"].startswith("skipped")  # round-to-nearest int4 needs no data
+
+
 def test_auto_refuses_to_overwrite_its_input(tmp_path):
     source = tmp_path / "mlp.onnx"
     source.write_bytes((FIXTURES / "mlp.onnx").read_bytes())

@@ -81,7 +81,7 @@ def default_op_types(backend_ops: tuple[str, ...] | None) -> list[str]:
 def other_int8_ops(backend_ops: tuple[str, ...]) -> list[str]:
     """The backend's int8 ops beyond the default set that the QDQ writer quantizes as ops of
     their own (inputs and outputs, rule 4 of qdq_select.py): Add, Mul, Concat, Sigmoid..."""
-    default = {*WEIGHTED_OPS, *FOLLOW_OPS, *_REMOVABLE, *SHARED_SCALE, *OWN_RULES}
+    default = {*WEIGHTED_OPS, *FOLLOW_OPS, *SHARED_SCALE, *OWN_RULES}
     return [op for op in backend_ops if op not in default]
 
 
@@ -110,7 +110,7 @@ def plan_int8(
                 plan.heads.append(node.name)
                 continue
             plan.layers.append(node)
-        elif node.op_type not in FOLLOW_OPS and node.op_type not in _REMOVABLE:  # rule 6's ops, asked for
+        elif node.op_type not in FOLLOW_OPS:  # rule 6's ops, asked for
             if heads and is_output_head(node):
                 plan.float_layers.append(node.name)
                 plan.heads.append(node.name)
