@@ -326,8 +326,8 @@ def _speed_warning(records: list[PassRecord], timed: dict[str, LatencyStats] | N
     if not lossy or timed is None or consistently_faster(timed["after"], timed["before"]):
         return []
     speedup = timed["before"].median_ms / timed["after"].median_ms
-    return [f"the lossy pass(es) {', '.join(lossy)} left the model no faster on {backend} ({speedup:.2f}x, not faster in "
-            f"most of {timed['after'].rounds} rounds): the artifact loses accuracy for no speed here; try --auto, or drop them"]
+    return [(f"the lossy pass(es) {', '.join(lossy)} left the model no faster on {backend} ({speedup:.2f}x, not faster in "
+             f"most of {timed['after'].rounds} rounds): the artifact loses accuracy for no speed here; try --auto, or drop them")]
 
 
 def _warnings(evaluation: Dataset, records: list[PassRecord], choice: MetricChoice) -> list[str]:
