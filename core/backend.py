@@ -37,7 +37,8 @@ class Capabilities:
     quant_format: str = "qdq"
     ops: frozenset[str] = frozenset()  # op types it has kernels for, fused/contrib ops included
     # ops it has kernels for that run slower than the standard ops they stand for, or that
-    # break its fast paths; fuse avoids forming them (catalogue.FuseRule.makes / avoids)
+    # break its fast paths; fuse avoids forming them (catalogue.FuseRule.makes / avoids). An
+    # entry "Op:variant" names one slow use of an op (Softmax:inner-axis: over an axis not last)
     slow_ops: frozenset[str] = frozenset()
     # int8: the op types it runs in integer kernels when wrapped in QDQ, and the activation type it prefers
     int8_ops: tuple[str, ...] = ()

@@ -88,3 +88,14 @@ def test_matmul_add_correction_is_dw_times_the_input_mean():
     np.testing.assert_allclose(new_bias.const_value.numpy(), b - corrections["mm"], rtol=1e-5, atol=1e-6)
     assert float_model.graph.initializers["b"].const_value.numpy().tolist() == b.tolist()  # the input is untouched
     assert run_all(make_session(corrected), feeds[:1])[0]["y"].shape == (2, 4)
+
+
+def test_corrected_bias_replaces_the_float_one_without_leaving_it_behind(tmp_path):
+    # ONNX Runtime warns once per unread initializer when it loads a model: none may be left
+    source = tmp_path / "dw.onnx"
+    _depthwise_model(source)
+    model = ir.load(source)
+    corrected = apply_bias_corrections(model, {"dw": np.full(16, 0.25, np.float32)})
+    assert "b" not in corrected.graph.initializers and "b" in model.graph.initializers
+    bias = corrected.graph.node(0).inputs[2].const_value.numpy()
+    np.testing.assert_allclose(bias, model.graph.initializers["b"].const_value.numpy() - 0.25, rtol=1e-6)

@@ -326,6 +326,12 @@ def silu(shared: bool):
     return build
 
 
+def softmax(axis: int, op_type: str = "Softmax", opset: int = 17):
+    def build():
+        return make([N(op_type, ["x"], ["y"], axis=axis)], {"x": [1, 4, 16, 20]}, {"y": None}, opset=opset)
+    return build
+
+
 def transposed_matmul(perm: list[int]):
     def build():
         a, b = ([4, 3], [4, 5]) if len(perm) == 2 else ([2, 4, 3], [4, 3, 5])
@@ -390,6 +396,12 @@ CASES: dict[str, list[Case]] = {
                         Case("the Conv output is also used", conv_act(shared=True), False, reason="other uses")],
     "silu": [Case("x * Sigmoid(x)", silu(shared=False), True, ("QuickGelu",), scale=4),
              Case("the Sigmoid output is also used", silu(shared=True), False, reason="other uses")],
+    "softmax-last-axis": [Case("Softmax over axis 1 of 4", softmax(1), True, ("Transpose", "Softmax", "Transpose"), scale=3),
+                          Case("LogSoftmax over axis 1 of 4", softmax(1, "LogSoftmax"), True, ("Transpose", "LogSoftmax", "Transpose")),
+                          Case("over the last axis", softmax(3), False),
+                          # before opset 13, axis=1 is a softmax over the flattened axes 1..3: another op
+                          Case("opset 12", softmax(1, opset=12), False),
+                          Case("a backend whose Softmax is fast on inner axes", softmax(1), False, backend=CpuWithoutSlowOps)],
     "fused-matmul": [Case("MatMul(Transpose(a), b)", transposed_matmul([1, 0]), True, ("FusedMatMul",)),
                      Case("Transpose of the batch axes", transposed_matmul([1, 0, 2]), False)],
     "residual-2d": [Case("LayerNorm(x W + b + skip) on [2, 5, 16]", residual([2, 5, 16]), True,

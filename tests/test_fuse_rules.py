@@ -166,6 +166,16 @@ def test_silu_into_quick_gelu():
     assert fused.ops == ["QuickGelu"] and fused.max_error < 1e-5
 
 
+def test_softmax_moved_to_the_last_axis_merges_with_the_transpose_before_it():
+    # YOLOv8's box head: Transpose(0, 2, 1, 3), then Softmax over axis 1: one Transpose each side
+    nodes = [helper.make_node("Transpose", ["x"], ["t"], perm=[0, 2, 1, 3]), helper.make_node("Softmax", ["t"], ["y"], axis=1)]
+    model = make(nodes, {"x": [1, 4, 16, 20]}, {"y": None})
+    fused = run_fuse(model, {"x": rand(1, 4, 16, 20, scale=3)}, only=["softmax-last-axis", "transpose"])
+    assert fused.ops == ["Transpose", "Softmax", "Transpose"] and fused.max_error < 1e-6
+    softmax = next(n for n in fused.result.model.graph if n.op_type == "Softmax")
+    assert softmax.attributes["axis"].as_int() == -1
+
+
 def _decomposed_layernorm(opset: int):
     nodes = [
         helper.make_node("ReduceMean", ["x", "axes"], ["mean"], keepdims=1) if opset >= 18 else helper.make_node("ReduceMean", ["x"], ["mean"], axes=[-1]),

@@ -124,6 +124,10 @@ BACKEND_RULES: tuple[FuseRule, ...] = (
     FuseRule("silu", "x * Sigmoid(x) (SiLU) into QuickGelu(alpha=1)", _rules(rules_ort.silu_rules), needs_ops=("QuickGelu",)),
     FuseRule("fused-matmul", "Transpose and scalar Mul into FusedMatMul",
              _rules(fused_matmul_rule_sets.fused_matmul_rule_sets()), needs_ops=("FusedMatMul",)),
+    FuseRule("softmax-last-axis", "Softmax/LogSoftmax over an inner axis computed over the last axis between two "
+             "Transposes, where the backend's kernel is slow off the last axis",
+             _rules(rules_ort.softmax_last_axis_rules), min_opset=13, avoids=("Softmax:inner-axis",),
+             explain=False),
     FuseRule("residual-2d", "residual Add + LayerNormalization of 3-D tensors computed on their 2-D view, "
              "where the backend's SkipLayerNormalization (which its runtime would form) is slow",
              (rules_flatten.residual_layernorm_2d_rule,), min_opset=17, avoids=("SkipLayerNormalization",), explain=False),

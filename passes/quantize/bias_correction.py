@@ -60,6 +60,8 @@ def apply_bias_corrections(model: ir.Model, corrections: dict[str, np.ndarray]) 
         corrected = ir.Value(name=f"{node.name}_bias_corrected", const_value=ir.tensor(new))
         copy.graph.register_initializer(corrected)
         host.replace_input_with(index, corrected)
+        if old_value is not None and old_value.is_initializer() and not old_value.uses() and not old_value.is_graph_output():
+            copy.graph.initializers.pop(old_value.name)  # the float bias it replaced: ONNX Runtime warns about every one left
     return copy
 
 
