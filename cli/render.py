@@ -91,10 +91,10 @@ def optimize_summary(report: Report, report_path: Path) -> None:
     stdout.print(f"wrote {report.artifact['path']} and {report_path}")
 
 
-def auto_candidate(candidate: Candidate) -> None:
+def auto_candidate(candidate: Candidate, passes: str) -> None:
     """The header over one ``--auto`` candidate's pass lines (stderr, like the pass lines)."""
     runtime = f", runtime {candidate.precision}" if candidate.precision != "fp32" else ""
-    stderr.print(f"[bold]--auto {candidate.name}[/bold] [dim]({candidate.passes}{runtime})[/dim]")
+    stderr.print(f"[bold]--auto {candidate.name}[/bold] [dim]({passes}{runtime})[/dim]")
 
 
 def auto_search(report: Report) -> None:
@@ -108,6 +108,7 @@ def auto_search(report: Report) -> None:
         table.add_row(c["name"], f"{c['speedup']:.2f}x" if c["speedup"] else "", human_bytes(c["bytes"]) if c["bytes"] else "",
                       f"{c['drift']:.3g}" if c["drift"] is not None else "", c["verdict"], f"{c['seconds']:.1f}" if c["seconds"] else "")
     stdout.print(table)
+    stdout.print(f"base of the other candidates: {auto['base']['passes']} ({auto['base']['why']})")
     for line in auto["advice"]:
         stdout.print(f"[bold]hint:[/bold] {line}")
 

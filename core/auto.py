@@ -5,18 +5,23 @@ candidates are whole recipes built from the user's (backend, target, data, metri
 
 - ``fuse``: exact fusions only (always within budget: the fallback);
 - ``opset+fuse``: an upgrade to opset 17 first, for models below it (it unlocks
-  LayerNormalization and the fusions that need newer ops);
-- ``int8``: fuse, then int8 with the per-layer choice measured on the target;
+  LayerNormalization, HardSwish and the fusions that need newer ops);
+- ``int8``: int8 with the per-layer choice measured on the target;
 - ``int8-rules``: the same with the static speed rules alone, no per-layer timing (only
   when asked: the int8 pass verifies its timed plan against the rules' plan itself);
 - ``int8-all-ops``: the backend's other int8 ops (Add, Mul, Concat, Sigmoid...) as layers
   too, each timed and guarded, for models that have them (only when asked);
-- ``int4``: fuse, then int4 weights, for models whose weights are mostly MatMul/Gemm;
+- ``int4``: int4 weights, for models whose weights are mostly MatMul/Gemm;
 - ``bf16`` / ``fp16`` runtime (and ``int8+bf16``): the same graphs with the backend told to
   compute in that precision, where it can (OpenVINO); a precision the CPU cannot run
   compiles to f32, which the measurement shows, and the candidate is dropped;
-- ``prune``: fuse, then channel pruning at 10% (only when asked: it takes minutes on conv
-  models, and without fine-tuning it rarely keeps a task budget).
+- ``prune``: channel pruning at 10% (only when asked: it takes minutes on conv models, and
+  without fine-tuning it rarely keeps a task budget).
+
+The two exact candidates are built first; they are the base the others build on (the
+lossy passes run after them). Where both built, they are timed against each other on the
+target and opset+fuse is the base only if it was faster in most rounds: an upgrade that
+unlocks fusions (PP-OCRv4 det's HardSwish) speeds up every candidate built on it.
 
 All candidates share one loaded model, one data split, one set of reference outputs and
 one measurement service (its activations and sessions), and are timed in one interleaved
@@ -57,22 +62,28 @@ OTHER_BACKEND_HINT = 1.2  # another backend this much faster than the chosen art
 @dataclass(frozen=True)
 class Candidate:
     name: str
-    passes: str
+    passes: str  # an exact candidate's whole pipeline; the others' passes after the exact base
     precision: str = "fp32"  # the backend's whole-model inference precision
+    exact: bool = False
+
+    def pipeline(self, base: str) -> str:
+        """The passes this candidate runs on the exact pipeline ``base``."""
+        return self.passes if self.exact else ",".join(p for p in (base, self.passes) if p)
 
 
 CANDIDATES = (
-    Candidate("fuse", "fuse"),
-    Candidate("opset+fuse", "opset{version=17},fuse"),
-    Candidate("int8", "fuse,quantize{mode=int8}"),
-    Candidate("int8-rules", "fuse,quantize{mode=int8,speed=rules}"),
-    Candidate("int8-all-ops", "fuse,quantize{mode=int8,all_ops=true}"),
-    Candidate("int4", "fuse,quantize{mode=int4}"),
-    Candidate("bf16", "fuse", "bf16"),
-    Candidate("fp16", "fuse", "fp16"),
-    Candidate("int8+bf16", "fuse,quantize{mode=int8}", "bf16"),
-    Candidate("prune", "fuse,prune{method=channel,ratio=0.1}"),
+    Candidate("fuse", "fuse", exact=True),
+    Candidate("opset+fuse", "opset{version=17},fuse", exact=True),
+    Candidate("int8", "quantize{mode=int8}"),
+    Candidate("int8-rules", "quantize{mode=int8,speed=rules}"),
+    Candidate("int8-all-ops", "quantize{mode=int8,all_ops=true}"),
+    Candidate("int4", "quantize{mode=int4}"),
+    Candidate("bf16", "", "bf16"),
+    Candidate("fp16", "", "fp16"),
+    Candidate("int8+bf16", "quantize{mode=int8}", "bf16"),
+    Candidate("prune", "prune{method=channel,ratio=0.1}"),
 )
+BASES = tuple(c for c in CANDIDATES if c.exact)
 # opt-in: prune rarely keeps a task without fine-tuning; int8-all-ops was never faster beyond the
 # noise on the real models and lost tasks on held-out data its guard did not see; int8 already
 # verifies its timed plan against the rules' one end to end (docs/benchmarks.md "## int8
@@ -86,7 +97,7 @@ class Trial:
     """One candidate's row of the search table."""
 
     name: str
-    passes: str
+    passes: str  # the whole pipeline it ran
     precision: str
     verdict: str  # "kept", "within budget", "over budget", "skipped: why", "failed: why"
     drift: float | None = None
@@ -98,11 +109,12 @@ class Trial:
 
 def auto_optimize(source: str, output: str | Path, recipe: Recipe, options: OptimizeOptions | None = None,
                   candidates: tuple[str, ...] = DEFAULT_CANDIDATES,
-                  on_candidate: Callable[[Candidate], None] | None = None) -> Report:
+                  on_candidate: Callable[[Candidate, str], None] | None = None) -> Report:
     """Build every applicable candidate of ``candidates`` from ``recipe`` (its passes are
     ignored), time them against the original on ``recipe``'s backend, and write the one
     ``_keep`` picks. The report's ``auto`` section holds the search table; ``on_candidate``
-    is told before each build (the CLI prints a header over its pass lines)."""
+    is told before each build, with the pipeline it runs (the CLI prints a header over its
+    pass lines)."""
     options = options or OptimizeOptions()
     output = Path(output)
     unknown = sorted(set(candidates) - {c.name for c in CANDIDATES})
@@ -110,22 +122,26 @@ def auto_optimize(source: str, output: str | Path, recipe: Recipe, options: Opti
         raise RecipeError(f"unknown --auto candidate(s): {', '.join(unknown)}",
                           f"choose from {', '.join(c.name for c in CANDIDATES)}")
     chosen_candidates = [c for c in CANDIDATES if c.name in candidates]
-    recipes = {c.name: _recipe_for(recipe, c) for c in chosen_candidates}
-    prepared = prepare(source, output, recipe, options, list(recipes.values()))
+    every_recipe = [_recipe_for(recipe, c, b.passes) for c in chosen_candidates for b in BASES]
+    prepared = prepare(source, output, recipe, options, every_recipe)
     budget = prepared.choice.budget
     trials, built = [], {}
+    base, base_note = BASES[0].passes, None
     for candidate in chosen_candidates:
-        trial = Trial(candidate.name, candidate.passes, candidate.precision, verdict="")
+        if not candidate.exact and base_note is None:  # the exact candidates are built: choose the base
+            base, base_note = _choose_base(prepared, built)
+        candidate_recipe = _recipe_for(recipe, candidate, base)
+        trial = Trial(candidate.name, candidate.pipeline(base), candidate.precision, verdict="")
         trials.append(trial)
-        why_not = _skip_reason(candidate, prepared, recipes[candidate.name])
+        why_not = _skip_reason(candidate, prepared, candidate_recipe)
         if why_not:
             trial.verdict = f"skipped: {why_not}"
             continue
         if on_candidate is not None:
-            on_candidate(candidate)
+            on_candidate(candidate, trial.passes)
         started = time.perf_counter()
         try:
-            result = build(prepared, recipes[candidate.name], options.instruments)
+            result = build(prepared, candidate_recipe, options.instruments)
         except PassFailure as e:  # one candidate's failure is a row of the table, not the end of the search
             trial.verdict = f"failed: {e.problem}"
             continue
@@ -149,6 +165,7 @@ def auto_optimize(source: str, output: str | Path, recipe: Recipe, options: Opti
     auto = {
         "candidates": [asdict(t) for t in trials],
         "kept": best.name,
+        "base": {"passes": base, "why": base_note or "no candidate built on a base"},
         "budget": {"metric": prepared.choice.name, "max_drift": budget},
         "baseline_ms": baseline.median_ms,
         "other_backends": hints,
@@ -189,9 +206,32 @@ def _advice(best: Trial, kept: LatencyStats, original: LatencyStats, hints: list
     return advice
 
 
-def _recipe_for(base: Recipe, candidate: Candidate) -> Recipe:
+def _choose_base(prepared: Prepared, built: dict[str, Built]) -> tuple[str, str]:
+    """The exact pipeline the lossy candidates build on, and why: opset+fuse where it was
+    built within budget and ran faster than fuse in most rounds on the target, else fuse."""
+    fuse, upgraded = BASES
+    usable = {name for name in (fuse.name, upgraded.name) if name in built and built[name].drift <= prepared.choice.budget}
+    if upgraded.name not in usable:
+        return fuse.passes, f"{upgraded.name} was not built within budget"
+    if fuse.name not in usable:
+        return upgraded.passes, f"{fuse.name} was not built within budget"
+    measure, feed = prepared.measure, prepared.evaluation.feeds()[0]
+    sessions = {name: measure.session(built[name].model.ir, built[name].backend) for name in (fuse.name, upgraded.name)}
+    return _base_by_timing(measure_interleaved(sessions, feed, rounds=MIN_ROUNDS))
+
+
+def _base_by_timing(stats: dict[str, LatencyStats]) -> tuple[str, str]:
+    """opset+fuse's pipeline if it ran faster than fuse's in most rounds, else fuse's; and why."""
+    fuse, upgraded = BASES
+    timing = f"{stats[upgraded.name].median_ms:.3f} ms vs {stats[fuse.name].median_ms:.3f} ms"
+    if consistently_faster(stats[upgraded.name], stats[fuse.name]):
+        return upgraded.passes, f"{upgraded.name} ran faster than {fuse.name} in most of {stats[fuse.name].rounds} rounds ({timing})"
+    return fuse.passes, f"{upgraded.name} was not faster than {fuse.name} beyond the noise ({timing})"
+
+
+def _recipe_for(base: Recipe, candidate: Candidate, base_passes: str) -> Recipe:
     data = base.model_dump(mode="json", exclude_none=True)
-    data["passes"] = parse_pipeline(candidate.passes)
+    data["passes"] = parse_pipeline(candidate.pipeline(base_passes))
     data["target"] = {**data.get("target", {}), "precision": candidate.precision}
     return Recipe.model_validate(data)
 

@@ -12,7 +12,8 @@ import onnx
 import pytest
 
 from conftest import FIXTURES, ort_outputs, run_cli
-from onnxsmith.auto import CANDIDATES, DEFAULT_CANDIDATES, Trial, _advice, _keep, _matmul_weight_share, auto_optimize
+from onnxsmith.auto import (CANDIDATES, DEFAULT_CANDIDATES, Trial, _advice, _base_by_timing, _keep, _matmul_weight_share,
+                            auto_optimize)
 from onnxsmith.backend import available_backends
 from onnxsmith.errors import AccuracyBudgetExceeded, InputError, RecipeError
 from onnxsmith.latency import LatencyStats, consistently_faster
@@ -78,6 +79,24 @@ def test_advice_names_a_faster_backend_and_a_search_that_beat_nothing():
 def test_keep_refuses_when_nothing_is_within_budget():
     with pytest.raises(AccuracyBudgetExceeded, match="within the budget"):
         _keep([_trial("fuse", "failed: boom"), _trial("int8", "over budget")], {})
+
+
+def test_the_opset_upgrade_is_the_base_only_when_it_was_faster_in_most_rounds():
+    upgraded, why = _base_by_timing({"fuse": _stats([10.0] * 9), "opset+fuse": _stats([9, 9, 9, 9, 9, 9, 9, 11, 11])})
+    assert upgraded == "opset{version=17},fuse" and "faster than fuse in most of 9 rounds" in why
+    # a better median won in 5 of 9 rounds only: the simpler base
+    plain, why = _base_by_timing({"fuse": _stats([10.0] * 9), "opset+fuse": _stats([8, 8, 8, 8, 8, 12, 12, 12, 12])})
+    assert plain == "fuse" and "not faster than fuse beyond the noise" in why
+
+
+def test_lossy_candidates_run_on_the_chosen_exact_base(tmp_path):
+    report = auto_optimize(str(FIXTURES / "opset11.onnx"), tmp_path / "o.onnx", _recipe("opset11", accuracy={"metric": "drift"}),
+                           OptimizeOptions(latency_rounds=9), candidates=("fuse", "opset+fuse", "int8"))
+    rows = {c["name"]: c for c in report.auto["candidates"]}
+    base = report.auto["base"]
+    assert base["passes"] in ("fuse", "opset{version=17},fuse") and "ms vs" in base["why"]  # which one: this CPU's timing
+    assert rows["int8"]["passes"] == base["passes"] + ",quantize{mode=int8}"
+    assert rows["opset+fuse"]["passes"] == "opset{version=17},fuse" and rows["fuse"]["passes"] == "fuse"
 
 
 def test_matmul_weight_share_tells_a_transformer_from_a_cnn():
