@@ -21,6 +21,8 @@ def batch(
     inference_precision: PrecisionOpt = None,
     calib: Annotated[str | None, typer.Option("--calib", help="Calibration/evaluation data for every model (a manifest can set its own).")] = None,
     max_drift: Annotated[float | None, typer.Option("--max-drift", help="A model whose output drift exceeds this fails.")] = None,
+    min_speedup: Annotated[float | None, typer.Option("--min-speedup", help="A model whose artifact is not this many times faster than the original fails (its artifact is still written).")] = None,
+    max_size: Annotated[str | None, typer.Option("--max-size", help="A model whose artifact exceeds this size, e.g. 25MB, fails (its artifact is still written).")] = None,
     executor: Annotated[Literal["local", "ray"], typer.Option("--executor", help="Worker processes here, or Ray tasks.")] = "local",
     workers: Annotated[int | None, typer.Option("--workers", "-j", min=1, help="Models at once (default: the CPU count; Ray: the cluster's CPUs).")] = None,
     ray_address: Annotated[str | None, typer.Option("--ray-address", help="An existing Ray cluster (default: start a local Ray).")] = None,
@@ -29,7 +31,7 @@ def batch(
     retries: Annotated[int, typer.Option("--retries", min=0, help="Extra attempts for a worker that crashed or was lost.")] = 1,
     resume: Annotated[bool, typer.Option("--resume/--no-resume", help="Skip models the ledger has done with the same model and recipe.")] = True,
     latency_rounds: Annotated[int, typer.Option("--latency-rounds", min=0, help="Interleaved timing rounds per model (0 skips timing).")] = 15,
-    allow_failures: Annotated[bool, typer.Option("--allow-failures", help="Exit 0 even when some models failed.")] = False,
+    allow_failures: Annotated[bool, typer.Option("--allow-failures", help="Exit 0 even when some models failed (else exit 6).")] = False,
     json_output: JsonFlag = False,
 ) -> None:
     """Convert every model of SOURCE with one recipe: isolated workers, a resumable ledger, a summary."""
@@ -38,10 +40,12 @@ def batch(
     from onnxsmith.batch import BatchOptions, run_batch
     from onnxsmith.cli.batch_view import BatchProgress, batch_summary
     from onnxsmith.cli.console import print_json
+    from onnxsmith.errors import BATCH_FAILURES_EXIT
     from onnxsmith.recipe import recipe_from_flags
 
     batch_recipe = recipe_from_flags(recipe, preset, passes=passes, backend=backend,
                                      calibration={"data": calib}, accuracy={"max_drift": max_drift},
+                                     gates={"min_speedup": min_speedup, "max_size": max_size},
                                      target={"cpu": target, "precision": inference_precision})
     options = BatchOptions(executor=executor, workers=workers, timeout_s=timeout or None, memory_mb=memory_limit,
                            retries=retries, resume=resume, latency_rounds=latency_rounds, ray_address=ray_address)
@@ -54,4 +58,4 @@ def batch(
     else:
         batch_summary(summary)
     if summary.counts["failed"] and not allow_failures:
-        raise typer.Exit(1)
+        raise typer.Exit(BATCH_FAILURES_EXIT)

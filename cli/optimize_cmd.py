@@ -27,7 +27,9 @@ def optimize(
     eval_samples: Annotated[int | None, typer.Option("--eval-samples", help="Samples held out for evaluation (default: a quarter).")] = None,
     image_size: Annotated[str | None, typer.Option("--image-size", help="HxW that calibration images are resized to.")] = None,
     input_shape: Annotated[list[str] | None, typer.Option("--input-shape", help="Input shape, e.g. 1x3x224x224; repeat per input, in order.")] = None,
-    max_drift: Annotated[float | None, typer.Option("--max-drift", help="Fail (exit 4) when the output drift exceeds this.")] = None,
+    max_drift: Annotated[float | None, typer.Option("--max-drift", help="Fail (exit 4) when the output drift exceeds this; the artifact is not written.")] = None,
+    min_speedup: Annotated[float | None, typer.Option("--min-speedup", help="CI gate: exit 5 when the artifact is not this many times faster than the original on the backend (artifact and report still written).")] = None,
+    max_size: Annotated[str | None, typer.Option("--max-size", help="CI gate: exit 5 when the artifact's files exceed this size, e.g. 25MB, 1.5GiB (artifact and report still written).")] = None,
     metric: Annotated[str | None, typer.Option("--metric", help="What the accuracy budget is on: auto (default: the task metric the model's signature shows, else drift), drift (per-channel output error), embedding-cosine, top1, ctc-text, detection-f1, or package.module:function(reference, candidate[, feeds]) -> float. The report says which and why.")] = None,
     seed: Annotated[int | None, typer.Option("--seed", help="Seed for data splits and random feeds.")] = None,
     latency_rounds: Annotated[int, typer.Option("--latency-rounds", min=0, help="Interleaved timing rounds (0 skips timing).")] = 15,
@@ -47,7 +49,7 @@ def optimize(
     from onnxsmith.cli import render
     from onnxsmith.cli.console import print_json, stdout
     from onnxsmith.cli.progress import ProgressInstrument
-    from onnxsmith.errors import InputError
+    from onnxsmith.errors import InputError, OnnxsmithError
     from onnxsmith.modelio import write_text_atomic
     from onnxsmith.optimize import OptimizeOptions, optimize as run_optimize, planned_paths, report_path_for
     from onnxsmith.paths_guard import refuse_overlap
@@ -60,6 +62,7 @@ def optimize(
         calibration={"data": calib, "samples": calib_samples, "eval_samples": eval_samples,
                      "image_size": list(parse_shape(image_size)) if image_size else None},
         accuracy={"max_drift": max_drift, "metric": metric},
+        gates={"min_speedup": min_speedup, "max_size": max_size},
         target={"cpu": target, "threads": threads, "precision": inference_precision, "costs": costs},
     )
     resolved = resolved_recipe.resolved()
@@ -104,12 +107,25 @@ def optimize(
             report = auto_optimize(model, output, resolved_recipe, options, candidates, on_candidate=render.auto_candidate)
         else:
             report = run_optimize(model, output, resolved_recipe, options)
+    except OnnxsmithError as e:
+        if e.report is not None:  # a failed gate: CI still gets the numbers, then the error and its exit code
+            _show(e.report, output, json_output)
+        raise
     finally:
         instruments[0].close()
+    _show(report, output, json_output)
+
+
+def _show(report, output: Path, json_output: bool) -> None:
+    """The report on stdout: JSON, or the search table (--auto) and the summary."""
+    from onnxsmith.cli import render
+    from onnxsmith.cli.console import print_json
+    from onnxsmith.optimize import report_path_for
+
     if json_output:
         print_json(report.to_dict())
-    else:
-        if report.auto:
-            render.auto_search(report)
-        render.optimize_summary(report, report_path_for(output))
+        return
+    if report.auto:
+        render.auto_search(report)
+    render.optimize_summary(report, report_path_for(output) if report.artifact else None)
 

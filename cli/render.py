@@ -69,7 +69,9 @@ def pass_list(infos: list[PassInfo]) -> None:
             stdout.print(rules)
 
 
-def optimize_summary(report: Report, report_path: Path) -> None:
+def optimize_summary(report: Report, report_path: Path | None) -> None:
+    """The before/after table, the outputs' errors, the gates, the warnings and what was written
+    (``report_path`` None: nothing was, the accuracy gate failed)."""
     s = report.summary
     table = Table("", "before", "after", "change", title="Summary", title_justify="left")
     table.add_row("nodes", str(s.nodes["before"]), str(s.nodes["after"]), _ratio(s.nodes["before"], s.nodes["after"]))
@@ -86,9 +88,20 @@ def optimize_summary(report: Report, report_path: Path) -> None:
         sqnr = "exact" if o.sqnr_db == float("inf") else f"{o.sqnr_db:.1f}"
         outputs.add_row(name, f"{o.max_abs:.3g}", f"{o.cosine:.6f}", sqnr)
     stdout.print(outputs)
+    for row in report.gates or []:
+        verdict = "[green]passed[/green]" if row["passed"] else "[red]FAILED[/red]"
+        stdout.print(f"gate {row['gate']}: {_gate_value(row['gate'], row['value'])} vs limit "
+                     f"{_gate_value(row['gate'], row['limit'])}: {verdict}")
     for warning in report.warnings:
         stderr.print(f"[yellow]warning:[/yellow] {warning}")
-    stdout.print(f"wrote {report.artifact['path']} and {report_path}")
+    if report_path is not None:
+        stdout.print(f"wrote {report.artifact['path']} and {report_path}")
+
+
+def _gate_value(gate: str, value: float | None) -> str:
+    if value is None:
+        return "not measured"
+    return {"min_speedup": f"{value:.2f}x", "max_size": human_bytes(int(value))}.get(gate, f"{value:.4g}")
 
 
 def auto_candidate(candidate: Candidate, passes: str) -> None:

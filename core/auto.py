@@ -43,6 +43,7 @@ import onnx_ir as ir
 
 from onnxsmith.backend import available_backends, get_backend
 from onnxsmith.errors import AccuracyBudgetExceeded, PassFailure, RecipeError, first_line
+from onnxsmith.gates import check_gates
 from onnxsmith.latency import LatencyStats, consistently_faster, measure_interleaved
 from onnxsmith.modelio import model_bytes
 from onnxsmith.optimize import Built, OptimizeOptions, Prepared, build, prepare, write
@@ -172,7 +173,9 @@ def auto_optimize(source: str, output: str | Path, recipe: Recipe, options: Opti
         "advice": _advice(best, stats[best.name], baseline, hints, recipe.backend),
     }
     latency = {"before": baseline.median_ms, "after": best.ms, "speedup": best.speedup}
-    return write(prepared, chosen, output, options, latency=latency, auto=auto)
+    report = write(prepared, chosen, output, options, latency=latency, auto=auto)
+    check_gates(report)
+    return report
 
 
 def _keep(trials: list[Trial], stats: dict[str, LatencyStats]) -> Trial:

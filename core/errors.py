@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 __all__ = [
+    "BATCH_FAILURES_EXIT",
     "first_line",
     "OnnxsmithError",
     "InputError",
@@ -10,6 +11,7 @@ __all__ = [
     "DataError",
     "PassFailure",
     "AccuracyBudgetExceeded",
+    "GateFailed",
 ]
 
 
@@ -22,9 +24,10 @@ class OnnxsmithError(Exception):
 
     exit_code = 2
 
-    def __init__(self, problem: str, fix: str = "") -> None:
+    def __init__(self, problem: str, fix: str = "", *, report: object | None = None) -> None:
         self.problem = problem
         self.fix = fix
+        self.report = report  # the run's report where one was made (gates): the CLI prints it with --json
         super().__init__(self.one_line())
 
     def one_line(self) -> str:
@@ -53,6 +56,15 @@ class AccuracyBudgetExceeded(OnnxsmithError):
     """The optimized model drifted further from the original than the budget allows."""
 
     exit_code = 4
+
+
+class GateFailed(OnnxsmithError):
+    """The artifact was written but misses a CI gate (--min-speedup, --max-size)."""
+
+    exit_code = 5
+
+
+BATCH_FAILURES_EXIT = 6  # batch: some models failed, the others were converted (not 1: that is a bug of ours)
 
 
 def first_line(error: BaseException, limit: int = 200) -> str:

@@ -20,6 +20,7 @@ from onnxsmith.context import Context
 from onnxsmith.costs import CostTable, costs_json, load_costs
 from onnxsmith.data import Dataset, ImageOptions, InputSpec, load_dataset, model_inputs, random_dataset, split_dataset
 from onnxsmith.errors import AccuracyBudgetExceeded, DataError, InputError, RecipeError, first_line
+from onnxsmith.gates import check_gates, gate_rows
 from onnxsmith.graph_stats import graph_stats
 from onnxsmith.latency import LatencyStats, consistently_faster, measure_interleaved
 from onnxsmith.measure import Measurements
@@ -89,16 +90,21 @@ def optimize(source: str, output: str | Path, recipe: Recipe, options: OptimizeO
     """Run ``recipe`` on the model at ``source`` and write the artifact to ``output``."""
     options = options or OptimizeOptions()
     output = Path(output)
+    if recipe.gates.min_speedup is not None and not options.latency_rounds:
+        raise RecipeError("--min-speedup needs the timing, and --latency-rounds is 0", "give --latency-rounds 9 or more")
     prepared = prepare(source, output, recipe, options, [recipe])
     built = build(prepared, recipe, options.instruments)
     budget = recipe.accuracy.max_drift
     if budget is not None and built.drift > budget:
         raise AccuracyBudgetExceeded(
-            f"{prepared.choice.name} drift {built.drift:.4g} exceeds the budget max_drift={budget:g}"
+            f"{_drift_name(prepared.choice.name)} {built.drift:.4g} exceeds the budget max_drift={budget:g}"
             f"{' with the runtime in ' + built.runtime['precision'] if built.runtime else ''}; nothing was written",
             "relax accuracy.max_drift, or drop or tune the lossy passes",
+            report=write(prepared, built, output, options, save=False),
         )
-    return write(prepared, built, output, options)
+    report = write(prepared, built, output, options)
+    check_gates(report)
+    return report
 
 
 def prepare(source: str, output: Path, recipe: Recipe, options: OptimizeOptions, recipes: list[Recipe]) -> Prepared:
@@ -139,8 +145,10 @@ def build(prepared: Prepared, recipe: Recipe, instruments: tuple[Instrument, ...
 
 
 def write(prepared: Prepared, built: Built, output: Path, options: OptimizeOptions, *,
-          latency: dict[str, float | None] | None = None, auto: dict[str, object] | None = None) -> Report:
-    """Time (unless ``latency`` is given), profile, stamp and write ``built``'s artifact and its report."""
+          latency: dict[str, float | None] | None = None, auto: dict[str, object] | None = None, save: bool = True) -> Report:
+    """Time (unless ``latency`` is given), profile, stamp and write ``built``'s artifact and its
+    report; with ``save`` off, only make the report (of a model that will not be written: the
+    CLI prints it with --json when the accuracy gate fails)."""
     model, backend, result, recipe = built.model, built.backend, built.result, built.recipe
     original, evaluation, measure = prepared.model, prepared.evaluation, prepared.measure
     timed = None
@@ -169,7 +177,7 @@ def write(prepared: Prepared, built: Built, output: Path, options: OptimizeOptio
                                     latency=(timed["before"], timed["after"]) if timed else None)
         profile = {"before": profile_before.to_dict(), "after": compared.to_dict()}
     external = model.used_external_data or model_bytes(model.ir) >= EXTERNAL_DATA_THRESHOLD
-    written = save_onnx(model.ir, output, external_data=external)
+    written = save_onnx(model.ir, output, external_data=external) if save else []
 
     stats_before, stats_after = graph_stats(original.ir), graph_stats(model.ir)
     report = Report(
@@ -186,7 +194,8 @@ def write(prepared: Prepared, built: Built, output: Path, options: OptimizeOptio
         summary=Summary(
             nodes={"before": stats_before.nodes, "after": stats_after.nodes},
             params={"before": stats_before.params, "after": stats_after.params},
-            bytes={"before": _size(original.source, original.data_files), "after": sum(p.stat().st_size for p in written)},
+            bytes={"before": _size(original.source, original.data_files),
+                   "after": sum(p.stat().st_size for p in written) if save else model_bytes(model.ir)},
             latency_ms=latency,
             drift=built.drift,
             outputs={name: _output_report(d) for name, d in result.outputs.items()},
@@ -196,13 +205,16 @@ def write(prepared: Prepared, built: Built, output: Path, options: OptimizeOptio
             "calibration": prepared.calibration.describe() if prepared.calibration else None,
             "evaluation": evaluation.describe(),
         },
-        artifact={"path": str(output), "files": [str(p) for p in written], "external_data": external},
+        artifact={"path": str(output), "files": [str(p) for p in written], "external_data": external} if save else {},
         warnings=[*backend.target.warnings(), *_warnings(evaluation, result.records, prepared.choice),
                   *_speed_warning(result.records, timed, backend.name)],
         profile=profile,
         accuracy=prepared.choice.describe(),
         auto=auto,
     )
+    report.gates = gate_rows(recipe.gates, recipe.accuracy.max_drift, report) or None
+    if not save:
+        return report
     write_text_atomic(report_path_for(output), report.to_json())
     if options.save_costs is not None:
         rows = [row for record in result.records for row in record.layers if "float_ms" in row]
@@ -353,3 +365,7 @@ def _warnings(evaluation: Dataset, records: list[PassRecord], choice: MetricChoi
         if not record.modified:
             warnings.append(f"pass '{record.name}' changed nothing")
     return warnings
+
+
+def _drift_name(metric: str) -> str:
+    return "drift" if metric == "drift" else f"{metric} drift"

@@ -12,6 +12,7 @@ module), validated like any other: adding one is adding one file.
 from __future__ import annotations
 
 import json
+import re
 from importlib import resources
 from collections.abc import Mapping
 from pathlib import Path
@@ -19,7 +20,7 @@ from typing import Any, Literal
 
 import pydantic
 import yaml
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from onnxsmith.costs import CostTable
 from onnxsmith.errors import RecipeError
@@ -32,6 +33,7 @@ __all__ = [
     "RUN_ONLY_KEYS",
     "AccuracySpec",
     "CalibrationSpec",
+    "GatesSpec",
     "Recipe",
     "ResourcesSpec",
     "available_presets",
@@ -80,6 +82,33 @@ class AccuracySpec(_Strict):
     )
 
 
+class GatesSpec(_Strict):
+    """CI gates on the written artifact: a failed one still writes it and its report, and the
+    CLI exits 5 (core/gates.py). The accuracy gate is ``accuracy.max_drift``."""
+
+    min_speedup: float | None = Field(None, gt=0, description="fail (exit 5) when the artifact is not at least this many "
+                                      "times faster than the original on the backend (median of the interleaved timing)")
+    max_size: int | None = Field(None, ge=1, description="fail (exit 5) when the artifact's files (external data "
+                                 "included) take more than this many bytes; accepts units: 25MB, 1.5GiB, 800kB")
+
+    @field_validator("max_size", mode="before")
+    @classmethod
+    def _bytes(cls, value: Any) -> Any:
+        return parse_size(value) if isinstance(value, str) else value
+
+
+SIZE_UNITS = {"": 1, "b": 1, "kb": 10**3, "mb": 10**6, "gb": 10**9, "kib": 2**10, "mib": 2**20, "gib": 2**30}
+
+
+def parse_size(text: str) -> int:
+    """Bytes in ``text``: a number with an optional unit (B, kB, MB, GB, KiB, MiB, GiB)."""
+    match = re.fullmatch(r"\s*([0-9]+(?:\.[0-9]+)?)\s*([A-Za-z]*)\s*", text)
+    unit = match.group(2).lower() if match else None
+    if match is None or unit not in SIZE_UNITS:
+        raise ValueError(f"'{text}' is not a size: write bytes, or a number with B, kB, MB, GB, KiB, MiB or GiB")
+    return int(float(match.group(1)) * SIZE_UNITS[unit])
+
+
 class TargetSpec(_Strict):
     """Where the artifact will run (core/target.py): decisions that depend on the CPU read it
     instead of the build machine, and the report records it."""
@@ -120,6 +149,7 @@ class Recipe(_Strict):
     calibration: CalibrationSpec = CalibrationSpec()
     passes: list[str | dict[str, dict[str, Any] | None]] = Field(default_factory=lambda: [DEFAULT_PIPELINE])
     accuracy: AccuracySpec = AccuracySpec()
+    gates: GatesSpec = GatesSpec()
     target: TargetSpec = TargetSpec()
     resources: ResourcesSpec = ResourcesSpec()
 

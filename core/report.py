@@ -77,6 +77,8 @@ class Report:
     accuracy: dict[str, Any] | None = None
     # optimize --auto: the candidate pipelines tried, measured, and the one kept (auto.py)
     auto: dict[str, Any] | None = None
+    # the CI gates the recipe set (max_drift, min_speedup, max_size): limit, value, passed (gates.py)
+    gates: list[dict[str, Any]] | None = None
     schema_version: int = SCHEMA_VERSION
 
     def to_dict(self) -> dict[str, Any]:

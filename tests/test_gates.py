@@ -1,0 +1,62 @@
+"""CI gates (core/gates.py): --min-speedup and --max-size write the artifact and exit 5;
+--max-drift writes nothing and exits 4; with --json the report is on stdout either way."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from conftest import FIXTURES, run_cli
+from onnxsmith.recipe import parse_size
+
+
+def _optimize(out, *extra):
+    return run_cli("optimize", str(FIXTURES / "cnn.onnx"), "-o", str(out), "--calib", str(FIXTURES / "cnn.npz"), "-p", "fuse", *extra)
+
+
+def test_a_failed_speed_or_size_gate_writes_the_artifact_and_exits_5(tmp_path):
+    out = tmp_path / "cnn.onnx"
+    # no exact fusion makes the cnn 1000x faster, and no model fits in 1 kB: both gates fail on any CPU
+    result = _optimize(out, "--min-speedup", "1000", "--max-size", "1kB", "--latency-rounds", "3", "--json")
+    assert result.code == 5, result.stderr
+    assert "gate failed: speedup" in result.stderr and "exceeds --max-size 1000 bytes" in result.stderr
+    report = result.json()
+    gates = {row["gate"]: row for row in report["gates"]}
+    assert set(gates) == {"min_speedup", "max_size"} and not any(row["passed"] for row in gates.values())
+    assert gates["max_size"]["value"] == report["summary"]["bytes"]["after"] == out.stat().st_size
+    assert gates["min_speedup"]["value"] == report["summary"]["latency_ms"]["speedup"]
+    assert json.loads((tmp_path / "cnn.report.json").read_text())["gates"] == report["gates"]
+
+
+def test_gates_that_hold_exit_0_and_are_listed(tmp_path):
+    result = _optimize(tmp_path / "cnn.onnx", "--max-size", "100MB", "--latency-rounds", "0")
+    assert result.code == 0, result.stderr
+    assert "gate max_size:" in result.stdout and "passed" in result.stdout
+
+
+def test_a_failed_accuracy_gate_writes_nothing_but_prints_the_report_with_json(tmp_path):
+    out = tmp_path / "cnn.onnx"
+    result = run_cli("optimize", str(FIXTURES / "cnn.onnx"), "-o", str(out), "--calib", str(FIXTURES / "cnn.npz"),
+                     "-p", "fuse,prune{method=channel,ratio=0.5}", "--metric", "drift", "--max-drift", "1e-9",
+                     "--latency-rounds", "0", "--json")
+    assert result.code == 4, result.stderr
+    report = result.json()
+    assert report["gates"] == [{"gate": "max_drift", "limit": 1e-9, "value": report["summary"]["drift"], "passed": False}]
+    assert report["artifact"] == {} and list(tmp_path.iterdir()) == []
+
+
+def test_min_speedup_without_timing_is_refused_before_any_work(tmp_path):
+    result = _optimize(tmp_path / "cnn.onnx", "--min-speedup", "1.1", "--latency-rounds", "0")
+    assert result.code == 2 and "--min-speedup needs the timing" in result.stderr
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_a_bad_size_is_a_recipe_error(tmp_path):
+    result = _optimize(tmp_path / "cnn.onnx", "--max-size", "25 parsecs")
+    assert result.code == 2 and "'25 parsecs' is not a size" in result.stderr
+
+
+@pytest.mark.parametrize("text,size", [("123", 123), ("25MB", 25_000_000), ("1.5 GiB", 1_610_612_736), ("800kB", 800_000)])
+def test_sizes_read_with_their_units(text, size):
+    assert parse_size(text) == size
