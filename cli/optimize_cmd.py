@@ -117,11 +117,13 @@ def optimize(
 
 
 def _show(report, output: Path, json_output: bool) -> None:
-    """The report on stdout: JSON, or the search table (--auto) and the summary."""
+    """The report on stdout (JSON, or the search table of --auto and the summary), and in the CI step summary."""
     from onnxsmith.cli import render
     from onnxsmith.cli.console import print_json
+    from onnxsmith.cli.step_summary import append_step_summary
     from onnxsmith.optimize import report_path_for
 
+    append_step_summary(render.optimize_markdown(report))
     if json_output:
         print_json(report.to_dict())
         return

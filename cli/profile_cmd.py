@@ -36,11 +36,11 @@ def profile(
 ) -> None:
     """Profile MODEL layer by layer: time, share, FLOPs, bytes, precision, named by the original layers."""
     import json
-    import os
 
     from onnxsmith import __version__
     from onnxsmith.cli import render_profile
     from onnxsmith.cli.console import stderr
+    from onnxsmith.cli.step_summary import append_step_summary
     from onnxsmith.cli.render_html import html_page
     from onnxsmith.modelio import write_text_atomic
     from onnxsmith.profile_run import ProfileOptions, profile_model
@@ -53,20 +53,17 @@ def profile(
         compare=compare, threshold_db=sqnr_threshold, target=target, threads=threads or 0, precision=inference_precision,
     )
     data = profile_model(model, options).to_dict()
-    summary_file = os.environ.get("GITHUB_STEP_SUMMARY")
-    if summary_file:
-        with open(summary_file, "a", encoding="utf-8") as f:
-            f.write(render_profile.markdown(data) + "\n")
+    append_step_summary(render_profile.markdown(data, Path(model).name))
     if fmt is Format.table and output is None:
         render_profile.table(data)
         return
     texts = {
         Format.json: lambda: json.dumps({"schema_version": SCHEMA_VERSION, "tool_version": __version__, "source": model,
                                          "profile": data}, indent=2, allow_nan=False) + "\n",
-        Format.md: lambda: render_profile.markdown(data),
+        Format.md: lambda: render_profile.markdown(data, Path(model).name),
         Format.csv: lambda: render_profile.csv_text(data),
         Format.html: lambda: html_page(data, f"onnxsmith profile: {Path(model).name} on {data['backend']}"),
-        Format.table: lambda: render_profile.markdown(data),  # a table written to a file is its Markdown
+        Format.table: lambda: render_profile.markdown(data, Path(model).name),  # a table written to a file is its Markdown
     }
     text = texts[fmt]()
     if output is None:

@@ -98,6 +98,31 @@ def optimize_summary(report: Report, report_path: Path | None) -> None:
         stdout.print(f"wrote {report.artifact['path']} and {report_path}")
 
 
+def optimize_markdown(report: Report) -> str:
+    """A short Markdown section for a CI step summary: the model, the recipe, before/after, the gates."""
+    s, lat = report.summary, report.summary.latency_ms
+    source, artifact = Path(report.source["path"]).name, report.artifact.get("path")
+    passes = ", ".join(p.name for p in report.passes) or "none"
+    cpu = (report.target or {}).get("cpu", {})
+    lines = [f"### onnxsmith optimize: `{source}` → " + (f"`{Path(artifact).name}`" if artifact else "nothing written"), "",
+             f"Passes: `{passes}` on `{report.backend}` ({cpu.get('model', 'this CPU')}, {cpu.get('isa', '')})."
+             + (f" `--auto` kept **{report.auto['kept']}**." if report.auto else ""), "",
+             "| | before | after | change |", "|---|---|---|---|",
+             f"| nodes | {s.nodes['before']} | {s.nodes['after']} | {_ratio(s.nodes['before'], s.nodes['after'])} |",
+             f"| file size | {human_bytes(s.bytes['before'])} | {human_bytes(s.bytes['after'])} | "
+             f"{_ratio(s.bytes['before'], s.bytes['after'])} |"]
+    if lat["before"] is not None:
+        lines.append(f"| latency ms (median) | {lat['before']:.3f} | {lat['after']:.3f} | {lat['speedup']:.2f}x speed |")
+    metric = report.accuracy["metric"] if report.accuracy else "drift"
+    lines.append(f"| {'drift' if metric == 'drift' else metric + ' drift'} | | {s.drift:.3g} | |")
+    if report.gates:
+        lines += ["", "| gate | limit | value | verdict |", "|---|---|---|---|"]
+        lines += [f"| {row['gate']} | {_gate_value(row['gate'], row['limit'])} | {_gate_value(row['gate'], row['value'])} | "
+                  f"{'passed' if row['passed'] else '**FAILED**'} |" for row in report.gates]
+    lines += [""] + [f"- warning: {w}" for w in report.warnings]
+    return "\n".join(lines).rstrip() + "\n"
+
+
 def _gate_value(gate: str, value: float | None) -> str:
     if value is None:
         return "not measured"

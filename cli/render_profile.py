@@ -48,12 +48,12 @@ def table(profile: dict[str, Any], rows: int = TABLE_ROWS) -> None:
         stdout.print(escape(divergence_line(compare)))
 
 
-def markdown(profile: dict[str, Any], rows: int = MARKDOWN_ROWS) -> str:
-    """A short Markdown summary: totals, the top layers and op types (and the compare result)."""
+def markdown(profile: dict[str, Any], model: str, rows: int = MARKDOWN_ROWS) -> str:
+    """A short Markdown summary of ``model``'s profile: totals, the top layers and op types (and the compare result)."""
     total = profile["total"]
     compare = profile.get("compare")
     lines = [
-        f"### Profile on `{profile['backend']}` ({profile['runs']} runs)",
+        f"### Profile of `{model}` on `{profile['backend']}` ({profile['runs']} runs)",
         "",
         f"Ran in **{profile.get('precision', 'fp32')}** on {where(profile)}.",
         "",

@@ -73,7 +73,9 @@ def by_path(summary: dict) -> dict[str, dict]:
 
 def test_folder_batch_converts_good_models_records_failures_and_resumes(tmp_path):
     zoo, out = make_zoo(tmp_path / "zoo"), tmp_path / "out"
-    result = run_cli("batch", str(zoo), "-o", str(out), "-j", "2", "--latency-rounds", "2", "--json")
+    step = tmp_path / "step_summary.md"
+    result = run_cli("batch", str(zoo), "-o", str(out), "-j", "2", "--latency-rounds", "2", "--json",
+                     env={"GITHUB_STEP_SUMMARY": str(step)})
     assert result.code == 6, result.stderr  # two models failed: not 1, which is a bug of ours
     summary = result.json()
     assert summary == json.loads((out / "summary.json").read_text())
@@ -96,6 +98,9 @@ def test_folder_batch_converts_good_models_records_failures_and_resumes(tmp_path
 
     md = (out / "summary.md").read_text()
     assert "6 ok, 2 failed, 0 skipped" in md and "| `a/b/mlp.onnx` | ok |" in md and "| `broken/truncated.onnx` | failed |" in md
+    step_md = step.read_text()  # the CI step summary: the same table under a section naming the batch and its passes
+    assert step_md.startswith(f"### onnxsmith batch: `{out}`") and "Passes: `cleanup`." in step_md
+    assert "| `broken/truncated.onnx` | failed |" in step_md
     rows = list(csv.DictReader((out / "summary.csv").open()))
     assert [(r["path"], r["status"]) for r in rows] == [(m["path"], m["status"]) for m in summary["models"]]
     assert float(rows[0]["bytes_after"]) == summary["models"][0]["bytes_after"]

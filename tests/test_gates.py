@@ -11,14 +11,17 @@ from conftest import FIXTURES, run_cli
 from onnxsmith.recipe import parse_size
 
 
-def _optimize(out, *extra):
-    return run_cli("optimize", str(FIXTURES / "cnn.onnx"), "-o", str(out), "--calib", str(FIXTURES / "cnn.npz"), "-p", "fuse", *extra)
+def _optimize(out, *extra, env=None):
+    return run_cli("optimize", str(FIXTURES / "cnn.onnx"), "-o", str(out), "--calib", str(FIXTURES / "cnn.npz"), "-p", "fuse",
+                   *extra, env=env)
 
 
 def test_a_failed_speed_or_size_gate_writes_the_artifact_and_exits_5(tmp_path):
     out = tmp_path / "cnn.onnx"
     # no exact fusion makes the cnn 1000x faster, and no model fits in 1 kB: both gates fail on any CPU
-    result = _optimize(out, "--min-speedup", "1000", "--max-size", "1kB", "--latency-rounds", "3", "--json")
+    step = tmp_path / "step_summary.md"
+    result = _optimize(out, "--min-speedup", "1000", "--max-size", "1kB", "--latency-rounds", "3", "--json",
+                       env={"GITHUB_STEP_SUMMARY": str(step)})
     assert result.code == 5, result.stderr
     assert "gate failed: speedup" in result.stderr and "exceeds --max-size 1000 bytes" in result.stderr
     report = result.json()
@@ -27,6 +30,10 @@ def test_a_failed_speed_or_size_gate_writes_the_artifact_and_exits_5(tmp_path):
     assert gates["max_size"]["value"] == report["summary"]["bytes"]["after"] == out.stat().st_size
     assert gates["min_speedup"]["value"] == report["summary"]["latency_ms"]["speedup"]
     assert json.loads((tmp_path / "cnn.report.json").read_text())["gates"] == report["gates"]
+    # the CI step summary names the model, the passes, and each gate's verdict
+    summary = step.read_text()
+    assert summary.startswith("### onnxsmith optimize: `cnn.onnx` → `cnn.onnx`") and "Passes: `fuse` on `cpu`" in summary
+    assert "| min_speedup | 1000.00x |" in summary and "| max_size | 1000 B |" in summary and summary.count("**FAILED**") == 2
 
 
 def test_gates_that_hold_exit_0_and_are_listed(tmp_path):

@@ -308,8 +308,8 @@ def test_every_format_is_written(tmp_path):
     rows = list(csv.DictReader(io.StringIO(outputs["csv"])))
     # separate profiling runs: layers of near-equal time may swap places, so compare as sets
     assert sorted(r["name"] for r in rows) == sorted(layer["name"] for layer in profile["layers"])
-    assert outputs["md"].startswith("### Profile on `cpu`") and len(outputs["md"].splitlines()) < 30
-    assert summary.read_text().count("### Profile on `cpu`") == 4  # appended by every run
+    assert outputs["md"].startswith("### Profile of `mlp.onnx` on `cpu`") and len(outputs["md"].splitlines()) < 30
+    assert summary.read_text().count("### Profile of `mlp.onnx` on `cpu`") == 4  # appended by every run
     assert "<svg" in outputs["html"] and "<script" not in outputs["html"] and "http://" not in outputs["html"].replace(
         'xmlns="http://www.w3.org/2000/svg"', "")
     table = run_cli(*common)

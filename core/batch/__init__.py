@@ -7,6 +7,6 @@ done), :mod:`.worker` and :mod:`.isolation` (one model in one process), :mod:`.l
 """
 
 from onnxsmith.batch.runner import BatchEvents, BatchInterrupted, BatchOptions, run_batch
-from onnxsmith.batch.summary import BatchSummary, ModelResult
+from onnxsmith.batch.summary import BatchSummary, ModelResult, summary_markdown
 
-__all__ = ["BatchEvents", "BatchInterrupted", "BatchOptions", "BatchSummary", "ModelResult", "run_batch"]
+__all__ = ["BatchEvents", "BatchInterrupted", "BatchOptions", "BatchSummary", "ModelResult", "run_batch", "summary_markdown"]

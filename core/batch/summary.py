@@ -18,7 +18,7 @@ from onnxsmith.batch.outcome import NUMBER_KEYS
 from onnxsmith.modelio import write_text_atomic
 from onnxsmith.report import json_safe
 
-__all__ = ["SUMMARY_FILES", "SUMMARY_SCHEMA_VERSION", "BatchSummary", "ModelResult", "write_summaries"]
+__all__ = ["SUMMARY_FILES", "SUMMARY_SCHEMA_VERSION", "BatchSummary", "ModelResult", "summary_markdown", "write_summaries"]
 
 SUMMARY_FILES = ("summary.json", "summary.md", "summary.csv")
 
@@ -71,7 +71,7 @@ def write_summaries(summary: BatchSummary, outdir: Path) -> list[Path]:
     data = summary.to_dict()
     files = {
         outdir / SUMMARY_FILES[0]: json.dumps(data, indent=2, allow_nan=False) + "\n",
-        outdir / SUMMARY_FILES[1]: _markdown(data),
+        outdir / SUMMARY_FILES[1]: summary_markdown(data),
         outdir / SUMMARY_FILES[2]: _csv(data["models"]),
     }
     for path, text in files.items():
@@ -79,11 +79,13 @@ def write_summaries(summary: BatchSummary, outdir: Path) -> list[Path]:
     return list(files)
 
 
-def _markdown(data: dict[str, Any]) -> str:
+def summary_markdown(data: dict[str, Any], *, heading: str = "#", passes: str | None = None) -> str:
+    """The batch's Markdown (summary.md; a CI step summary with ``heading`` "###" and the recipe's ``passes``)."""
     counts = data["counts"]
     lines = [
-        "# onnxsmith batch",
+        f"{heading} onnxsmith batch: `{data['outdir']}`",
         "",
+        *([f"Passes: `{passes}`.", ""] if passes else []),
         f"{counts['ok']} ok, {counts['failed']} failed, {counts['skipped']} skipped (already done) "
         f"in {data['seconds']:.1f} s, executor `{data['executor']}`.",
         "",
