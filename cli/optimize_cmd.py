@@ -87,6 +87,8 @@ def optimize(
         text = json.dumps(resolved, indent=2) + "\n" if save_recipe.suffix == ".json" else yaml.safe_dump(resolved, sort_keys=False)
         write_text_atomic(save_recipe, text)
     if dry_run:
+        if not auto:  # --auto skips the candidates that need data instead
+            resolved_recipe.check_calibration()
         if json_output:
             print_json(resolved)
         else:

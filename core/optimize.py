@@ -92,6 +92,7 @@ def optimize(source: str, output: str | Path, recipe: Recipe, options: OptimizeO
     output = Path(output)
     if recipe.gates.min_speedup is not None and not options.latency_rounds:
         raise RecipeError("--min-speedup needs the timing, and --latency-rounds is 0", "give --latency-rounds 9 or more")
+    recipe.check_calibration()
     prepared = prepare(source, output, recipe, options, [recipe])
     built = build(prepared, recipe, options.instruments)
     budget = recipe.accuracy.max_drift

@@ -79,9 +79,10 @@ class Pipeline:
         records: list[PassRecord] = []
         outputs = compare_outputs(ctx.reference, ctx.reference)
         final_drift = 0.0
-        for pass_ in self.passes:
+        for pass_ in self.passes:  # before the first pass runs: a late pass must not fail for data after minutes of work
             if pass_.requires_calibration():
                 ctx.require_calibration(pass_.name)
+        for pass_ in self.passes:
             for instrument in self.instruments:
                 instrument.before_pass(pass_, model)
             nodes_before = count_nodes(model.ir)

@@ -23,7 +23,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from onnxsmith.costs import CostTable
-from onnxsmith.errors import RecipeError
+from onnxsmith.errors import DataError, RecipeError
 from onnxsmith.pass_base import Pass
 from onnxsmith.registry import available_passes, create_pass
 from onnxsmith.target import HOST, PRESETS, Target, load_target, target_for
@@ -165,6 +165,15 @@ class Recipe(_Strict):
             (name, params), = entry.items()
             built.append(create_pass(name, params or {}))
         return built
+
+    def check_calibration(self) -> None:
+        """Raise the DataError a pass would raise later when no --calib is given and a pass needs it."""
+        if self.calibration.data is not None:
+            return
+        needing = [p.name for p in self.build_passes() if p.requires_calibration()]
+        if needing:
+            raise DataError(f"pass '{needing[0]}' needs calibration data, and none is given",
+                            "pass --calib PATH (an .npz keyed by input name, or a folder of .npz/.npy files or images)")
 
     def resolved(self) -> dict[str, Any]:
         """The recipe with every pass option spelled out: what the report and --save-recipe record."""

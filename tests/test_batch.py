@@ -388,3 +388,20 @@ def test_several_workers_start_the_largest_models_first_and_one_worker_keeps_the
     sizes["c.onnx"] += (zoo / "external.onnx.data").stat().st_size
     assert orders[2] == sorted(sizes, key=sizes.get, reverse=True)
     assert orders[1] == ["a.onnx", "b.onnx", "c.onnx", "d.onnx"]
+
+
+def test_a_model_calibrates_on_the_npz_beside_it_unless_data_is_given(tmp_path):
+    zoo = make_zoo(tmp_path / "zoo", {"a/cnn.onnx": "cnn", "b/mlp.onnx": "mlp"}, broken=False)
+    shutil.copy(FIXTURES / "cnn.npz", zoo / "a/cnn.npz")  # mlp has none beside it
+    jobs = {job.key: job for job in discover_jobs(zoo, tmp_path / "out", validate_recipe({"passes": ["cleanup"]}))}
+    assert jobs["a/cnn.onnx"].recipe["calibration"]["data"] == str(zoo / "a/cnn.npz")
+    assert jobs["b/mlp.onnx"].recipe["calibration"]["data"] is None
+    given = validate_recipe({"passes": ["cleanup"], "calibration": {"data": str(FIXTURES / "cnn.npz")}})
+    assert discover_jobs(zoo, tmp_path / "out", given)[0].recipe["calibration"]["data"] == str(FIXTURES / "cnn.npz")
+
+    # the int8 preset needs data: the cnn converts on its own .npz, the mlp fails saying what it lacks
+    result = run_cli("batch", str(zoo), "-o", str(tmp_path / "out"), "--preset", "int8", "-j", "1", "--latency-rounds", "0", "--json")
+    models = by_path(result.json())
+    assert models["a/cnn.onnx"]["status"] == "ok", models["a/cnn.onnx"]["error"]
+    assert models["b/mlp.onnx"]["status"] == "failed" and "needs calibration data" in models["b/mlp.onnx"]["error"]
+    assert result.code == 6

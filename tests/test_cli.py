@@ -225,6 +225,14 @@ def test_bad_recipe(tmp_path):
     _assert_clean_failure(_optimize(tmp_path, FIXTURES / "cnn.onnx", "--recipe", str(recipe)), tmp_path, "unknown key 'acuracy'")
 
 
+def test_a_preset_that_needs_data_without_calib_fails_before_any_pass_and_in_dry_run(tmp_path):
+    result = _optimize(tmp_path, FIXTURES / "cnn.onnx", "--preset", "int8")
+    _assert_clean_failure(result, tmp_path, "pass 'quantize' needs calibration data", "--calib")
+    assert "cleanup" not in result.stderr  # no pass ran first
+    dry = run_cli("optimize", str(FIXTURES / "cnn.onnx"), "-o", str(tmp_path / "out" / "o.onnx"), "--preset", "int8", "--dry-run")
+    _assert_clean_failure(dry, tmp_path, "needs calibration data")
+
+
 def test_calibration_names_do_not_match(tmp_path):
     npz = tmp_path / "c.npz"
     np.savez(npz, wrong=np.zeros((4, 3, 32, 32), np.float32))

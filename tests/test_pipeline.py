@@ -100,6 +100,23 @@ def test_a_pass_that_needs_calibration_refuses_without_it():
         Pipeline([NeedsData()]).run(model, ctx)
 
 
+def test_a_late_pass_that_needs_calibration_refuses_before_the_first_pass_runs():
+    model, ctx = _setup()
+    ctx.calibration = None
+    seen = []
+
+    class Recorder:
+        def before_pass(self, pass_, model):
+            seen.append(pass_.name)
+
+        def after_pass(self, pass_, model, record):
+            pass
+
+    with pytest.raises(DataError, match="pass 'needs-data' needs calibration data"):
+        Pipeline([create_pass("cleanup"), NeedsData()], instruments=[Recorder()]).run(model, ctx)
+    assert seen == []
+
+
 def test_instruments_see_every_pass_in_order():
     seen = []
 

@@ -3,7 +3,8 @@
 A folder yields every ``*.onnx`` under it (recursively); each artifact mirrors its model's
 relative path under OUTDIR. A manifest (YAML or CSV) lists models one per entry, with
 optional per-model overrides (``passes``, ``recipe``, ``calib``, ``input_shape``,
-``output``). Every job carries the two hashes that identify finished work in the ledger:
+``output``). A model ``NAME.onnx`` with a ``NAME.npz`` beside it calibrates on that file
+when neither the recipe nor its manifest entry names data. Every job carries the two hashes that identify finished work in the ledger:
 the model's content hash and the hash of its fully resolved recipe.
 """
 
@@ -186,12 +187,21 @@ def _job(entry: ManifestEntry, index: int, base: dict[str, Any], root: Path, out
     data = _merge(base, entry.recipe or {})
     if entry.passes is not None:
         data["passes"] = parse_pipeline(entry.passes)
-    if entry.calib is not None:
-        data["calibration"] = {**data.get("calibration", {}), "data": str(root / entry.calib)}
+    calib = root / entry.calib if entry.calib is not None else _beside(source) if not (data.get("calibration") or {}).get("data") else None
+    if calib is not None:
+        data["calibration"] = {**data.get("calibration", {}), "data": str(calib)}
     resolved = validate_recipe(data, where=f"{where}, entry {index} ({entry.model})").resolved()
     shapes = tuple(parse_shape(s) for s in entry.input_shape or [])
     return Job(key=rel.as_posix(), source=source, output=outdir / rel, recipe=resolved, input_shapes=shapes,
                model_hash=model_hash(source, shapes), recipe_hash=recipe_hash(resolved))
+
+
+def _beside(source: str) -> Path | None:
+    """NAME.npz next to the model NAME.onnx: its data, where neither the recipe nor the manifest gives any."""
+    if is_torch_factory(source):
+        return None
+    data = Path(source).with_suffix(".npz")
+    return data if data.is_file() else None
 
 
 def _default_key(model: str, root: Path) -> str:
