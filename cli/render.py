@@ -79,7 +79,9 @@ def optimize_summary(report: Report, report_path: Path | None) -> None:
     table.add_row("file size", human_bytes(s.bytes["before"]), human_bytes(s.bytes["after"]), _ratio(s.bytes["before"], s.bytes["after"]))
     lat = s.latency_ms
     if lat["before"] is not None:
-        table.add_row(f"latency ({report.backend}, median)", f"{lat['before']:.3f} ms", f"{lat['after']:.3f} ms", f"{lat['speedup']:.2f}x speed")
+        table.add_row(f"latency ({report.backend}, median)", f"{lat['before']:.3f} ms", f"{lat['after']:.3f} ms", speedup_text(lat))
+        if lat.get("speedup_iqr"):
+            table.add_row("speedup per round (IQR)", "", "", spread_text(lat))
     metric = report.accuracy["metric"] if report.accuracy else "drift"
     table.add_row("drift" if metric == "drift" else f"{metric} drift", "", f"{s.drift:.3g}", "")
     stdout.print(table)
@@ -112,7 +114,9 @@ def optimize_markdown(report: Report) -> str:
              f"| file size | {human_bytes(s.bytes['before'])} | {human_bytes(s.bytes['after'])} | "
              f"{_ratio(s.bytes['before'], s.bytes['after'])} |"]
     if lat["before"] is not None:
-        lines.append(f"| latency ms (median) | {lat['before']:.3f} | {lat['after']:.3f} | {lat['speedup']:.2f}x speed |")
+        lines.append(f"| latency ms (median) | {lat['before']:.3f} | {lat['after']:.3f} | {speedup_text(lat)} |")
+        if lat.get("speedup_iqr"):
+            lines.append(f"| speedup per round (IQR) | | | {spread_text(lat)} |")
     metric = report.accuracy["metric"] if report.accuracy else "drift"
     lines.append(f"| {'drift' if metric == 'drift' else metric + ' drift'} | | {s.drift:.3g} | |")
     if report.gates:
@@ -121,6 +125,19 @@ def optimize_markdown(report: Report) -> str:
                   f"{'passed' if row['passed'] else '**FAILED**'} |" for row in report.gates]
     lines += [""] + [f"- warning: {w}" for w in report.warnings]
     return "\n".join(lines).rstrip() + "\n"
+
+
+def speedup_text(latency: dict) -> str:
+    """"1.32x faster", "0.91x, slower", "1.03x, within the noise": a ratio is a change only when it held in most rounds."""
+    verdict = latency.get("verdict")
+    if verdict is None:
+        return f"{latency['speedup']:.2f}x speed"
+    return f"{latency['speedup']:.2f}x faster" if verdict == "faster" else f"{latency['speedup']:.2f}x, {verdict}"
+
+
+def spread_text(latency: dict) -> str:
+    low, high = latency["speedup_iqr"]
+    return f"{low:.2f}-{high:.2f}x over {latency['rounds']} rounds"
 
 
 def _gate_value(gate: str, value: float | None) -> str:

@@ -44,7 +44,7 @@ import onnx_ir as ir
 from onnxsmith.backend import available_backends, get_backend
 from onnxsmith.errors import AccuracyBudgetExceeded, PassFailure, RecipeError, first_line
 from onnxsmith.gates import check_gates
-from onnxsmith.latency import LatencyStats, consistently_faster, measure_interleaved
+from onnxsmith.latency import MIN_ROUNDS, LatencyStats, consistently_faster, measure_interleaved, speedup_summary
 from onnxsmith.modelio import model_bytes
 from onnxsmith.optimize import Built, OptimizeOptions, Prepared, build, prepare, write
 from onnxsmith.passes.quantize.int8_plan import other_int8_ops
@@ -56,7 +56,6 @@ __all__ = ["CANDIDATES", "DEFAULT_CANDIDATES", "Candidate", "auto_optimize"]
 logger = logging.getLogger(__name__)
 
 MATMUL_HEAVY = 0.5  # share of the weights in MatMul/Gemm above which int4 weights are tried
-MIN_ROUNDS = 9  # fewer rounds cannot tell "faster in most rounds" from noise
 OTHER_BACKEND_HINT = 1.2  # another backend this much faster than the chosen artifact is worth a line
 
 
@@ -172,7 +171,7 @@ def auto_optimize(source: str, output: str | Path, recipe: Recipe, options: Opti
         "other_backends": hints,
         "advice": _advice(best, stats[best.name], baseline, hints, recipe.backend),
     }
-    latency = {"before": baseline.median_ms, "after": best.ms, "speedup": best.speedup}
+    latency = speedup_summary(baseline, stats[best.name])
     report = write(prepared, chosen, output, options, latency=latency, auto=auto)
     check_gates(report)
     return report

@@ -16,7 +16,9 @@ import numpy as np
 
 from onnxsmith.backend import Session
 
-__all__ = ["LatencyStats", "consistently_faster", "measure_interleaved", "percentile"]
+__all__ = ["MIN_ROUNDS", "LatencyStats", "consistently_faster", "measure_interleaved", "percentile", "speedup_summary"]
+
+MIN_ROUNDS = 9  # fewer interleaved rounds cannot tell "faster in most rounds" from noise
 
 
 @dataclass
@@ -55,6 +57,24 @@ def consistently_faster(candidate: LatencyStats, baseline: LatencyStats, quantil
     by round cancels the machine's drift; a gain within the noise of the rounds is no gain."""
     ratios = [b / c for b, c in zip(baseline.samples_ms, candidate.samples_ms, strict=True) if c > 0]
     return bool(ratios) and percentile(ratios, quantile) > 1.0
+
+
+def speedup_summary(before: LatencyStats, after: LatencyStats) -> dict[str, object]:
+    """``after`` against ``before`` from one interleaved run: the medians, their ratio, the
+    spread of the per-round ratios (25th-75th percentile), and a verdict that calls a ratio a
+    change only when it held in most of at least MIN_ROUNDS rounds ("faster", "slower", "within
+    the noise", "too few rounds to tell")."""
+    ratios = [b / a for b, a in zip(before.samples_ms, after.samples_ms, strict=True) if a > 0]
+    if before.rounds < MIN_ROUNDS:
+        verdict = "too few rounds to tell"
+    elif consistently_faster(after, before):
+        verdict = "faster"
+    elif consistently_faster(before, after):
+        verdict = "slower"
+    else:
+        verdict = "within the noise"
+    return {"before": before.median_ms, "after": after.median_ms, "speedup": before.median_ms / after.median_ms,
+            "speedup_iqr": [percentile(ratios, 25), percentile(ratios, 75)], "rounds": before.rounds, "verdict": verdict}
 
 
 def _time_block(session: Session, feed: dict[str, np.ndarray], inner: int) -> float:

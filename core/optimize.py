@@ -22,7 +22,7 @@ from onnxsmith.data import Dataset, ImageOptions, InputSpec, load_dataset, model
 from onnxsmith.errors import AccuracyBudgetExceeded, DataError, InputError, RecipeError, first_line
 from onnxsmith.gates import check_gates, gate_rows
 from onnxsmith.graph_stats import graph_stats
-from onnxsmith.latency import LatencyStats, consistently_faster, measure_interleaved
+from onnxsmith.latency import MIN_ROUNDS, LatencyStats, consistently_faster, measure_interleaved, speedup_summary
 from onnxsmith.measure import Measurements
 from onnxsmith.metrics import OutputDrift, compare_outputs, load_metric
 from onnxsmith.model import INFERENCE_PRECISION_KEY, Model
@@ -161,11 +161,7 @@ def write(prepared: Prepared, built: Built, output: Path, options: OptimizeOptio
                 evaluation.feeds()[0],
                 rounds=options.latency_rounds,
             )
-            latency = {
-                "before": timed["before"].median_ms,
-                "after": timed["after"].median_ms,
-                "speedup": timed["before"].median_ms / timed["after"].median_ms,
-            }
+            latency = speedup_summary(timed["before"], timed["after"])
 
     resolved = recipe.resolved()
     model.stamp_provenance(__version__, resolved)
@@ -208,7 +204,7 @@ def write(prepared: Prepared, built: Built, output: Path, options: OptimizeOptio
         },
         artifact={"path": str(output), "files": [str(p) for p in written], "external_data": external} if save else {},
         warnings=[*backend.target.warnings(), *_warnings(evaluation, result.records, prepared.choice),
-                  *_speed_warning(result.records, timed, backend.name)],
+                  *_speed_warning(result.records, timed, backend.name), *_rounds_warning(options.latency_rounds, latency)],
         profile=profile,
         accuracy=prepared.choice.describe(),
         auto=auto,
@@ -330,6 +326,14 @@ def _size(source: Path | None, data_files: list[Path]) -> int | None:
 
 def _output_report(d: OutputDrift) -> OutputReport:
     return OutputReport(max_abs=d.max_abs, mean_abs=d.mean_abs, cosine=d.cosine, sqnr_db=d.sqnr_db, channel_error=d.channel_error)
+
+
+def _rounds_warning(rounds: int, latency: dict[str, object]) -> list[str]:
+    """Too few timing rounds to call any speedup a change: say so beside the number."""
+    if latency.get("speedup") is None or not 0 < rounds < MIN_ROUNDS:
+        return []
+    return [f"--latency-rounds {rounds} is too few to tell a speedup from the machine's noise "
+            f"({latency['speedup']:.2f}x here); give {MIN_ROUNDS} or more"]
 
 
 def _speed_warning(records: list[PassRecord], timed: dict[str, LatencyStats] | None, backend: str) -> list[str]:

@@ -52,7 +52,7 @@ class Summary:
     nodes: dict[str, int]
     params: dict[str, int]
     bytes: dict[str, int]
-    latency_ms: dict[str, float | None]
+    latency_ms: dict[str, Any]  # before, after, speedup; with timing: speedup_iqr, rounds, verdict (latency.speedup_summary)
     drift: float
     outputs: dict[str, OutputReport]
     # with the runtime told to compute in bf16/fp16: {"precision", "drift", "outputs"} of the artifact run that way

@@ -7,7 +7,7 @@ import numpy as np
 import onnx
 
 from conftest import FIXTURES, run_cli
-from onnxsmith.latency import LatencyStats
+from onnxsmith.latency import LatencyStats, speedup_summary
 from onnxsmith.optimize import _speed_warning
 from onnxsmith.report import PassRecord
 
@@ -50,3 +50,26 @@ def test_int8_that_quantizes_no_layer_hands_back_the_model_and_says_why(tmp_path
         "the speed rules, the timing or as output heads (the per-layer rows say why); the model is returned unchanged"]
     assert all(row["precision"] == "fp32" and row["reason"] for row in record["layers"])
     assert "DequantizeLinear" not in {n.op_type for n in onnx.load(str(out)).graph.node}
+
+
+def test_a_speedup_is_called_a_change_only_when_it_held_in_most_rounds():
+    base = _stats([10.0] * 9)
+    faster = speedup_summary(base, _stats([8.0] * 8 + [11.0]))
+    assert faster["verdict"] == "faster" and faster["speedup"] == 10.0 / 8.0 and faster["rounds"] == 9
+    assert faster["speedup_iqr"] == [1.25, 1.25]
+    assert speedup_summary(base, _stats([12.0] * 9))["verdict"] == "slower"
+    noisy = speedup_summary(base, _stats([8.0, 12.0] * 4 + [8.0]))  # a better median, won in 5 of 9 rounds
+    assert noisy["verdict"] == "within the noise" and noisy["speedup_iqr"][0] < 1 < noisy["speedup_iqr"][1]
+    assert speedup_summary(_stats([10.0] * 3), _stats([5.0] * 3))["verdict"] == "too few rounds to tell"
+
+
+def test_optimize_shows_the_spread_and_warns_when_the_rounds_are_too_few(tmp_path):
+    out = tmp_path / "cnn.onnx"
+    few = run_cli("optimize", str(FIXTURES / "cnn.onnx"), "-o", str(out), "-p", "fuse", "--latency-rounds", "3", "--json")
+    assert few.code == 0, few.stderr
+    latency = few.json()["summary"]["latency_ms"]
+    assert latency["rounds"] == 3 and latency["verdict"] == "too few rounds to tell" and len(latency["speedup_iqr"]) == 2
+    assert "--latency-rounds 3 is too few" in " ".join(few.json()["warnings"])
+    table = run_cli("optimize", str(FIXTURES / "cnn.onnx"), "-o", str(out), "-p", "fuse", "--latency-rounds", "9")
+    assert "speedup per round (IQR)" in table.stdout and "over 9 rounds" in table.stdout
+    assert "too few" not in table.stderr
