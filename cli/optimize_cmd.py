@@ -51,7 +51,7 @@ def optimize(
     from onnxsmith.cli.progress import ProgressInstrument
     from onnxsmith.errors import InputError, OnnxsmithError
     from onnxsmith.modelio import write_text_atomic
-    from onnxsmith.optimize import OptimizeOptions, optimize as run_optimize, planned_paths, report_path_for
+    from onnxsmith.optimize import OptimizeOptions, optimize as run_optimize, planned_paths
     from onnxsmith.paths_guard import refuse_overlap
     from onnxsmith.pipeline import DumpInstrument
     from onnxsmith.recipe import recipe_from_flags

@@ -63,10 +63,20 @@ def pass_list(infos: list[PassInfo]) -> None:
     stdout.print(table)
     for info in infos:
         if info.rules:
-            rules = Table("rule", "what it does", title=f"{info.name} rules (select with {info.name}{{only=[...]}} or {info.name}{{disable=[...]}})", title_justify="left")
+            rules = Table("rule", "what it does", title=_rules_title(info), title_justify="left")
             for name, doc in info.rules.items():
                 rules.add_row(name, escape(doc))
             stdout.print(rules)
+
+
+def _rules_title(info: PassInfo) -> str:
+    """How a pass's catalogue is selected: rules by only/disable where it has those options, else methods by method=."""
+    options = {p.name for p in info.params}
+    if {"only", "disable"} <= options:
+        return f"{info.name} rules (select with {info.name}{{only=[...]}} or {info.name}{{disable=[...]}})"
+    if "method" in options:
+        return f"{info.name} methods (choose with {info.name}{{method=...}})"
+    return f"{info.name} rules"
 
 
 def optimize_summary(report: Report, report_path: Path | None) -> None:
@@ -111,8 +121,8 @@ def optimize_markdown(report: Report) -> str:
              + (f" `--auto` kept **{report.auto['kept']}**." if report.auto else ""), "",
              "| | before | after | change |", "|---|---|---|---|",
              f"| nodes | {s.nodes['before']} | {s.nodes['after']} | {_ratio(s.nodes['before'], s.nodes['after'])} |",
-             f"| file size | {human_bytes(s.bytes['before'])} | {human_bytes(s.bytes['after'])} | "
-             f"{_ratio(s.bytes['before'], s.bytes['after'])} |"]
+             (f"| file size | {human_bytes(s.bytes['before'])} | {human_bytes(s.bytes['after'])} | "
+              f"{_ratio(s.bytes['before'], s.bytes['after'])} |")]
     if lat["before"] is not None:
         lines.append(f"| latency ms (median) | {lat['before']:.3f} | {lat['after']:.3f} | {speedup_text(lat)} |")
         if lat.get("speedup_iqr"):

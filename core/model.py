@@ -33,7 +33,10 @@ class Model:
         return bool(self.data_files)
 
     def stamp_provenance(self, version: str, recipe: dict) -> None:
-        """Record in the model's metadata who wrote it, from what, and how."""
+        """Record in the model's metadata who wrote it, from what, and how (``recipe``: as
+        recorded, with no path of the build machine in it: the same recipe on another machine
+        gives the same bytes); the model's producer becomes onnxsmith."""
+        self.ir.producer_name, self.ir.producer_version = "onnxsmith", version
         props = self.ir.metadata_props
         props[PROVENANCE_PREFIX + "version"] = version
         props[PROVENANCE_PREFIX + "source_sha256"] = self.sha256

@@ -26,7 +26,7 @@ from onnxsmith.latency import MIN_ROUNDS, LatencyStats, consistently_faster, mea
 from onnxsmith.measure import Measurements
 from onnxsmith.metrics import OutputDrift, compare_outputs, load_metric
 from onnxsmith.model import INFERENCE_PRECISION_KEY, Model
-from onnxsmith.modelio import EXTERNAL_DATA_THRESHOLD, model_bytes, save_onnx, write_text_atomic
+from onnxsmith.modelio import EXTERNAL_DATA_THRESHOLD, hash_files, model_bytes, save_onnx, write_text_atomic
 from onnxsmith.paths_guard import Read, Write, refuse_overlap
 from onnxsmith.pipeline import DumpInstrument, Instrument, Pipeline, PipelineResult
 from onnxsmith.profile_compare import compare_profiles
@@ -164,7 +164,7 @@ def write(prepared: Prepared, built: Built, output: Path, options: OptimizeOptio
             latency = speedup_summary(timed["before"], timed["after"])
 
     resolved = recipe.resolved()
-    model.stamp_provenance(__version__, resolved)
+    model.stamp_provenance(__version__, _portable(resolved))
     model.ir.metadata_props[INFERENCE_PRECISION_KEY] = backend.target.precision
     profile = None
     if options.profile_runs:  # after stamping: the artifact's origin map names its layers
@@ -220,6 +220,21 @@ def write(prepared: Prepared, built: Built, output: Path, options: OptimizeOptio
         else:
             write_text_atomic(options.save_costs, costs_json(backend.target.host or backend.target.cpu, backend.name, rows))
     return report
+
+
+def _portable(resolved: dict) -> dict:
+    """The recipe as the artifact records it: the files it read (calibration data, cost table)
+    by name and content hash instead of by this machine's path."""
+    portable = copy.deepcopy(resolved)
+    for section, key in (("calibration", "data"), ("target", "costs")):
+        value = portable[section].get(key)
+        if value in (None, "random"):
+            continue
+        path = Path(value)
+        files = sorted(f for f in path.rglob("*") if f.is_file()) if path.is_dir() else [path]
+        portable[section][key] = path.name
+        portable[section][f"{key}_sha256"] = hash_files(files)
+    return portable
 
 
 def _runtime_precision(ctx: Context, model: Model) -> dict[str, object] | None:

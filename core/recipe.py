@@ -307,15 +307,20 @@ def validate_recipe(data: dict[str, Any], *, where: str = "recipe") -> Recipe:
     try:
         recipe = Recipe.model_validate(data)
     except pydantic.ValidationError as e:
-        err = e.errors()[0]
-        loc = ".".join(str(p) for p in err["loc"])
-        if err["type"] == "extra_forbidden":
-            parent = _model_at(err["loc"][:-1])
-            valid = ", ".join(parent.model_fields) if parent else ""
-            raise RecipeError(f"{where}: unknown key '{loc}'", f"valid keys here: {valid}") from None
-        raise RecipeError(f"{where}: '{loc}': {err['msg']}", "see `onnxsmith recipe schema`") from None
+        problems, fixes = zip(*(_recipe_problem(err) for err in e.errors()), strict=True)
+        fix = next((f for f in fixes if f.startswith("valid keys")), fixes[0])
+        raise RecipeError(f"{where}: {'; '.join(problems)}", fix) from None
     recipe.build_passes()  # unknown pass names and options fail here, with the choices
     return recipe
+
+
+def _recipe_problem(err: dict[str, Any]) -> tuple[str, str]:
+    """(what is wrong, what to do) for one validation error of a recipe: every one is reported."""
+    loc = ".".join(str(p) for p in err["loc"])
+    if err["type"] == "extra_forbidden":
+        parent = _model_at(err["loc"][:-1])
+        return f"unknown key '{loc}'", f"valid keys here: {', '.join(parent.model_fields) if parent else ''}"
+    return f"'{loc}': {err['msg'].removeprefix('Value error, ')}", "see `onnxsmith recipe schema`"
 
 
 def _model_at(loc: tuple) -> type[BaseModel] | None:

@@ -73,14 +73,20 @@ def create_pass(name: str, params: dict[str, Any] | None = None) -> Pass:
     try:
         return pydantic.TypeAdapter(cls).validate_python(params)
     except pydantic.ValidationError as e:
-        err = e.errors()[0]
-        option = ".".join(str(p) for p in err["loc"]) or "options"
-        raise RecipeError(
-            f"pass '{name}' option '{option}': {err['msg']} (got {err.get('input')!r})",
-            "see `onnxsmith passes` for its options",
-        ) from None
+        problems = "; ".join(_option_problem(err) for err in e.errors())
+        raise RecipeError(f"pass '{name}': {problems}", "see `onnxsmith passes` for its options") from None
     except ValueError as e:
         raise RecipeError(f"pass '{name}': {e}", "see `onnxsmith passes` for its options") from None
+
+
+def _option_problem(err: dict[str, Any]) -> str:
+    """One validation error of a pass's options, in the user's terms: the option and what is wrong
+    with the value given; a check of the options together (the pass's own ValueError) as its message alone."""
+    message = err["msg"].removeprefix("Value error, ")
+    if not err["loc"]:
+        return message
+    option = ".".join(str(p) for p in err["loc"])
+    return f"option '{option}': {message} (got {err.get('input')!r})"
 
 
 @dataclass

@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import shutil
 
 import numpy as np
+import onnx
 import pytest
 import yaml
 
 from conftest import FIXTURES, fixture_feeds, ort_outputs, run_cli
+from onnxsmith import __version__
 
 REPORT_KEYS = {"schema_version", "tool_version", "source", "backend", "recipe", "passes", "summary", "data"}
 
@@ -63,6 +66,8 @@ def test_passes_lists_options_with_defaults():
     assert {"name": "version", "type": "int", "default": 17}.items() <= by_name["opset"]["params"][0].items()
     table = run_cli("passes").stdout
     assert "opset" in table and "version" in table
+    # a catalogue says how it is selected: fuse's rules by only/disable, prune's methods by method=
+    assert "fuse rules (select with fuse{only=[...]}" in table and "prune methods (choose with prune{method=...})" in table
 
 
 def test_optimize_json_writes_artifact_report_and_provenance(tmp_path):
@@ -130,7 +135,6 @@ def test_dump_dir_writes_the_model_after_each_pass(tmp_path):
     """Each dump is the model as its pass left it: what cleanup makes of the original, then
     fuse's FusedConvs, then the same graph at opset 21, which is the artifact's graph; and each
     computes what the original does."""
-    import onnx
     import onnx_ir as ir
 
     from onnxsmith.context import Context
@@ -259,7 +263,6 @@ def test_non_finite_calibration_is_refused_before_any_pass(tmp_path, value):
 
 def test_original_outputs_nan_on_the_data_is_refused(tmp_path):
     """A model that computes NaN on the user's (finite) data: nothing can be verified against it."""
-    import onnx
     from onnx import TensorProto, helper
 
     value = helper.make_tensor_value_info
@@ -300,3 +303,22 @@ def test_a_failing_pass_exits_3_and_writes_nothing(tmp_path):
     last = result.stderr.strip().splitlines()[-1]  # after the progress line of cleanup
     assert last.startswith("error: pass 'opset'") and "Gelu" in last and "Traceback" not in result.stderr
     assert not (tmp_path / "out").exists() or list((tmp_path / "out").iterdir()) == []
+
+
+def test_the_artifact_records_its_data_by_name_and_hash_so_another_machine_gets_the_same_bytes(tmp_path):
+    artifacts = []
+    for where in ("here", "there/deeper"):  # the same data at two paths, as on two machines
+        data = tmp_path / where / "cnn.npz"
+        data.parent.mkdir(parents=True)
+        shutil.copy(FIXTURES / "cnn.npz", data)
+        out = tmp_path / f"{where.replace('/', '_')}.onnx"
+        result = run_cli("optimize", str(FIXTURES / "cnn.onnx"), "-o", str(out), "-p", "fuse", "--calib", str(data),
+                         "--latency-rounds", "0")
+        assert result.code == 0, result.stderr
+        artifacts.append(out.read_bytes())
+    assert artifacts[0] == artifacts[1]
+    model = onnx.load_from_string(artifacts[0])
+    assert (model.producer_name, model.producer_version) == ("onnxsmith", __version__)
+    calibration = json.loads(dict((p.key, p.value) for p in model.metadata_props)["onnxsmith.recipe"])["calibration"]
+    assert calibration["data"] == "cnn.npz"
+    assert calibration["data_sha256"] == hashlib.sha256((FIXTURES / "cnn.npz").read_bytes()).hexdigest()

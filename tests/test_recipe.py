@@ -49,6 +49,21 @@ def test_out_of_range_option_is_refused():
         create_pass("opset", {"version": "seventeen"})
 
 
+def test_a_fuse_rule_typo_is_one_plain_sentence():
+    with pytest.raises(RecipeError) as caught:
+        create_pass("fuse", {"disable": ["bogus"]})
+    assert str(caught.value).startswith("pass 'fuse': unknown fuse rule 'bogus'; rules: noop,")
+    assert "Value error" not in str(caught.value) and "(got" not in str(caught.value)
+
+
+def test_every_error_of_a_recipe_is_reported_at_once():
+    with pytest.raises(RecipeError) as caught:
+        validate_recipe({"acuracy": {}, "seed": "x", "gates": {"max_size": "a lot"}})
+    message = str(caught.value)
+    assert "unknown key 'acuracy'" in message and "'seed': Input should be a valid integer" in message
+    assert "'gates.max_size': 'a lot' is not a size" in message and "valid keys here:" in message
+
+
 def test_unknown_recipe_key_lists_valid_keys(tmp_path):
     path = tmp_path / "r.yaml"
     path.write_text("backend: cpu\npasess: [cleanup]\n")
