@@ -33,7 +33,7 @@ def optimize(
     metric: Annotated[str | None, typer.Option("--metric", help="What the accuracy budget is on: auto (default: the task metric the model's signature shows, else drift), drift (per-channel output error), embedding-cosine, top1, ctc-text, detection-f1, or package.module:function(reference, candidate[, feeds]) -> float. The report says which and why.")] = None,
     seed: Annotated[int | None, typer.Option("--seed", help="Seed for data splits and random feeds.")] = None,
     latency_rounds: Annotated[int, typer.Option("--latency-rounds", min=0, help="Interleaved timing rounds (0 skips timing).")] = 15,
-    profile_runs: Annotated[int, typer.Option("--profile-runs", min=0, help="Profile per layer before and after, this many runs each, into the report (0: off).")] = 0,
+    profile_runs: Annotated[int, typer.Option("--profile-runs", min=0, help="Profile per layer on the backend before and after, up to this many runs each (fewer where they would take over 10 s), into the report and the summary (0: off).")] = 10,
     auto: Annotated[bool, typer.Option("--auto", help="Try whole candidate pipelines (fuse, opset upgrade, int8, int4, bf16/fp16 runtime...), time each against the original on the backend (at least 9 rounds), keep the fastest within the budget; prints the search table.")] = False,
     auto_candidates: Annotated[str | None, typer.Option("--auto-candidates", help="With --auto: comma-separated candidates to try (default: all but prune, int8-all-ops and int8-rules).")] = None,
     dump_dir: Annotated[Path | None, typer.Option("--dump-dir", help="Write the model after every pass into this folder.")] = None,

@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING, Any
 from rich.markup import escape
 from rich.table import Table
 
+from onnxsmith.cli import render_profile
 from onnxsmith.cli.console import stderr, stdout
 from onnxsmith.registry import PassInfo
 from onnxsmith.report import Report
@@ -100,6 +101,8 @@ def optimize_summary(report: Report, report_path: Path | None) -> None:
         sqnr = "exact" if o.sqnr_db == float("inf") else f"{o.sqnr_db:.1f}"
         outputs.add_row(name, f"{o.max_abs:.3g}", f"{o.cosine:.6f}", sqnr)
     stdout.print(outputs)
+    if report.profile:
+        render_profile.brief_compare(report.profile["after"])
     for row in report.gates or []:
         verdict = "[green]passed[/green]" if row["passed"] else "[red]FAILED[/red]"
         stdout.print(f"gate {row['gate']}: {_gate_value(row['gate'], row['value'])} vs limit "

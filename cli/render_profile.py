@@ -19,6 +19,7 @@ __all__ = ["csv_text", "divergence_line", "markdown", "table"]
 
 TABLE_ROWS = 25
 MARKDOWN_ROWS = 10
+BRIEF_ROWS = 8
 CSV_FIELDS = ("name", "origin", "op_type", "kernel", "provider", "precision", "median_ms", "p90_ms", "share", "flops", "params",
               "bytes", "intensity", "gflops_per_s", "module", "inserted_by", "node", "tensor", "order",
               "before_ms", "after_ms", "speedup", "sqnr_db")
@@ -46,6 +47,18 @@ def table(profile: dict[str, Any], rows: int = TABLE_ROWS) -> None:
     stdout.print(ops)
     if compare:
         stdout.print(escape(divergence_line(compare)))
+
+
+def brief_compare(profile: dict[str, Any], rows: int = BRIEF_ROWS) -> None:
+    """The slowest layers of an optimize run's after-profile, with their time before: what
+    ``optimize`` prints under its summary (``onnxsmith profile`` gives the whole table)."""
+    layers = Table("layer", "op", "prec", "before ms", "after ms", "speedup",
+                   title=f"Per-layer profile on {profile['backend']} ({profile['runs']} runs each): slowest "
+                         f"{min(rows, len(profile['layers']))} of {len(profile['layers'])} layers after", title_justify="left")
+    for layer in profile["layers"][:rows]:
+        layers.add_row(escape(layer["name"]), escape(layer["op_type"]), layer["precision"], _num(layer.get("before_ms"), ".3f"),
+                       f"{layer['median_ms']:.3f}", _speedup(layer.get("speedup")))
+    stdout.print(layers)
 
 
 def markdown(profile: dict[str, Any], model: str, rows: int = MARKDOWN_ROWS) -> str:

@@ -41,6 +41,7 @@ __all__ = ["Built", "OptimizeOptions", "Prepared", "build", "optimize", "planned
 logger = logging.getLogger(__name__)
 
 RANDOM_EVAL_SAMPLES = 4
+PROFILE_BUDGET_S = 10.0  # the per-layer profiles before and after, together: fewer runs on slow models
 
 
 @dataclass
@@ -49,7 +50,7 @@ class OptimizeOptions:
 
     input_shapes: list[tuple[int, ...]] | None = None
     latency_rounds: int = 15
-    profile_runs: int = 0  # > 0: profile on the backend before and after, into the report's ``profile``
+    profile_runs: int = 0  # > 0: profile on the backend before and after (up to this many runs), into the report's ``profile``
     instruments: tuple[Instrument, ...] = ()
     save_costs: Path | None = None  # write the per-layer int8 costs measured here (costs.py)
 
@@ -167,9 +168,10 @@ def write(prepared: Prepared, built: Built, output: Path, options: OptimizeOptio
     model.stamp_provenance(__version__, _portable(resolved))
     model.ir.metadata_props[INFERENCE_PRECISION_KEY] = backend.target.precision
     profile = None
-    if options.profile_runs:  # after stamping: the artifact's origin map names its layers
-        profile_before = backend.profile(original.ir, evaluation.feeds(), runs=options.profile_runs)
-        profile_after = backend.profile(model.ir, evaluation.feeds(), runs=options.profile_runs)
+    runs = _profile_runs(options.profile_runs, latency)
+    if runs:  # after stamping: the artifact's origin map names its layers
+        profile_before = backend.profile(original.ir, evaluation.feeds(), runs=runs)
+        profile_after = backend.profile(model.ir, evaluation.feeds(), runs=runs)
         compared = compare_profiles(profile_before, profile_after, sqnr={}, other=str(original.source or prepared.source),
                                     latency=(timed["before"], timed["after"]) if timed else None)
         profile = {"before": profile_before.to_dict(), "after": compared.to_dict()}
@@ -341,6 +343,15 @@ def _size(source: Path | None, data_files: list[Path]) -> int | None:
 
 def _output_report(d: OutputDrift) -> OutputReport:
     return OutputReport(max_abs=d.max_abs, mean_abs=d.mean_abs, cosine=d.cosine, sqnr_db=d.sqnr_db, channel_error=d.channel_error)
+
+
+def _profile_runs(requested: int, latency: dict[str, object]) -> int:
+    """Runs for each per-layer profile: ``requested``, fewer where the measured latency says the
+    two profiles would take longer than PROFILE_BUDGET_S (a profiled run costs about two)."""
+    if not requested or latency.get("before") is None:
+        return requested
+    seconds_per_run = 2 * (latency["before"] + latency["after"]) / 1000
+    return max(1, min(requested, int(PROFILE_BUDGET_S / seconds_per_run)))
 
 
 def _rounds_warning(rounds: int, latency: dict[str, object]) -> list[str]:

@@ -1,10 +1,12 @@
 """Two profiles side by side: per layer before/after time, and where accuracy breaks.
 
 Layers are matched through their original node names (``origin``): each layer of the
-*before* profile goes to the *after* layer sharing the most original names with it (ties:
-the earlier one), so a fusion of three layers into one gets the three layers' time as its
+*before* profile goes to the *after* layer made the most of its original names (the share
+of the after layer's names that are its own, then how many; ties: the earlier one), so a fusion of three layers into one gets the three layers' time as its
 ``before_ms`` and no time is counted twice. Before layers that match nothing (removed by
-the optimization) are listed under ``compare.removed``.
+the optimization) are listed under ``compare.removed``. An after layer takes the name of the
+slowest before layer it stands for (a fused Conv+BatchNorm is the Conv), where no other
+after layer has that name.
 
 ``sqnr_db`` compares each after layer's result tensor with the same tensor of the before
 model (fusions keep their pattern's output names) on the same feeds: 10*log10(|ref|^2 /
@@ -52,6 +54,7 @@ def compare_profiles(
     ``latency``: (before, after) end-to-end times measured interleaved, for the summary."""
     owner = _match(before.layers, after.layers)
     before_ms: dict[str, float] = {}
+    heaviest: dict[str, Layer] = {}  # after layer -> the slowest before layer it stands for
     removed = []
     for layer in before.layers:
         target = owner.get(layer.name)
@@ -59,12 +62,21 @@ def compare_profiles(
             removed.append({"name": layer.name, "op_type": layer.op_type, "before_ms": layer.median_ms})
         else:
             before_ms[target] = before_ms.get(target, 0.0) + layer.median_ms
+            if target not in heaviest or layer.median_ms > heaviest[target].median_ms:
+                heaviest[target] = layer
+    names = {layer.name for layer in after.layers}
     for layer in after.layers:
         layer.after_ms = layer.median_ms
         layer.before_ms = before_ms.get(layer.name)
         if layer.before_ms is not None and layer.after_ms > 0:
             layer.speedup = layer.before_ms / layer.after_ms
         layer.sqnr_db = sqnr.get(layer.tensor) if layer.tensor else None
+        # named as the user knows it: a Conv with its BatchNorm folded in is the Conv, not the BatchNorm
+        known = heaviest.get(layer.name)
+        if known is not None and known.name not in names:
+            names.discard(layer.name)
+            layer.name = known.name
+            names.add(known.name)
     diverged = next(
         (layer for layer in sorted(after.layers, key=lambda l: l.order) if layer.sqnr_db is not None and layer.sqnr_db < threshold_db),
         None,
@@ -87,21 +99,28 @@ def compare_profiles(
 
 
 def _match(before: list[Layer], after: list[Layer]) -> dict[str, str]:
-    """Before layer name -> the after layer sharing the most original node names with it."""
+    """Before layer name -> the after layer made the most of its original node names (``_overlap``)."""
     by_origin: dict[str, list[Layer]] = {}
     for layer in sorted(after, key=lambda l: l.order):
         for name in layer.origin:
             by_origin.setdefault(name, []).append(layer)
     owner = {}
     for layer in before:
-        counts: dict[str, tuple[int, int]] = {}
-        for name in layer.origin:
-            for candidate in by_origin.get(name, []):
-                shared, _ = counts.get(candidate.name, (0, candidate.order))
-                counts[candidate.name] = (shared + 1, candidate.order)
-        if counts:
-            owner[layer.name] = max(counts, key=lambda n: (counts[n][0], -counts[n][1]))
+        mine = set(layer.origin)
+        candidates = {c.name: c for name in mine for c in by_origin.get(name, [])}
+        if candidates:
+            best = max(candidates.values(), key=lambda c: (*_overlap(mine, set(c.origin)), -c.order))
+            owner[layer.name] = best.name
     return owner
+
+
+def _overlap(mine: set[str], theirs: set[str]) -> tuple[float, int]:
+    """How much an after layer (``theirs``) is made of a before layer (``mine``): the share of
+    its original names that are the before layer's, then how many they share. A layout
+    Transpose a runtime inserted stands for a dozen layers and shares names with each, but
+    the QLinearConv made of exactly one's Conv and BatchNorm is that layer."""
+    shared = len(mine & theirs)
+    return shared / len(theirs), shared
 
 
 def tensor_sqnr(
