@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import shlex
 import shutil
 
 import numpy as np
@@ -11,7 +12,7 @@ import onnx
 import pytest
 import yaml
 
-from conftest import FIXTURES, fixture_feeds, ort_outputs, run_cli
+from conftest import FIXTURES, ROOT, fixture_feeds, ort_outputs, run_cli
 from onnxsmith import __version__
 
 REPORT_KEYS = {"schema_version", "tool_version", "source", "backend", "recipe", "passes", "summary", "data"}
@@ -322,3 +323,21 @@ def test_the_artifact_records_its_data_by_name_and_hash_so_another_machine_gets_
     calibration = json.loads(dict((p.key, p.value) for p in model.metadata_props)["onnxsmith.recipe"])["calibration"]
     assert calibration["data"] == "cnn.npz"
     assert calibration["data_sha256"] == hashlib.sha256((FIXTURES / "cnn.npz").read_bytes()).hexdigest()
+
+
+def test_the_readme_first_command_runs_the_main_job_with_its_profile(tmp_path):
+    """The README's set-up command, as written (from the repo root, into tmp_path instead of out/)."""
+    readme = (ROOT / "README.md").read_text()
+    command = next(line for line in readme.splitlines() if line.startswith("python3 -m venv")).split(" && ")[-1]
+    args = shlex.split(command)
+    assert args[:2] == ["onnxsmith", "optimize"] and "fuse,quantize{mode=int8}" in args
+    args[args.index("-o") + 1] = str(tmp_path / "convnet.onnx")
+    result = run_cli(*args[1:], cwd=ROOT)
+    assert result.code == 0, result.stderr
+    assert "Per-layer profile on cpu" in result.stdout
+    report = json.loads((tmp_path / "convnet.report.json").read_text())
+    assert [p["name"] for p in report["passes"]] == ["fuse", "quantize"]
+    after = report["profile"]["after"]["layers"]
+    # every Conv of the original is matched with what runs in its place, int8 or float, and named as the Conv
+    convs = [layer for layer in after if layer["op_type"] in ("Conv", "QLinearConv", "FusedConv")]
+    assert len(convs) == 6 and all(layer["before_ms"] is not None and layer["name"].startswith("node_conv2d") for layer in convs)
