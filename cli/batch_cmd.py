@@ -29,9 +29,9 @@ def batch(
     timeout: Annotated[float, typer.Option("--timeout", min=0, help="Seconds one model may take (0: no limit).")] = 3600.0,
     memory_limit: Annotated[int | None, typer.Option("--memory-limit", min=0, help="MiB of address space per worker (default: RAM / workers; 0: no limit).")] = None,
     retries: Annotated[int, typer.Option("--retries", min=0, help="Extra attempts for a worker that crashed or was lost.")] = 1,
-    resume: Annotated[bool, typer.Option("--resume/--no-resume", help="Skip models the ledger has done with the same model and recipe.")] = True,
+    resume: Annotated[bool, typer.Option("--resume/--no-resume", help="Skip models the ledger has done with the same model and recipe.", metavar="")] = True,
     latency_rounds: Annotated[int, typer.Option("--latency-rounds", min=0, help="Interleaved timing rounds per model (0 skips timing).")] = 15,
-    allow_failures: Annotated[bool, typer.Option("--allow-failures", help="Exit 0 even when some models failed (else exit 6).")] = False,
+    allow_failures: Annotated[bool, typer.Option("--allow-failures", help="Exit 0 even when some models failed (else exit 6).", metavar="")] = False,
     json_output: JsonFlag = False,
 ) -> None:
     """Convert every model of SOURCE with one recipe: isolated workers, a resumable ledger, a summary."""

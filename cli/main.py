@@ -18,7 +18,7 @@ app = typer.Typer(
     name="onnxsmith",
     help="Optimize ONNX models for the runtime you deploy on: fuse, prune, quantize, verify, profile.",
     no_args_is_help=True,
-    add_completion=False,
+    add_completion=True,
     pretty_exceptions_enable=False,
     context_settings={"help_option_names": ["-h", "--help"]},
 )
@@ -42,8 +42,8 @@ def _version(value: bool) -> None:
 
 @app.callback()
 def main(
-    version: Annotated[bool, typer.Option("--version", callback=_version, is_eager=True, help="Show the version and exit.")] = False,
-    debug: Annotated[bool, typer.Option("--debug", help="Show tracebacks and debug logs.")] = False,
+    version: Annotated[bool, typer.Option("--version", callback=_version, is_eager=True, help="Show the version and exit.", metavar="")] = False,
+    debug: Annotated[bool, typer.Option("--debug", help="Show tracebacks and debug logs.", metavar="")] = False,
 ) -> None:
     """onnxsmith: load a model, run a pass pipeline, write a verified artifact and a report."""
     logging.basicConfig(level=logging.DEBUG if debug else logging.WARNING, format="%(levelname)s %(name)s: %(message)s")

@@ -4,8 +4,12 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import shlex
 import shutil
+import subprocess
+import sys
+from pathlib import Path
 
 import numpy as np
 import onnx
@@ -341,3 +345,22 @@ def test_the_readme_first_command_runs_the_main_job_with_its_profile(tmp_path):
     # every Conv of the original is matched with what runs in its place, int8 or float, and named as the Conv
     convs = [layer for layer in after if layer["op_type"] in ("Conv", "QLinearConv", "FusedConv")]
     assert len(convs) == 6 and all(layer["before_ms"] is not None and layer["name"].startswith("node_conv2d") for layer in convs)
+
+
+def test_shell_completion_completes_commands_and_options():
+    """Through the installed ``onnxsmith`` script: completion is keyed on the program's name."""
+    program = str(Path(sys.executable).parent / "onnxsmith")
+
+    def run(*args, **env):
+        return subprocess.run([program, *args], capture_output=True, text=True, env={**os.environ, **env}, timeout=60)
+
+    script = run("--show-completion", "bash")
+    assert script.returncode == 0 and "_onnxsmith_completion" in script.stdout
+    assert run(_ONNXSMITH_COMPLETE="complete_bash", COMP_WORDS="onnxsmith opt", COMP_CWORD="1").stdout.split() == ["optimize"]
+    assert run(_ONNXSMITH_COMPLETE="complete_bash", COMP_WORDS="onnxsmith optimize --pre", COMP_CWORD="2").stdout.split() == ["--preset"]
+
+
+def test_flags_show_no_value_in_help():
+    text = run_cli("optimize", "--help").stdout
+    line = next(line for line in text.splitlines() if "--dry-run" in line)
+    assert "<bool>" not in line
