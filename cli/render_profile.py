@@ -34,7 +34,7 @@ def table(profile: dict[str, Any], rows: int = TABLE_ROWS) -> None:
         columns[6:6] = ["before ms", "speedup", "SQNR dB"]
     layers = Table(*columns, title=f"Slowest {min(rows, len(profile['layers']))} of {len(profile['layers'])} layers", title_justify="left")
     for layer in profile["layers"][:rows]:
-        cells = [escape(layer["name"]), escape(f"{layer['op_type']} / {layer['kernel']}"), layer["precision"],
+        cells = [escape(_named(layer)), escape(f"{layer['op_type']} / {layer['kernel']}"), layer["precision"],
                  f"{layer['median_ms']:.3f}", f"{layer['p90_ms']:.3f}", f"{layer['share']:.1%}",
                  _num(layer["flops"] / 1e9 if layer["flops"] else None, ".3f"), _num(layer["gflops_per_s"], ".1f"), escape(_origin(layer))]
         if compare:
@@ -56,7 +56,7 @@ def brief_compare(profile: dict[str, Any], rows: int = BRIEF_ROWS) -> None:
                    title=f"Per-layer profile on {profile['backend']} ({profile['runs']} runs each): slowest "
                          f"{min(rows, len(profile['layers']))} of {len(profile['layers'])} layers after", title_justify="left")
     for layer in profile["layers"][:rows]:
-        layers.add_row(escape(layer["name"]), escape(layer["op_type"]), layer["precision"], _num(layer.get("before_ms"), ".3f"),
+        layers.add_row(escape(_named(layer)), escape(layer["op_type"]), layer["precision"], _num(layer.get("before_ms"), ".3f"),
                        f"{layer['median_ms']:.3f}", _speedup(layer.get("speedup")))
     stdout.print(layers)
 
@@ -128,6 +128,11 @@ def divergence_line(compare: dict[str, Any]) -> str:
         return f"Compared with {compare['other']}: {speed}; every compared layer stays above {compare['threshold_db']:g} dB SQNR."
     return (f"Compared with {compare['other']}: {speed}; first layer below {compare['threshold_db']:g} dB SQNR: "
             f"{first['name']} ({_num(first['sqnr_db'], '.1f')} dB).")
+
+
+def _named(layer: dict[str, Any]) -> str:
+    """The layer's name, with its PyTorch module where the exporter recorded one."""
+    return f"{layer['name']} ({layer['module']})" if layer.get("module") else layer["name"]
 
 
 def _origin(layer: dict[str, Any]) -> str:

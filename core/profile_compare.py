@@ -6,7 +6,7 @@ of the after layer's names that are its own, then how many; ties: the earlier on
 ``before_ms`` and no time is counted twice. Before layers that match nothing (removed by
 the optimization) are listed under ``compare.removed``. An after layer takes the name of the
 slowest before layer it stands for (a fused Conv+BatchNorm is the Conv), where no other
-after layer has that name.
+after layer has that name, and that layer's PyTorch module where it has none of its own.
 
 ``sqnr_db`` compares each after layer's result tensor with the same tensor of the before
 model (fusions keep their pattern's output names) on the same feeds: 10*log10(|ref|^2 /
@@ -73,6 +73,8 @@ def compare_profiles(
         layer.sqnr_db = sqnr.get(layer.tensor) if layer.tensor else None
         # named as the user knows it: a Conv with its BatchNorm folded in is the Conv, not the BatchNorm
         known = heaviest.get(layer.name)
+        if known is not None and layer.module is None:
+            layer.module = known.module  # a fused node keeps no exporter metadata; the original's says which module
         if known is not None and known.name not in names:
             names.discard(layer.name)
             layer.name = known.name

@@ -3,7 +3,11 @@
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
 import zipfile
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -95,3 +99,31 @@ def test_factory_pipeline_end_to_end(tmp_path):
     assert report.summary.nodes["after"] <= report.summary.nodes["before"]
     assert report.data["evaluation"]["random"] is True
     _assert_matches_torch(tmp_path / "t.onnx")
+
+
+def test_a_factory_in_the_current_folder_imports_quietly_and_its_layers_carry_their_modules(tmp_path):
+    """As `python -c` would: the package beside the user, no PYTHONPATH; torch's own warnings stay off stderr."""
+    package = tmp_path / "tinypkg"
+    package.mkdir()
+    (package / "__init__.py").write_text("")
+    (package / "nets.py").write_text(
+        "import torch\nfrom torch import nn\n\n"
+        "class Net(nn.Module):\n"
+        "    def __init__(self):\n"
+        "        super().__init__()\n"
+        "        self.conv, self.bn, self.fc = nn.Conv2d(3, 8, 3, padding=1), nn.BatchNorm2d(8), nn.Linear(8, 4)\n\n"
+        "    def forward(self, x):\n"
+        "        return self.fc(torch.relu(self.bn(self.conv(x))).mean((2, 3)))\n\n\n"
+        "def make():\n"
+        "    torch.manual_seed(0)\n"
+        "    return Net()\n")
+    console_script = str(Path(sys.executable).parent / "onnxsmith")  # not `python -m`: it would add the folder itself
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+    result = subprocess.run([console_script, "optimize", "tinypkg.nets:make", "-o", "out/t.onnx", "--input-shape", "1x3x16x16",
+                             "-p", "fuse", "--latency-rounds", "3", "--profile-runs", "3", "--json"],
+                            cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr
+    assert [line for line in result.stderr.splitlines() if not line.startswith("✓")] == []  # only the pass lines
+    layers = {layer["name"]: layer for layer in json.loads(result.stdout)["profile"]["after"]["layers"]}
+    # the Conv with its BatchNorm folded and its Relu fused is the Conv of module `conv`
+    assert layers["node_conv2d"]["module"] == "conv" and layers["node_linear"]["module"] == "fc"
