@@ -68,7 +68,7 @@ class BatchProgress:
 
 def batch_summary(summary: BatchSummary) -> None:
     """The per-model table and the counts, on stdout."""
-    table = Table("model", "status", "size before → after", "latency ratio", "drift", "seconds", "error",
+    table = Table("model", "status", "size before → after", "latency ratio", "drift", "seconds",
                   title=f"Batch summary ({summary.outdir})", title_justify="left")
     style = {"ok": "green", "failed": "red", "skipped": "dim"}
     for m in summary.models:
@@ -77,8 +77,11 @@ def batch_summary(summary: BatchSummary) -> None:
         ratio = f"{n['latency_ratio']:.2f}x" if n.get("latency_ratio") is not None else ""
         drift = f"{n['drift']:.3g}" if n.get("drift") is not None else ""
         seconds = f"{m.seconds:.1f}" if m.seconds is not None else ""
-        table.add_row(escape(m.path), f"[{style[m.status]}]{m.status}[/]", size, ratio, drift, seconds, escape(m.error or ""))
+        table.add_row(escape(m.path), f"[{style[m.status]}]{m.status}[/]", size, ratio, drift, seconds)
     stdout.print(table)
+    for m in summary.models:  # below the table, one per line: a long error in a column wraps over dozens of rows
+        if m.error:
+            stdout.print(f"[red]failed[/red] {escape(m.path)}: {escape(m.error)}", soft_wrap=True)
     counts = summary.counts
     stdout.print(f"{counts['ok']} ok, {counts['failed']} failed, {counts['skipped']} skipped in {summary.seconds:.1f} s; "
                  f"summary.json/.md/.csv and ledger.sqlite in {escape(summary.outdir)}")

@@ -36,6 +36,7 @@ def presets(json_output: JsonFlag = False) -> None:
         print_json(rows)
         return
     table = Table("preset", "pipeline", "max drift", "what it is for")
+    table.columns[1].overflow = "fold"  # a pipeline has no spaces to wrap at: fold it rather than cut it off
     for row in rows:
         table.add_row(row["name"], escape(row["pipeline"]), "-" if row["max_drift"] is None else f"{row['max_drift']:g}",
                       escape(row["description"] or ""))

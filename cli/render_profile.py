@@ -18,6 +18,7 @@ from onnxsmith.cli.console import stdout
 __all__ = ["csv_text", "divergence_line", "markdown", "table"]
 
 TABLE_ROWS = 25
+WIDE_COLUMNS = 150  # terminal width from which the layer table has every column
 MARKDOWN_ROWS = 10
 BRIEF_ROWS = 8
 CSV_FIELDS = ("name", "origin", "op_type", "kernel", "provider", "precision", "median_ms", "p90_ms", "share", "flops", "params",
@@ -26,19 +27,32 @@ CSV_FIELDS = ("name", "origin", "op_type", "kernel", "provider", "precision", "m
 
 
 def table(profile: dict[str, Any], rows: int = TABLE_ROWS) -> None:
-    """Totals, the slowest layers and the time by op type, as rich tables on stdout."""
+    """Totals, the slowest layers and the time by op type, as rich tables on stdout. Below
+    WIDE_COLUMNS (an 80-column terminal, a pipe) the layer table keeps the columns that
+    matter and leaves kernel, p90, FLOPs and origin to --format csv/json."""
     stdout.print(_totals_line(profile))
     compare = profile.get("compare")
-    columns = ["layer", "op / kernel", "prec", "median ms", "p90 ms", "share", "GFLOP", "GFLOP/s", "origin"]
+    wide = stdout.width >= WIDE_COLUMNS
+    title = f"Slowest {min(rows, len(profile['layers']))} of {len(profile['layers'])} layers"
+    if not wide:
+        title += " (a wider terminal shows kernel, p90, FLOPs and origin; --format csv has every field)"
+    columns = ["layer", "op / kernel", "prec", "median ms", "p90 ms", "share", "GFLOP", "GFLOP/s", "origin"] if wide else \
+        ["layer", "op", "prec", "median ms", "share"]
     if compare:
-        columns[6:6] = ["before ms", "speedup", "SQNR dB"]
-    layers = Table(*columns, title=f"Slowest {min(rows, len(profile['layers']))} of {len(profile['layers'])} layers", title_justify="left")
+        columns[-3 if wide else len(columns):-3 if wide else len(columns)] = ["before ms", "speedup", "SQNR dB"]
+    layers = Table(*columns, title=title, title_justify="left")
     for layer in profile["layers"][:rows]:
-        cells = [escape(_named(layer)), escape(f"{layer['op_type']} / {layer['kernel']}"), layer["precision"],
-                 f"{layer['median_ms']:.3f}", f"{layer['p90_ms']:.3f}", f"{layer['share']:.1%}",
-                 _num(layer["flops"] / 1e9 if layer["flops"] else None, ".3f"), _num(layer["gflops_per_s"], ".1f"), escape(_origin(layer))]
+        if wide:
+            cells = [escape(_named(layer)), escape(f"{layer['op_type']} / {layer['kernel']}"), layer["precision"],
+                     f"{layer['median_ms']:.3f}", f"{layer['p90_ms']:.3f}", f"{layer['share']:.1%}",
+                     _num(layer["flops"] / 1e9 if layer["flops"] else None, ".3f"), _num(layer["gflops_per_s"], ".1f"),
+                     escape(_origin(layer))]
+        else:
+            cells = [escape(_named(layer)), escape(layer["op_type"]), layer["precision"], f"{layer['median_ms']:.3f}",
+                     f"{layer['share']:.1%}"]
         if compare:
-            cells[6:6] = [_num(layer.get("before_ms"), ".3f"), _speedup(layer.get("speedup")), _sqnr(layer, set(compare["exact"]))]
+            at = -3 if wide else len(cells)
+            cells[at:at] = [_num(layer.get("before_ms"), ".3f"), _speedup(layer.get("speedup")), _sqnr(layer, set(compare["exact"]))]
         layers.add_row(*cells)
     stdout.print(layers)
     ops = Table("op type", "layers", "median ms", "share", title="Time by op type", title_justify="left")

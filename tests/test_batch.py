@@ -405,3 +405,11 @@ def test_a_model_calibrates_on_the_npz_beside_it_unless_data_is_given(tmp_path):
     assert models["a/cnn.onnx"]["status"] == "ok", models["a/cnn.onnx"]["error"]
     assert models["b/mlp.onnx"]["status"] == "failed" and "needs calibration data" in models["b/mlp.onnx"]["error"]
     assert result.code == 6
+
+
+def test_the_batch_table_lists_each_failure_on_one_line_below_it(tmp_path):
+    zoo = make_zoo(tmp_path / "zoo", {"cnn.onnx": "cnn"})
+    result = run_cli("batch", str(zoo), "-o", str(tmp_path / "out"), "-j", "1", "--latency-rounds", "0", env={"COLUMNS": "80"})
+    assert result.code == 6
+    failures = [line for line in result.stdout.splitlines() if line.startswith("failed ")]
+    assert len(failures) == 2 and any(line.startswith("failed broken/truncated.onnx: ") for line in failures)

@@ -364,3 +364,13 @@ def test_flags_show_no_value_in_help():
     text = run_cli("optimize", "--help").stdout
     line = next(line for line in text.splitlines() if "--dry-run" in line)
     assert "<bool>" not in line
+
+
+def test_one_pass_and_the_presets_read_whole_at_80_columns():
+    one = run_cli("passes", "quantize", env={"COLUMNS": "80"})
+    assert one.code == 0 and "quantize" in one.stdout and "opset" not in one.stdout.split("quantize", 1)[0]
+    assert "fuse rules" not in one.stdout
+    unknown = run_cli("passes", "quantise")
+    assert unknown.code == 2 and "unknown pass 'quantise'; choose one of:" in unknown.stderr
+    presets = run_cli("recipe", "presets", env={"COLUMNS": "80"}).stdout
+    assert "…" not in presets and "quantize{mode" in presets  # a pipeline folds instead of being cut off

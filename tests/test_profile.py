@@ -340,3 +340,13 @@ def test_html_page_renders_its_plots_in_headless_chromium(tmp_path):
     bar_blue = np.all(np.abs(pixels.astype(int) - (0x2F, 0x6F, 0xB0)) < 12, axis=-1)
     bar_gold = np.all(np.abs(pixels.astype(int) - (0xC8, 0xA0, 0x3C)) < 12, axis=-1)
     assert bar_blue.sum() > 2_000 and bar_gold.sum() > 500  # the before/after bars were drawn
+
+
+def test_the_layer_table_stays_readable_at_80_columns_and_shows_every_column_when_wide():
+    common = ["profile", str(FIXTURES / "convnet.onnx"), "--calib", str(FIXTURES / "convnet.npz"), "--runs", "3"]
+    narrow = run_cli(*common, env={"COLUMNS": "80"}).stdout
+    assert max(len(line) for line in narrow.splitlines()) <= 80
+    assert "node_conv2d_3 (blocks.0.conv2)" in narrow  # whole names, with their PyTorch module
+    assert "GFLOP/s" not in narrow and "--format csv has every field" in narrow
+    wide = run_cli(*common, env={"COLUMNS": "200"}).stdout
+    assert "GFLOP/s" in wide and "origin" in wide
