@@ -35,6 +35,9 @@ _NAME_SCOPES = "pkg.torch.onnx.name_scopes"
 _BOOKKEEPING = {"Constant", "Shape", "Squeeze", "Unsqueeze", "Reshape", "Concat", "Gather", "Cast", "Identity"}
 
 
+QDQ_RENAMED_SUFFIX = "_QuantizeLinear_Input"  # what the int8 QDQ writer renames a tensor whose name its DequantizeLinear took
+
+
 @dataclass(frozen=True)
 class MappedLayer:
     """Where one runtime kernel comes from in the user's terms."""
@@ -44,7 +47,7 @@ class MappedLayer:
     modules: tuple[str | None, ...]  # their PyTorch modules, for dynamo exports
     origin: tuple[str, ...]  # node names of the original model
     inserted_by: str | None  # the pass (or "runtime") that inserted it, when nothing original
-    tensor: str | None = None  # the layer's result: the first output of its last node
+    tensor: str | None = None  # the layer's result: its last node's first output, seen through Q/DQ (_float_view)
 
     def head(self, op_type: str) -> int | None:
         """Index of the node that names the layer: the first of the kernel's op type, else the
@@ -67,6 +70,21 @@ class MappedLayer:
     def module(self, op_type: str) -> str | None:
         index = self.head(op_type)
         return self.modules[index] if index is not None else None
+
+
+def _float_view(value: ir.Value) -> ir.Value:
+    """The tensor holding ``value`` as its readers see it. The int8 QDQ writer renames a tensor
+    ``X_QuantizeLinear_Input`` where the DequantizeLinear after it took the name ``X`` (a graph
+    output, or a Relu/Clip folded into the range): then that DequantizeLinear's output."""
+    if not value.name or not value.name.endswith(QDQ_RENAMED_SUFFIX):
+        return value
+    wanted = value.name.removesuffix(QDQ_RENAMED_SUFFIX)
+    for use in value.uses():
+        if use.node.op_type == "QuantizeLinear":
+            for read in use.node.outputs[0].uses():
+                if read.node.op_type == "DequantizeLinear" and read.node.outputs[0].name == wanted:
+                    return read.node.outputs[0]
+    return value
 
 
 class LayerMapper:
@@ -126,7 +144,7 @@ class LayerMapper:
         op_types = tuple(self._nodes[n].op_type for n in nodes)
         modules = tuple(self._module(n) for n in nodes)
         outputs = self._nodes[nodes[-1]].outputs
-        tensor = outputs[0].name if outputs else None
+        tensor = _float_view(outputs[0]).name if outputs else None
         if len(inserted) == len(nodes):
             return MappedLayer(tuple(nodes), op_types, modules, (), inserted[0], tensor)
         return MappedLayer(tuple(nodes), op_types, modules, tuple(origin), None, tensor)

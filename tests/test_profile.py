@@ -350,3 +350,19 @@ def test_the_layer_table_stays_readable_at_80_columns_and_shows_every_column_whe
     assert "GFLOP/s" not in narrow and "--format csv has every field" in narrow
     wide = run_cli(*common, env={"COLUMNS": "200"}).stdout
     assert "GFLOP/s" in wide and "origin" in wide
+
+
+def test_compare_of_an_int8_model_compares_a_folded_relu_with_the_relu_not_with_the_conv_before_it(tmp_path):
+    """int8 folds a Conv's Relu into its output range; the tensor named after the Relu must hold
+    clipped values in the int8 model too, or --compare reports a false divergence (-0.6 dB)."""
+    out = tmp_path / "int8.onnx"
+    built = run_cli("optimize", str(FIXTURES / "convnet.onnx"), "-o", str(out), "-p", "fuse,quantize{mode=int8,speed=rules}",
+                    "--calib", str(FIXTURES / "convnet.npz"), "--latency-rounds", "0", "--profile-runs", "0")
+    assert built.code == 0, built.stderr
+    result = run_cli("profile", str(out), "--compare", str(FIXTURES / "convnet.onnx"), "--calib", str(FIXTURES / "convnet.npz"),
+                     "--runs", "3", "--format", "json")
+    profile = result.json()["profile"]
+    assert profile["compare"]["first_divergence"] is None
+    relus = {layer["tensor"]: layer["sqnr_db"] for layer in profile["layers"]
+             if (layer["tensor"] or "").startswith("relu_") and layer["sqnr_db"] is not None}
+    assert relus and min(relus.values()) > 30, relus

@@ -434,7 +434,13 @@ def test_one_pair_per_tensor_removable_relu_shared_scales_and_output_names():
     asymmetric = write_qdq(model, ranges, activations="uint8", **options).model
     ops = [n.op_type for n in asymmetric.graph]
     assert "Relu" not in ops and "Clip" not in ops  # folded into the Q after conv1 / deconv
-    assert _node(asymmetric, "conv1").outputs[0].name == "a1"
+    # the Relu's output name goes to what holds its (clipped) values: the DequantizeLinear after
+    # conv1, not conv1's own output, so tensors compared by name are like with like
+    conv1_out = _node(asymmetric, "conv1").outputs[0]
+    assert conv1_out.name == "a1_QuantizeLinear_Input"
+    (reader,) = [use.node for use in conv1_out.uses()]
+    (dequantize,) = [use.node for use in reader.outputs[0].uses()]
+    assert dequantize.op_type == "DequantizeLinear" and dequantize.outputs[0].name == "a1"
     pool = _node(asymmetric, "pool")
     assert pool.inputs[0].producer().inputs[1] is next(iter(pool.outputs[0].uses())).node.inputs[1]  # same scale
     assert [v.name for v in asymmetric.graph.outputs] == ["y2", "out"]

@@ -82,6 +82,9 @@ class QdqSelection:
     tensors: dict[ir.Value, Quantized] = field(default_factory=dict)
     biases: list[Bias] = field(default_factory=list)
     removed: list[ir.Value] = field(default_factory=list)  # inputs of removed activations (Clip bounds)
+    # tensors that took the name of the Relu/Clip removed after them (rule 2): their DequantizeLinear,
+    # which clips as the activation did, carries that name in the written model
+    renamed: list[ir.Value] = field(default_factory=list)
     skipped: dict[str, str] = field(default_factory=dict)  # node name -> why it stays float
 
 
@@ -257,6 +260,7 @@ class _Selector:
         y.name = f"{name}_removed"
         x.name = name
         self.selection.removed.extend(bounds)
+        self.selection.renamed.append(x)
 
     def _shared_scale(self, node: ir.Node) -> None:
         x, y = node.inputs[0], node.outputs[0]

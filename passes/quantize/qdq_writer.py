@@ -37,6 +37,7 @@ import numpy as np
 import onnx_ir as ir
 import onnx_ir.passes.common as common_passes
 
+from onnxsmith.layer_map import QDQ_RENAMED_SUFFIX
 from onnxsmith.passes.quantize.calibration import TensorRange
 from onnxsmith.passes.quantize.qdq_params import IntType, QuantParams, quantize, quantize_bias
 from onnxsmith.passes.quantize.qdq_select import Bias, QdqOptions, Quantized, select_qdq
@@ -87,8 +88,9 @@ def write_qdq(
     common_passes.ShapeInferencePass(strict_mode=False)(work)  # which tensors are float
     selection = select_qdq(work.graph, ranges, options, opset)
     writer = _Writer(work.graph)
+    renamed = set(selection.renamed)
     for value, tensor in selection.tensors.items():
-        writer.write(value, tensor)
+        writer.write(value, tensor, activation_name=value in renamed)
     for bias in selection.biases:
         writer.write_bias(bias, selection.tensors[bias.input].params, selection.tensors[bias.weight].params)
     writer.drop_unread([*selection.removed, *selection.tensors, *(b.value for b in selection.biases)])
@@ -106,8 +108,11 @@ class _Writer:
         self.names |= {v.name for v in graph.inputs} | set(graph.initializers) | {n.name for n in graph}
         self.params: dict[ir.Value, tuple[ir.Value, ir.Value]] = {}  # tensor -> its scale and zero point
 
-    def write(self, value: ir.Value, tensor: Quantized) -> None:
-        """``value`` read through DequantizeLinear by all its readers (and as graph output)."""
+    def write(self, value: ir.Value, tensor: Quantized, *, activation_name: bool = False) -> None:
+        """``value`` read through DequantizeLinear by all its readers (and as graph output). With
+        ``activation_name`` (``value`` took the name of a Relu/Clip folded into its range), the
+        DequantizeLinear output takes the name: it holds the clipped values the activation's
+        output held, so a comparison by tensor name compares like with like."""
         readers = list(value.uses())
         scale, zero_point = self._scale_zero_point(tensor.source or value, tensor.params)
         name = value.name
@@ -120,7 +125,7 @@ class _Writer:
                                  axis=tensor.params.axis)
         for use in readers:
             use.node.replace_input_with(use.idx, dequantized)
-        if value.is_graph_output() and not tensor.constant:
+        if (value.is_graph_output() or activation_name) and not tensor.constant:
             self._take_output_name(value, dequantized)
 
     def write_bias(self, bias: Bias, input_params: QuantParams, weight_params: QuantParams) -> None:
@@ -151,9 +156,9 @@ class _Writer:
         return self.params[owner]
 
     def _take_output_name(self, value: ir.Value, dequantized: ir.Value) -> None:
-        """The DequantizeLinear output becomes the graph output, under ``value``'s name."""
+        """The DequantizeLinear output takes ``value``'s name (and its place among the graph outputs)."""
         name = value.name
-        value.name = self._fresh(f"{name}_QuantizeLinear_Input")
+        value.name = self._fresh(f"{name}{QDQ_RENAMED_SUFFIX}")
         for i, output in enumerate(self.graph.outputs):
             if output is value:
                 self.graph.outputs[i] = dequantized
