@@ -35,6 +35,7 @@ _NAME_SCOPES = "pkg.torch.onnx.name_scopes"
 _BOOKKEEPING = {"Constant", "Shape", "Squeeze", "Unsqueeze", "Reshape", "Concat", "Gather", "Cast", "Identity"}
 
 
+_QDQ_OPS = ("QuantizeLinear", "DequantizeLinear")
 QDQ_RENAMED_SUFFIX = "_QuantizeLinear_Input"  # what the int8 QDQ writer renames a tensor whose name its DequantizeLinear took
 
 
@@ -135,9 +136,14 @@ class LayerMapper:
             return MappedLayer((), (), (), (), "runtime")
         origin: list[str] = []
         inserted = []
+        # a DequantizeLinear fused into the kernel that reads it carries the name (and so the
+        # origin) of the tensor it restores, which is the previous layer's: it names no layer
+        # here unless the layer is only quantize/dequantize nodes
+        computing = [n for n in nodes if self._nodes[n].op_type not in _QDQ_OPS] or nodes
         for name in nodes:
             if name in self._origin.inserted_by:
                 inserted.append(self._origin.inserted_by[name])
+        for name in computing:
             for original in self._origin.origins.get(name, [name]):
                 if original not in origin:
                     origin.append(original)

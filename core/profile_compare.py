@@ -64,21 +64,16 @@ def compare_profiles(
             before_ms[target] = before_ms.get(target, 0.0) + layer.median_ms
             if target not in heaviest or layer.median_ms > heaviest[target].median_ms:
                 heaviest[target] = layer
-    names = {layer.name for layer in after.layers}
     for layer in after.layers:
         layer.after_ms = layer.median_ms
         layer.before_ms = before_ms.get(layer.name)
         if layer.before_ms is not None and layer.after_ms > 0:
             layer.speedup = layer.before_ms / layer.after_ms
         layer.sqnr_db = sqnr.get(layer.tensor) if layer.tensor else None
-        # named as the user knows it: a Conv with its BatchNorm folded in is the Conv, not the BatchNorm
         known = heaviest.get(layer.name)
         if known is not None and layer.module is None:
             layer.module = known.module  # a fused node keeps no exporter metadata; the original's says which module
-        if known is not None and known.name not in names:
-            names.discard(layer.name)
-            layer.name = known.name
-            names.add(known.name)
+    _name_as_originals(after.layers, heaviest)
     diverged = next(
         (layer for layer in sorted(after.layers, key=lambda l: l.order) if layer.sqnr_db is not None and layer.sqnr_db < threshold_db),
         None,
@@ -98,6 +93,20 @@ def compare_profiles(
         "exact": [layer.name for layer in after.layers if layer.sqnr_db == math.inf],
     }
     return after
+
+
+def _name_as_originals(layers: list[Layer], heaviest: dict[str, Layer]) -> None:
+    """Name each after layer as the user knows it: by the slowest before layer it stands for (a
+    Conv with its BatchNorm folded in is the Conv, not the BatchNorm). A layer with no before
+    time that bears such a name (a runtime's Transpose named after the Conv it feeds) gives it
+    up and is told apart by its op type."""
+    wanted = {id(layer): heaviest[layer.name].name for layer in layers if layer.name in heaviest}
+    taken = set(wanted.values())
+    for layer in layers:
+        if id(layer) in wanted:
+            layer.name = wanted[id(layer)]
+        elif layer.name in taken:
+            layer.name = f"{layer.name} ({layer.op_type})"
 
 
 def _match(before: list[Layer], after: list[Layer]) -> dict[str, str]:

@@ -121,7 +121,7 @@ def test_a_factory_in_the_current_folder_imports_quietly_and_its_layers_carry_th
     env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
     result = subprocess.run([console_script, "optimize", "tinypkg.nets:make", "-o", "out/t.onnx", "--input-shape", "1x3x16x16",
                              "-p", "fuse", "--latency-rounds", "3", "--profile-runs", "3", "--json"],
-                            cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
+                            cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300, check=False)
     assert result.returncode == 0, result.stderr
     assert [line for line in result.stderr.splitlines() if not line.startswith("✓")] == []  # only the pass lines
     layers = {layer["name"]: layer for layer in json.loads(result.stdout)["profile"]["after"]["layers"]}
