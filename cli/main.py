@@ -55,6 +55,7 @@ def run() -> None:
     typer's standalone mode handles usage errors (exit 2) and ``--help``; what escapes it
     is ours to render.
     """
+    from onnxsmith.cli.console import clean
     from onnxsmith.errors import OnnxsmithError
 
     debug = "--debug" in sys.argv[1:]
@@ -63,7 +64,7 @@ def run() -> None:
     except OnnxsmithError as e:
         if debug:
             raise
-        sys.stderr.write(f"error: {e.one_line()}\n")
+        sys.stderr.write(f"error: {clean(e.one_line())}\n")  # names in it may come from the model
         sys.exit(e.exit_code)
     except KeyboardInterrupt:
         sys.stderr.write("interrupted; nothing was written\n")
@@ -71,5 +72,5 @@ def run() -> None:
     except Exception as e:
         if debug:
             raise
-        sys.stderr.write(f"internal error: {type(e).__name__}: {e} (rerun with --debug for the traceback, and report it)\n")
+        sys.stderr.write(f"internal error: {type(e).__name__}: {clean(str(e))} (rerun with --debug for the traceback, and report it)\n")
         sys.exit(1)

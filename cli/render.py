@@ -29,9 +29,9 @@ def human_bytes(n: int | None) -> str:
 
 
 def inspection(info: dict[str, Any]) -> None:
-    opsets = ", ".join(f"{d or 'ai.onnx'} {v}" for d, v in info["opsets"].items())
-    stdout.print(f"[bold]{info['path']}[/bold]  IR {info['ir_version']}  opsets: {opsets}"
-                 + (f"  producer: {info['producer']}" if info["producer"] else ""))
+    opsets = escape(", ".join(f"{d or 'ai.onnx'} {v}" for d, v in info["opsets"].items()))
+    stdout.print(f"[bold]{escape(info['path'])}[/bold]  IR {info['ir_version']}  opsets: {opsets}"
+                 + (f"  producer: {escape(info['producer'])}" if info["producer"] else ""))
     io = Table("", "name", "dtype", "shape", title="Inputs and outputs", title_justify="left")
     for kind in ("inputs", "outputs"):
         for v in info[kind]:
@@ -39,16 +39,16 @@ def inspection(info: dict[str, Any]) -> None:
     stdout.print(io)
     ops = Table("op", "count", title=f"{info['nodes']} nodes", title_justify="left")
     for op, n in info["op_histogram"].items():
-        ops.add_row(op, str(n))
+        ops.add_row(escape(op), str(n))
     stdout.print(ops)
     params = Table("dtype", "params", "bytes", title=f"{info['params']:,} parameters, {human_bytes(info['param_bytes'])}", title_justify="left")
     for dtype, e in info["params_by_dtype"].items():
         params.add_row(dtype, f"{e['params']:,}", human_bytes(e["bytes"]))
     stdout.print(params)
     if info["external_data"]:
-        stdout.print("external data: " + ", ".join(f"{d['file']} ({human_bytes(d['bytes'])})" for d in info["external_data"]))
+        stdout.print("external data: " + escape(", ".join(f"{d['file']} ({human_bytes(d['bytes'])})" for d in info["external_data"])))
     if info["custom_domains"]:
-        stdout.print("custom domains: " + ", ".join(info["custom_domains"]))
+        stdout.print("custom domains: " + escape(", ".join(info["custom_domains"])))
     prov = info["provenance"]
     if prov:
         passes = [next(iter(p)) for p in (prov.get("recipe") or {}).get("passes", [])]

@@ -375,3 +375,22 @@ def test_one_pass_and_the_presets_read_whole_at_80_columns():
     assert unknown.code == 2 and "unknown pass 'quantise'; choose one of:" in unknown.stderr
     presets = run_cli("recipe", "presets", env={"COLUMNS": "80"}).stdout
     assert "…" not in presets and "quantize{mode" in presets  # a pipeline folds instead of being cut off
+
+
+def test_control_characters_from_a_model_never_reach_the_terminal(tmp_path):
+    """Names, doc strings and the producer are the model author's: an OSC 52 clipboard write or a
+    screen clear in them is shown escaped, and rich markup in them is shown as text."""
+    from onnx import TensorProto, helper
+
+    evil = "relu\x1b]52;c;aGVsbG8=\x07\x1b[2J[red]"
+    node = helper.make_node("Relu", ["x"], ["y"], name=evil, doc_string=evil)
+    graph = helper.make_graph([node], "g\x1b[31m", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 4])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 4])])
+    model = tmp_path / "evil.onnx"
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], producer_name="evil\x1b]0;pwned\x07[bold]"), model)
+    runs = [run_cli("inspect", str(model)), run_cli("profile", str(model), "--runs", "3"),
+            run_cli("optimize", str(model), "-o", str(tmp_path / "o.onnx"), "-p", "fuse", "--latency-rounds", "3")]
+    for result in runs:
+        assert result.code == 0, result.stderr
+        assert "\x1b" not in result.stdout + result.stderr and "\x07" not in result.stdout + result.stderr
+    assert "producer: evil\\x1b]0;pwned[bold]" in runs[0].stdout  # escaped, and the markup printed as text
