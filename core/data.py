@@ -112,6 +112,8 @@ def load_dataset(
     path = Path(source)
     if not path.exists():
         raise DataError(f"calibration data not found: {path}", "pass an .npz, a folder of .npz/.npy files or images, or 'random'")
+    if not path.is_file() and not path.is_dir():  # a FIFO or a device: a read would block or never end
+        raise DataError(f"calibration data {path} is neither a regular file nor a folder", "pass an .npz or a folder of .npz/.npy files or images")
     if path.is_file():
         if path.suffix != ".npz":
             raise DataError(f"calibration file {path.name} is not an .npz", "save arrays with numpy.savez(path, input_name=array)")

@@ -106,6 +106,8 @@ def load_onnx(path: str | os.PathLike) -> tuple[ir.Model, list[Path]]:
         raise InputError(f"model file not found: {path}", "check the path")
     if path.is_dir():
         raise InputError(f"{path} is a folder, not a model file", "pass the path of an .onnx file")
+    if not path.is_file():  # a FIFO would block the read forever, a device (/dev/zero) read until memory runs out
+        raise InputError(f"{path} is not a regular file", "pass the path of an .onnx file")
     try:
         proto = onnx.load(str(path), load_external_data=False)
     except (DecodeError, RuntimeError, ValueError, OSError) as e:

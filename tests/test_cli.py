@@ -394,3 +394,20 @@ def test_control_characters_from_a_model_never_reach_the_terminal(tmp_path):
         assert result.code == 0, result.stderr
         assert "\x1b" not in result.stdout + result.stderr and "\x07" not in result.stdout + result.stderr
     assert "producer: evil\\x1b]0;pwned[bold]" in runs[0].stdout  # escaped, and the markup printed as text
+
+
+@pytest.mark.skipif(not hasattr(os, "mkfifo"), reason="needs FIFOs (POSIX)")
+def test_a_fifo_or_a_device_is_refused_instead_of_read_forever(tmp_path):
+    fifo = tmp_path / "model.onnx"
+    os.mkfifo(fifo)
+    data = tmp_path / "data.npz"
+    os.mkfifo(data)
+    cases = [("inspect", str(fifo)), ("optimize", str(fifo), "-o", str(tmp_path / "out" / "o.onnx")),
+             ("optimize", str(FIXTURES / "cnn.onnx"), "-o", str(tmp_path / "out" / "o.onnx"), "--calib", str(data))]
+    if Path("/dev/zero").exists():
+        cases.append(("inspect", "/dev/zero"))
+    for args in cases:
+        result = subprocess.run([sys.executable, "-m", "onnxsmith", *args], capture_output=True, text=True, timeout=60, check=False)
+        assert result.returncode == 2, (args, result.stderr)
+        assert "is not a regular file" in result.stderr or "neither a regular file nor a folder" in result.stderr
+    assert not (tmp_path / "out").exists()
