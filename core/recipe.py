@@ -27,6 +27,7 @@ from onnxsmith.errors import DataError, RecipeError
 from onnxsmith.pass_base import Pass
 from onnxsmith.registry import available_passes, create_pass
 from onnxsmith.target import HOST, PRESETS, Target, load_target, target_for
+from onnxsmith.safe_yaml import load_yaml
 
 __all__ = [
     "DEFAULT_PIPELINE",
@@ -237,9 +238,13 @@ def load_recipe(path: str | Path) -> Recipe:
     path = Path(path)
     if not path.is_file():
         raise RecipeError(f"recipe file not found: {path}", "check the path")
-    text = path.read_text(encoding="utf-8")
     try:
-        data = json.loads(text) if path.suffix == ".json" else yaml.safe_load(text)
+        text = path.read_text(encoding="utf-8")
+        data = json.loads(text) if path.suffix == ".json" else load_yaml(text)
+    except UnicodeDecodeError:
+        raise RecipeError(f"recipe {path.name} is not UTF-8 text", "save it as UTF-8") from None
+    except RecursionError:
+        raise RecipeError(f"recipe {path.name} is nested too deeply to read", "a recipe is a few levels of keys; check the file") from None
     except (json.JSONDecodeError, yaml.YAMLError) as e:
         raise RecipeError(f"recipe {path.name} is not valid {'JSON' if path.suffix == '.json' else 'YAML'}: {str(e).splitlines()[0]}", "fix the syntax") from None
     if not isinstance(data, dict):

@@ -23,6 +23,7 @@ from typing import Any
 import yaml
 
 from onnxsmith.errors import RecipeError
+from onnxsmith.safe_yaml import load_yaml
 
 __all__ = ["HOST", "PRECISIONS", "PRESETS", "CpuTarget", "Target", "cpu_from_data", "detect_cpu", "load_target", "read_data_file", "save_target", "target_for"]
 
@@ -204,7 +205,7 @@ def read_data_file(path: Path, max_bytes: int, what: str, fix: str, *, json_only
         raise RecipeError(f"{what} {path} is larger than {max_bytes >> 10} KiB", fix)
     try:
         text = path.read_text()
-        return json.loads(text) if json_only else yaml.safe_load(text)
+        return json.loads(text) if json_only else load_yaml(text)
     except (yaml.YAMLError, ValueError) as e:  # json's and unicode's decode errors are ValueErrors
         kind = "JSON" if json_only else "JSON or YAML"
         raise RecipeError(f"{what} {path} is not {kind}: {str(e).splitlines()[0]}", fix) from None

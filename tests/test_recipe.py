@@ -192,3 +192,24 @@ def test_optimize_with_the_int8_preset_quantizes_within_its_budget(tmp_path):
     int8 = [row for row in rows if row["precision"] == "int8"]
     assert rows and all(row.get("reason") for row in rows if row["precision"] == "fp32")
     assert not int8 or {"QuantizeLinear", "DequantizeLinear"} <= ops
+
+
+def test_a_yaml_alias_bomb_is_refused_at_once(tmp_path):
+    """Nine levels of nine aliases: 9^9 strings if expanded ("billion laughs")."""
+    lines = ['a0: &a0 ["x", "x", "x", "x", "x", "x", "x", "x", "x"]']
+    lines += [f"a{i}: &a{i} [{', '.join([f'*a{i - 1}'] * 9)}]" for i in range(1, 9)]
+    path = tmp_path / "laughs.yaml"
+    path.write_text("\n".join(lines) + "\n")
+    with pytest.raises(RecipeError, match=r"not valid YAML: aliases \(\*name\) are not accepted"):
+        load_recipe(path)
+
+
+def test_a_recipe_not_in_utf8_or_nested_too_deep_is_a_recipe_error(tmp_path):
+    latin = tmp_path / "latin.yaml"
+    latin.write_bytes(b'passes: [cleanup]\ndescription: "caf\xe9"\n')
+    with pytest.raises(RecipeError, match="not UTF-8 text"):
+        load_recipe(latin)
+    deep = tmp_path / "deep.json"
+    deep.write_text("[" * 100_000 + "]" * 100_000)
+    with pytest.raises(RecipeError, match="nested too deeply"):
+        load_recipe(deep)

@@ -25,6 +25,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from onnxsmith.errors import InputError
 from onnxsmith.recipe import RUN_ONLY_KEYS, Recipe, parse_pipeline, validate_recipe
 from onnxsmith.sources import is_torch_factory, parse_shape, source_files
+from onnxsmith.safe_yaml import load_yaml
 
 __all__ = ["Job", "ManifestEntry", "discover_jobs", "model_hash", "model_size", "recipe_hash"]
 
@@ -137,9 +138,13 @@ def _onnx_files(source: Path, outdir: Path) -> list[Path]:
 
 
 def _read_manifest(path: Path) -> list[ManifestEntry]:
-    text = path.read_text(encoding="utf-8")
     try:
-        rows = _csv_rows(text) if path.suffix == ".csv" else _yaml_rows(yaml.safe_load(text))
+        text = path.read_text(encoding="utf-8")
+        rows = _csv_rows(text) if path.suffix == ".csv" else _yaml_rows(load_yaml(text))
+    except UnicodeDecodeError:
+        raise InputError(f"manifest {path.name} is not UTF-8 text", "save it as UTF-8") from None
+    except RecursionError:
+        raise InputError(f"manifest {path.name} is nested too deeply to read", "list one mapping per model") from None
     except yaml.YAMLError as e:
         raise InputError(f"manifest {path.name} is not valid YAML: {str(e).splitlines()[0]}", "fix the syntax") from None
     if not rows:
