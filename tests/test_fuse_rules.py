@@ -205,6 +205,24 @@ def test_layernorm_is_skipped_below_opset_17_with_a_hint():
     assert "needs ai.onnx opset 17, the model has 13 (run opset{version=17} first)" in fused.notes
 
 
+@pytest.mark.parametrize("opset", [13, 14])
+def test_a_fusion_an_old_opset_blocks_is_a_warning_where_the_model_has_its_pattern(opset):
+    # x * HardSigmoid(x, 1/6, 0.5) is HardSwish, an op of opset 14 (PP-OCR cls at opset 11 has 18 of them)
+    nodes = [helper.make_node("HardSigmoid", ["x"], ["h"], alpha=1 / 6, beta=0.5), helper.make_node("Mul", ["x", "h"], ["y"])]
+    fused = run_fuse(make(nodes, X4, {"y": None}, opset=opset), {"x": rand(1, 3, 8, 8, scale=4)}, only=["hardswish"])
+    if opset == 14:
+        assert fused.ops == ["HardSwish"] and fused.result.warnings == []
+    else:
+        assert fused.ops == ["HardSigmoid", "Mul"]
+        (warning,) = fused.result.warnings  # on the terminal, not only in a note of the report
+        assert warning.startswith("1 match(es) of rule 'hardswish'") and "needs ai.onnx opset 14 and the model is at 13" in warning
+
+
+def test_no_opset_warning_where_the_model_has_no_blocked_pattern():
+    model = make([helper.make_node("Relu", ["x"], ["y"])], X4, {"y": None}, opset=13)
+    assert run_fuse(model, {"x": rand(1, 3, 8, 8)}).result.warnings == []
+
+
 def _if_model(conv_inside: bool):
     """BatchNorm inside an If branch, with its Conv inside too (fusable) or outside (not)."""
     bn_inputs = ["c", "g", "beta", "m", "v"]
