@@ -10,6 +10,7 @@ are a DataError naming the input (and the sample).
 
 from __future__ import annotations
 
+import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
@@ -18,6 +19,7 @@ import numpy as np
 import onnx_ir as ir
 
 from onnxsmith.errors import DataError
+from onnxsmith.target import physical_memory_bytes
 
 __all__ = [
     "Dataset",
@@ -170,10 +172,29 @@ def split_dataset(dataset: Dataset, *, eval_samples: int | None = None, seed: in
 
 def _read_npz(path: Path) -> dict[str, np.ndarray]:
     try:
+        _refuse_oversized(path)
         with np.load(path, allow_pickle=False) as npz:
             return {k: npz[k] for k in npz.files}
-    except (ValueError, OSError) as e:
+    except (ValueError, OSError, zipfile.BadZipFile) as e:
         raise DataError(f"cannot read {path}: {e}", "write it with numpy.savez (object arrays are refused)") from e
+
+
+def _refuse_oversized(path: Path) -> None:
+    """Read only the arrays' headers and refuse a file whose arrays would take more than half of
+    this machine's memory: a header may declare any shape, and a compressed member may
+    inflate to it, so the size is checked before anything is allocated."""
+    total = 0
+    with zipfile.ZipFile(path) as archive:
+        for member in archive.namelist():
+            with archive.open(member) as f:
+                major, _ = np.lib.format.read_magic(f)
+                read_header = np.lib.format.read_array_header_1_0 if major == 1 else np.lib.format.read_array_header_2_0
+                shape, _, dtype = read_header(f)
+            total += int(np.prod(shape, dtype=np.float64)) * dtype.itemsize
+    limit = physical_memory_bytes() // 2
+    if total > limit:
+        raise DataError(f"{path.name} declares {total / 2**30:.1f} GiB of arrays, more than half of this machine's "
+                        f"{2 * limit / 2**30:.1f} GiB memory", "give fewer or smaller samples (--calib-samples takes a subset)")
 
 
 def _read_folder(folder: Path, inputs: list[InputSpec], images: ImageOptions) -> dict[str, np.ndarray]:

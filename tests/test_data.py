@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import io
+import zipfile
+
 import numpy as np
 import onnx
 import onnx_ir as ir
@@ -9,7 +12,7 @@ import pytest
 from PIL import Image
 
 from conftest import FIXTURES, run_cli
-from onnxsmith.data import Dataset, ImageOptions, load_dataset, model_inputs, random_dataset, split_dataset
+from onnxsmith.data import Dataset, ImageOptions, InputSpec, load_dataset, model_inputs, random_dataset, split_dataset
 from onnxsmith.errors import DataError
 
 
@@ -150,3 +153,14 @@ def test_a_scalar_input_is_fed_as_a_0d_array_from_data_and_from_random_feeds(tmp
         result = run_cli("optimize", str(model), "-o", str(out), "--passes", "cleanup,fuse", "--latency-rounds", "3", *data)
         assert result.code == 0, result.stderr
         assert out.exists()
+
+
+def test_an_npz_declaring_more_than_memory_is_refused_before_anything_is_allocated(tmp_path):
+    """A 300-byte file whose header declares 4 TB of float32: refused from the header alone."""
+    header = io.BytesIO()
+    np.lib.format.write_array_header_1_0(header, {"descr": "<f4", "fortran_order": False, "shape": (10**12,)})
+    path = tmp_path / "huge.npz"
+    with zipfile.ZipFile(path, "w") as archive:
+        archive.writestr("x.npy", header.getvalue() + bytes(64))
+    with pytest.raises(DataError, match=r"huge.npz declares 3725.3 GiB of arrays, more than half of this machine's"):
+        load_dataset(path, [InputSpec("x", np.dtype("float32"), (None, 4))])

@@ -31,6 +31,7 @@ from onnxsmith.optimize import report_path_for
 from onnxsmith.paths_guard import Read, Write, refuse_escape, refuse_overlap
 from onnxsmith.recipe import Recipe
 from onnxsmith.sources import source_files
+from onnxsmith.target import physical_memory_bytes
 
 __all__ = ["BatchEvents", "BatchInterrupted", "BatchOptions", "run_batch"]
 
@@ -272,4 +273,4 @@ def _usable_cpus() -> int:
 
 
 def _physical_memory_mb() -> int:
-    return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") // (1024 * 1024)
+    return physical_memory_bytes() // (1024 * 1024)
