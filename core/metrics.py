@@ -101,6 +101,10 @@ def compare_outputs(reference: list[Outputs], candidate: list[Outputs]) -> dict[
     output's errors infinite and its cosine 0: such an output matches nothing."""
     result = {}
     for name in reference[0]:
+        exact = _compared_exactly(name, reference, candidate)
+        if exact is not None:
+            result[name] = OutputDrift(0.0, 0.0, 1.0, math.inf, 0.0) if exact else OutputDrift(math.inf, math.inf, 0.0, -math.inf, math.inf)
+            continue
         ref = np.concatenate([np.asarray(r[name], dtype=np.float64).ravel() for r in reference])
         got = np.concatenate([np.asarray(c[name], dtype=np.float64).ravel() for c in candidate])
         if ref.shape != got.shape:
@@ -117,6 +121,16 @@ def compare_outputs(reference: list[Outputs], candidate: list[Outputs]) -> dict[
             channel_error=float(np.mean([channel_error(r[name], c[name]) for r, c in zip(reference, candidate, strict=True)])),
         )
     return result
+
+
+def _compared_exactly(name: str, reference: list[Outputs], candidate: list[Outputs]) -> bool | None:
+    """For an output that has no numeric error to measure, whether it is unchanged: strings and
+    other non-numeric values, and empty tensors (a zero-size dim). None for the others."""
+    refs, gots = [np.asarray(r[name]) for r in reference], [np.asarray(c[name]) for c in candidate]
+    numeric = all(a.dtype.kind in "biuf" for a in (*refs, *gots))
+    if numeric and all(a.size for a in refs):
+        return None
+    return all(r.shape == g.shape and np.array_equal(r, g) for r, g in zip(refs, gots, strict=True))
 
 
 def channel_error(reference: np.ndarray, candidate: np.ndarray) -> float:
@@ -159,6 +173,10 @@ def default_drift(reference: list[Outputs], candidate: list[Outputs], feeds: lis
     """The built-in DriftMetric (module docstring): the worst output's worst part (``feeds`` unused)."""
     worst = 0.0
     for name in reference[0]:
+        exact = _compared_exactly(name, reference, candidate)
+        if exact is not None:
+            worst = worst if exact else math.inf
+            continue
         ref = _channels([r[name] for r in reference])
         got = _channels([c[name] for c in candidate])
         if ref.shape != got.shape:
@@ -240,6 +258,10 @@ def within_tolerance(reference: list[Outputs], candidate: list[Outputs], *, rtol
             ref, got = np.asarray(r[name]), np.asarray(c[name])
             if ref.shape != got.shape:
                 return f"output '{name}' changed shape from {ref.shape} to {got.shape}"
+            if ref.dtype.kind not in "biufc" or got.dtype.kind not in "biufc":  # strings: equal, or not
+                if not np.array_equal(got, ref):
+                    return f"output '{name}' (non-numeric) changed on sample {i}"
+                continue
             if got.dtype.kind in "fc" and np.isnan(got).any():
                 return f"output '{name}' is NaN on sample {i} where the original gives a number"
             if not np.allclose(got, ref, rtol=rtol, atol=atol, equal_nan=False):

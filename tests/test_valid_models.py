@@ -1,0 +1,53 @@
+"""Valid models of unusual shapes run end to end (issue 18): string and empty outputs."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import onnx
+import pytest
+from onnx import TensorProto, helper, numpy_helper
+
+from conftest import run_cli
+from onnxsmith.metrics import compare_outputs, default_drift, within_tolerance
+
+
+def _empty_output_model(path):
+    """A second output sliced to zero length ([1, 0]): valid, and nothing to measure on it."""
+    nodes = [helper.make_node("Relu", ["x"], ["y"]), helper.make_node("Slice", ["y", "s", "e"], ["z"])]
+    graph = helper.make_graph(nodes, "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 4])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 4]),
+                               helper.make_tensor_value_info("z", TensorProto.FLOAT, [1, 0])],
+                              [numpy_helper.from_array(np.array([0], np.int64), "s"), numpy_helper.from_array(np.array([0], np.int64), "e")])
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), path)
+
+
+def _string_output_model(path):
+    nodes = [helper.make_node("Identity", ["s"], ["t"]), helper.make_node("Relu", ["x"], ["y"])]
+    graph = helper.make_graph(nodes, "g", [helper.make_tensor_value_info("s", TensorProto.STRING, [1]),
+                                           helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 4])],
+                              [helper.make_tensor_value_info("t", TensorProto.STRING, [1]),
+                               helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 4])])
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), path)
+
+
+@pytest.mark.parametrize("build", [_empty_output_model, _string_output_model])
+def test_a_model_with_string_or_empty_outputs_is_optimized(tmp_path, build):
+    source = tmp_path / "m.onnx"
+    build(source)
+    result = run_cli("optimize", str(source), "-o", str(tmp_path / "out.onnx"), "-p", "cleanup,fuse", "--latency-rounds", "0",
+                     "--profile-runs", "0", "--json")
+    assert result.code == 0, result.stderr
+    outputs = result.json()["summary"]["outputs"]
+    assert all(o["max_abs"] == 0 and o["cosine"] == 1 for o in outputs.values())
+
+
+def test_outputs_without_a_numeric_error_compare_as_equal_or_not():
+    same = [{"t": np.array(["a", "b"]), "z": np.zeros((1, 0), np.float32)}]
+    changed = [{"t": np.array(["a", "c"]), "z": np.zeros((1, 0), np.float32)}]
+    assert compare_outputs(same, same)["t"].cosine == 1.0 and compare_outputs(same, same)["z"].max_abs == 0.0
+    assert compare_outputs(same, changed)["t"].max_abs == math.inf and default_drift(same, changed) == math.inf
+    assert default_drift(same, same) == 0.0
+    assert within_tolerance(same, same, rtol=1e-4, atol=1e-5) is None
+    assert "(non-numeric) changed" in within_tolerance(same, changed, rtol=1e-4, atol=1e-5)
