@@ -44,15 +44,31 @@ class CleanupPass(Pass):
     def run(self, model: ir.Model, ctx: Context) -> PassResult:
         before = graph_signature(model)
         ops_before = Counter(n.op_type for n in all_nodes(model))
+        passthrough = {v.name for v in model.graph.outputs if v.is_graph_input()}
         onnxscript.optimizer.optimize_ir(
             model,
             num_iterations=self.iterations,
             inline=self.inline,
             output_size_limit=self.fold_limit,
         )
+        _restore_passthrough_outputs(model, passthrough)
         ops_after = Counter(n.op_type for n in all_nodes(model))
         removed = ops_before - ops_after
         counts = {f"removed_{op}": n for op, n in sorted(removed.items())}
         counts["nodes_removed"] = sum(ops_before.values()) - sum(ops_after.values())
         return PassResult(model, modified=graph_signature(model) != before, counts=counts)
 
+
+def _restore_passthrough_outputs(model: ir.Model, names: set[str]) -> None:
+    """Undo onnx_ir's OutputFixPass for graph outputs that are graph inputs (a graph with no
+    nodes, output = input): it renames the input ``x`` to ``x_orig`` behind an Identity, which
+    changes the model's interface. The input gets its name back and is the output again."""
+    graph = model.graph
+    for index, output in enumerate(list(graph.outputs)):
+        node = output.producer()
+        if output.name not in names or node is None or node.op_type != "Identity" or not node.inputs[0].is_graph_input():
+            continue
+        source = node.inputs[0]
+        graph.outputs[index] = source
+        graph.remove(node, safe=False)
+        source.name = output.name

@@ -51,3 +51,16 @@ def test_outputs_without_a_numeric_error_compare_as_equal_or_not():
     assert default_drift(same, same) == 0.0
     assert within_tolerance(same, same, rtol=1e-4, atol=1e-5) is None
     assert "(non-numeric) changed" in within_tolerance(same, changed, rtol=1e-4, atol=1e-5)
+
+
+def test_a_graph_with_no_nodes_keeps_its_interface(tmp_path):
+    """output = input: onnxscript's optimizer renames the input to x_orig behind an Identity."""
+    graph = helper.make_graph([], "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 4])],
+                              [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 4])])
+    source = tmp_path / "m.onnx"
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), source)
+    out = tmp_path / "out.onnx"
+    result = run_cli("optimize", str(source), "-o", str(out), "-p", "cleanup,fuse", "--latency-rounds", "0", "--profile-runs", "0")
+    assert result.code == 0, result.stderr
+    written = onnx.load(out)
+    assert [v.name for v in written.graph.input] == ["x"] and [v.name for v in written.graph.output] == ["x"]
