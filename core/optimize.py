@@ -206,7 +206,7 @@ def write(prepared: Prepared, built: Built, output: Path, options: OptimizeOptio
         },
         artifact={"path": str(output), "files": [str(p) for p in written], "external_data": external} if save else {},
         warnings=[*backend.target.warnings(), *_warnings(evaluation, result.records, prepared.choice),
-                  *_speed_warning(result.records, timed, backend.name), *_rounds_warning(options.latency_rounds, latency)],
+                  *_speed_warning(result.records, timed, backend.name), *_rounds_warning(latency)],
         profile=profile,
         accuracy=prepared.choice.describe(),
         auto=auto,
@@ -354,9 +354,10 @@ def _profile_runs(requested: int, latency: dict[str, object]) -> int:
     return max(1, min(requested, int(PROFILE_BUDGET_S / seconds_per_run)))
 
 
-def _rounds_warning(rounds: int, latency: dict[str, object]) -> list[str]:
+def _rounds_warning(latency: dict[str, object]) -> list[str]:
     """Too few timing rounds to call any speedup a change: say so beside the number."""
-    if latency.get("speedup") is None or not 0 < rounds < MIN_ROUNDS:
+    rounds = latency.get("rounds")
+    if latency.get("speedup") is None or rounds is None or rounds >= MIN_ROUNDS:
         return []
     return [f"--latency-rounds {rounds} is too few to tell a speedup from the machine's noise "
             f"({latency['speedup']:.2f}x here); give {MIN_ROUNDS} or more"]
