@@ -94,7 +94,7 @@ def optimize_summary(report: Report, report_path: Path | None) -> None:
         if lat.get("speedup_iqr"):
             table.add_row("speedup per round (IQR)", "", "", spread_text(lat))
     metric = report.accuracy["metric"] if report.accuracy else "drift"
-    table.add_row("drift" if metric == "drift" else f"{metric} drift", "", f"{s.drift:.3g}", "")
+    table.add_row(_drift_label(metric), "", f"{s.drift:.3g}", "")
     stdout.print(table)
     outputs = Table("output", "max abs err", "cosine", "SQNR dB", title="Outputs vs original (held-out feeds)", title_justify="left")
     for name, o in s.outputs.items():
@@ -131,13 +131,18 @@ def optimize_markdown(report: Report) -> str:
         if lat.get("speedup_iqr"):
             lines.append(f"| speedup per round (IQR) | | | {spread_text(lat)} |")
     metric = report.accuracy["metric"] if report.accuracy else "drift"
-    lines.append(f"| {'drift' if metric == 'drift' else metric + ' drift'} | | {s.drift:.3g} | |")
+    lines.append(f"| {_drift_label(metric)} | | {s.drift:.3g} | |")
     if report.gates:
         lines += ["", "| gate | limit | value | verdict |", "|---|---|---|---|"]
         lines += [f"| {row['gate']} | {_gate_value(row['gate'], row['limit'])} | {_gate_value(row['gate'], row['value'])} | "
                   f"{'passed' if row['passed'] else '**FAILED**'} |" for row in report.gates]
     lines += [""] + [f"- warning: {w}" for w in report.warnings]
     return "\n".join(lines).rstrip() + "\n"
+
+
+def _drift_label(metric: str) -> str:
+    """What the drift number is of: "drift" itself, or a task metric's ("top1 drift")."""
+    return "drift" if metric == "drift" else f"{metric} drift"
 
 
 def speedup_text(latency: dict) -> str:
@@ -169,7 +174,7 @@ def auto_search(report: Report) -> None:
     """The ``--auto`` search table: every candidate, its measured speed, size, metric and verdict."""
     auto = report.auto
     budget = auto["budget"]
-    drift = "drift" if budget["metric"] == "drift" else f"{budget['metric']} drift"
+    drift = _drift_label(budget["metric"])
     table = Table("candidate", "speedup", "size", drift, "verdict", "build s",
                   title=f"--auto on {report.backend}: budget {budget['metric']} <= {budget['max_drift']:g}", title_justify="left")
     for c in auto["candidates"]:
