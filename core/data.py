@@ -18,7 +18,7 @@ from typing import Literal
 import numpy as np
 import onnx_ir as ir
 
-from onnxsmith.errors import DataError
+from onnxsmith.errors import DataError, first_line
 from onnxsmith.target import physical_memory_bytes
 
 __all__ = [
@@ -147,6 +147,9 @@ def random_dataset(
                 f"input shape for '{spec.name}' has {len(shape)} dims but the model input has {len(spec.shape)}",
                 f"give all dims, e.g. {spec.name}={'x'.join('1' for _ in spec.shape)}",
             )
+        refuse_beyond_memory(float(np.prod((samples, *shape), dtype=np.float64)) * max(spec.dtype.itemsize, 8),
+                             f"random inputs of shape {'x'.join(map(str, shape))} for '{spec.name}' need",
+                             "give a smaller --input-shape")
         if spec.dtype.kind == "f":
             arr = rng.standard_normal((samples, *shape)).astype(spec.dtype)
         elif spec.dtype.kind == "b":
@@ -191,10 +194,16 @@ def _refuse_oversized(path: Path) -> None:
                 read_header = np.lib.format.read_array_header_1_0 if major == 1 else np.lib.format.read_array_header_2_0
                 shape, _, dtype = read_header(f)
             total += int(np.prod(shape, dtype=np.float64)) * dtype.itemsize
+    refuse_beyond_memory(total, f"{path.name} declares", "give fewer or smaller samples (--calib-samples takes a subset)")
+
+
+def refuse_beyond_memory(nbytes: float, what: str, fix: str) -> None:
+    """A DataError when ``nbytes`` (about to be allocated) exceed half of this machine's memory:
+    sizes from a file's header or from the command line are checked before numpy allocates."""
     limit = physical_memory_bytes() // 2
-    if total > limit:
-        raise DataError(f"{path.name} declares {total / 2**30:.1f} GiB of arrays, more than half of this machine's "
-                        f"{2 * limit / 2**30:.1f} GiB memory", "give fewer or smaller samples (--calib-samples takes a subset)")
+    if nbytes > limit:
+        raise DataError(f"{what} {nbytes / 2**30:.1f} GiB of arrays, more than half of this machine's "
+                        f"{2 * limit / 2**30:.1f} GiB memory", fix)
 
 
 def _read_folder(folder: Path, inputs: list[InputSpec], images: ImageOptions) -> dict[str, np.ndarray]:
@@ -229,11 +238,16 @@ def _read_images(paths: list[Path], spec: InputSpec, options: ImageOptions) -> n
     size = options.size or (tuple(hw) if all(isinstance(d, int) for d in hw) else None)
     if size is None:
         raise DataError(f"input '{spec.name}' has dynamic height/width, so the image size is unknown", "give it, e.g. --image-size 224x224")
+    refuse_beyond_memory(float(len(paths)) * size[0] * size[1] * 3 * 4, f"{len(paths)} images at {size[0]}x{size[1]} need",
+                         "give a smaller --image-size")
     mean, std = np.asarray(options.mean, np.float32), np.asarray(options.std, np.float32)
     batch = []
     for p in paths:
-        with Image.open(p) as img:
-            rgb = img.convert("RGB").resize((size[1], size[0]), Image.BILINEAR)
+        try:
+            with Image.open(p) as img:
+                rgb = img.convert("RGB").resize((size[1], size[0]), Image.BILINEAR)
+        except (OSError, ValueError, Image.DecompressionBombError) as e:  # truncated, not an image, or a bomb
+            raise DataError(f"cannot read image {p.name}: {first_line(e)}", "remove it or replace it with a valid image") from None
         pixels = np.asarray(rgb, dtype=np.float32) / 255.0
         if options.color == "BGR":
             pixels = pixels[..., ::-1]

@@ -164,3 +164,24 @@ def test_an_npz_declaring_more_than_memory_is_refused_before_anything_is_allocat
         archive.writestr("x.npy", header.getvalue() + bytes(64))
     with pytest.raises(DataError, match=r"huge.npz declares 3725.3 GiB of arrays, more than half of this machine's"):
         load_dataset(path, [InputSpec("x", np.dtype("float32"), (None, 4))])
+
+
+def test_sizes_from_the_command_line_are_checked_before_allocating(tmp_path):
+    spec = [InputSpec("x", np.dtype("float32"), (None, None))]
+    with pytest.raises(DataError, match=r"random inputs of shape 100000x100000000 for 'x' need .* GiB of arrays, more than half"):
+        random_dataset(spec, shapes={"x": (100_000, 100_000_000)})
+    folder = tmp_path / "images"
+    folder.mkdir()
+    Image.new("RGB", (8, 8)).save(folder / "a.png")
+    image_input = [InputSpec("x", np.dtype("float32"), (None, 3, None, None))]
+    with pytest.raises(DataError, match=r"1 images at 200000x200000 need 447.0 GiB"):
+        load_dataset(folder, image_input, images=ImageOptions(size=(200_000, 200_000)))
+
+
+def test_a_file_that_is_not_an_image_in_an_image_folder_is_named(tmp_path):
+    folder = tmp_path / "images"
+    folder.mkdir()
+    Image.new("RGB", (8, 8)).save(folder / "a.png")
+    (folder / "b.png").write_text("not a picture")
+    with pytest.raises(DataError, match="cannot read image b.png"):
+        load_dataset(folder, [InputSpec("x", np.dtype("float32"), (1, 3, 8, 8))])
