@@ -7,7 +7,7 @@ from typing import Annotated
 
 import typer
 
-from onnxsmith.cli.options import BackendOpt, JsonFlag, PrecisionOpt, PresetOpt, TargetOpt, ThreadsOpt
+from onnxsmith.cli.options import BackendOpt, JsonFlag, PrecisionOpt, PresetOpt, RunTimeoutOpt, TargetOpt, ThreadsOpt
 
 
 def optimize(
@@ -39,6 +39,7 @@ def optimize(
     dump_dir: Annotated[Path | None, typer.Option("--dump-dir", help="Write the model after every pass into this folder.")] = None,
     dry_run: Annotated[bool, typer.Option("--dry-run", help="Validate and print the resolved recipe; run nothing.", metavar="")] = False,
     save_recipe: Annotated[Path | None, typer.Option("--save-recipe", help="Write the recipe these flags imply to a YAML/JSON file.")] = None,
+    run_timeout: RunTimeoutOpt = 600.0,
     json_output: JsonFlag = False,
 ) -> None:
     """Run a pass pipeline on MODEL, verify it after every pass, write OUT.onnx and OUT.report.json."""
@@ -55,6 +56,7 @@ def optimize(
     from onnxsmith.paths_guard import refuse_overlap
     from onnxsmith.pipeline import DumpInstrument
     from onnxsmith.recipe import recipe_from_flags
+    from onnxsmith.runtime import run_time_limit
     from onnxsmith.sources import parse_shape
 
     resolved_recipe = recipe_from_flags(
@@ -102,13 +104,14 @@ def optimize(
         raise InputError("--auto-candidates is given without --auto", "add --auto")
 
     try:
-        if auto:
-            from onnxsmith.auto import DEFAULT_CANDIDATES, auto_optimize
+        with run_time_limit(run_timeout):
+            if auto:
+                from onnxsmith.auto import DEFAULT_CANDIDATES, auto_optimize
 
-            candidates = tuple(c.strip() for c in auto_candidates.split(",")) if auto_candidates else DEFAULT_CANDIDATES
-            report = auto_optimize(model, output, resolved_recipe, options, candidates, on_candidate=render.auto_candidate)
-        else:
-            report = run_optimize(model, output, resolved_recipe, options)
+                candidates = tuple(c.strip() for c in auto_candidates.split(",")) if auto_candidates else DEFAULT_CANDIDATES
+                report = auto_optimize(model, output, resolved_recipe, options, candidates, on_candidate=render.auto_candidate)
+            else:
+                report = run_optimize(model, output, resolved_recipe, options)
     except OnnxsmithError as e:
         if e.report is not None:  # a failed gate: CI still gets the numbers, then the error and its exit code
             _show(e.report, output, json_output)

@@ -18,3 +18,4 @@ ThreadsOpt = Annotated[int | None, typer.Option("--threads", min=0, help="The ru
 PrecisionOpt = Annotated[str | None, typer.Option(
     "--inference-precision", help="The runtime's whole-model precision: fp32 (default), or bf16/fp16 where the backend "
                                   "runs them (OpenVINO); a lossy choice whose drift is measured.")]
+RunTimeoutOpt = Annotated[float, typer.Option("--run-timeout", min=0, help="Seconds one run of the model on one input may take before it is stopped as an input error (0: no limit).")]

@@ -8,7 +8,7 @@ from typing import Annotated
 
 import typer
 
-from onnxsmith.cli.options import BackendOpt, PrecisionOpt, TargetOpt, ThreadsOpt
+from onnxsmith.cli.options import BackendOpt, PrecisionOpt, RunTimeoutOpt, TargetOpt, ThreadsOpt
 
 
 class Format(str, Enum):
@@ -33,6 +33,7 @@ def profile(
     sqnr_threshold: Annotated[float, typer.Option("--sqnr-threshold", help="With --compare: the first layer below this SQNR (dB) is reported.")] = 30.0,
     fmt: Annotated[Format, typer.Option("--format", "-f", help="Output format.")] = Format.table,
     output: Annotated[Path | None, typer.Option("--output", "-o", help="Write to this file instead of stdout.")] = None,
+    run_timeout: RunTimeoutOpt = 600.0,
 ) -> None:
     """Profile MODEL layer by layer: time, share, FLOPs, bytes, precision, named by the original layers."""
     import json
@@ -45,6 +46,7 @@ def profile(
     from onnxsmith.modelio import write_text_atomic
     from onnxsmith.profile_run import ProfileOptions, profile_model
     from onnxsmith.report import SCHEMA_VERSION
+    from onnxsmith.runtime import run_time_limit
     from onnxsmith.sources import parse_shape
 
     options = ProfileOptions(
@@ -52,7 +54,8 @@ def profile(
         input_shapes=[parse_shape(s) for s in input_shape or []] or None,
         compare=compare, threshold_db=sqnr_threshold, target=target, threads=threads or 0, precision=inference_precision,
     )
-    data = profile_model(model, options).to_dict()
+    with run_time_limit(run_timeout):
+        data = profile_model(model, options).to_dict()
     append_step_summary(render_profile.markdown(data, Path(model).name))
     if fmt is Format.table and output is None:
         render_profile.table(data)

@@ -19,7 +19,7 @@ from onnxsmith.backend import Backend, get_backend
 from onnxsmith.context import Context
 from onnxsmith.costs import CostTable, costs_json, load_costs
 from onnxsmith.data import Dataset, ImageOptions, InputSpec, load_dataset, model_inputs, random_dataset, split_dataset
-from onnxsmith.errors import AccuracyBudgetExceeded, DataError, InputError, RecipeError, first_line
+from onnxsmith.errors import AccuracyBudgetExceeded, DataError, InputError, OnnxsmithError, RecipeError, first_line
 from onnxsmith.gates import check_gates, gate_rows
 from onnxsmith.graph_stats import graph_stats
 from onnxsmith.latency import MIN_ROUNDS, LatencyStats, consistently_faster, measure_interleaved, speedup_summary
@@ -259,6 +259,8 @@ def _reference_outputs(measure: Measurements, model: Model, evaluation: Dataset)
         raise InputError(f"ONNX Runtime cannot load the model: {first}", "check that every op and opset it uses is one ONNX Runtime supports") from None
     try:
         return measure.outputs(model.ir, evaluation.feeds())
+    except OnnxsmithError:  # the run's time limit: its own message says what to do
+        raise
     except Exception as e:  # onnxruntime raises its own Fail/InvalidArgument types
         shapes = ", ".join(f"{k} {'x'.join(map(str, v.shape))}" for k, v in evaluation.feeds()[0].items())
         first = first_line(e)

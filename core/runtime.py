@@ -7,7 +7,10 @@ session options are set in one place.
 from __future__ import annotations
 
 import contextlib
+import threading
+import time
 from collections.abc import Iterable, Iterator, Sequence
+from typing import Any
 from contextvars import ContextVar
 from pathlib import Path
 
@@ -15,13 +18,87 @@ import numpy as np
 import onnx_ir as ir
 import onnxruntime as ort
 
+from onnxsmith.errors import InputError
 from onnxsmith.modelio import session_source
 
-__all__ = ["Outputs", "make_session", "run_all", "save_runtime_graph", "session_threads"]
+__all__ = ["RUN_TIMEOUT_S", "Outputs", "make_session", "run_all", "run_time_limit", "save_runtime_graph", "session_threads"]
+
+RUN_TIMEOUT_S = 600.0  # one run of a model on one input; a Loop that never ends must not hang a CI job
 
 Outputs = dict[str, np.ndarray]
 
 _THREADS: ContextVar[int] = ContextVar("onnxsmith_session_threads", default=0)
+_RUN_TIMEOUT: ContextVar[float] = ContextVar("onnxsmith_run_timeout", default=RUN_TIMEOUT_S)
+
+
+@contextlib.contextmanager
+def run_time_limit(seconds: float) -> Iterator[None]:
+    """Within this block, every run of a session made here stops after ``seconds`` (0: no limit)."""
+    token = _RUN_TIMEOUT.set(seconds)
+    try:
+        yield
+    finally:
+        _RUN_TIMEOUT.reset(token)
+
+
+class _Watchdog:
+    """One thread for the process that sets ONNX Runtime's terminate flag on runs past their
+    deadline (checked four times a second; a run costs a dict entry, not a thread)."""
+
+    def __init__(self) -> None:
+        self._runs: dict[int, tuple[float, ort.RunOptions]] = {}
+        self._lock = threading.Lock()
+        self._thread: threading.Thread | None = None
+
+    def watch(self, options: ort.RunOptions, deadline: float) -> None:
+        with self._lock:
+            self._runs[id(options)] = (deadline, options)
+            if self._thread is None:
+                self._thread = threading.Thread(target=self._loop, daemon=True, name="onnxsmith-run-watchdog")
+                self._thread.start()
+
+    def release(self, options: ort.RunOptions) -> None:
+        with self._lock:
+            self._runs.pop(id(options), None)
+
+    def _loop(self) -> None:
+        while True:
+            time.sleep(0.25)
+            now = time.monotonic()
+            with self._lock:
+                for deadline, options in self._runs.values():
+                    if now > deadline:
+                        options.terminate = True
+
+
+_WATCHDOG = _Watchdog()
+
+
+class LimitedSession:
+    """An InferenceSession whose every run stops after a time limit, as an input error: a model
+    whose Loop never ends would otherwise hang the run (and a CI job) for good."""
+
+    def __init__(self, session: ort.InferenceSession, limit_s: float) -> None:
+        self._session, self._limit_s = session, limit_s
+        self._options = ort.RunOptions()
+        self._options.log_severity_level = 4  # the stop is reported as an error of ours, not logged by ONNX Runtime
+
+    def run(self, output_names: Sequence[str] | None, input_feed: dict[str, Any], run_options: ort.RunOptions | None = None) -> list:
+        options = run_options or self._options
+        _WATCHDOG.watch(options, time.monotonic() + self._limit_s)
+        try:
+            return self._session.run(output_names, input_feed, options)
+        except Exception:
+            if options.terminate:
+                options.terminate = False
+                raise InputError(f"the model ran longer than {self._limit_s:g} s on one input and was stopped (a Loop that never ends?)",
+                                 "check the model, or raise --run-timeout") from None
+            raise
+        finally:
+            _WATCHDOG.release(options)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._session, name)
 
 
 @contextlib.contextmanager
@@ -43,11 +120,12 @@ def make_session(
     providers: Sequence[str | tuple[str, dict]] = ("CPUExecutionProvider",),
     threads: int = 0,
     session_options: ort.SessionOptions | None = None,
-) -> ort.InferenceSession:
+) -> ort.InferenceSession | LimitedSession:
     """An InferenceSession for ``model``.
 
     ``optimize=False`` turns ONNX Runtime's own graph optimizations off: the reference
     for exact passes, so the runtime cannot apply the same fusion and hide a broken one.
+    Every run stops after the ``run_time_limit`` (RUN_TIMEOUT_S unless a caller sets one).
     """
     options = session_options or ort.SessionOptions()
     options.log_severity_level = 3
@@ -61,7 +139,9 @@ def make_session(
     if threads:
         options.intra_op_num_threads = threads
     with session_source(model) as source:
-        return ort.InferenceSession(source, sess_options=options, providers=list(providers))
+        session = ort.InferenceSession(source, sess_options=options, providers=list(providers))
+    limit = _RUN_TIMEOUT.get()
+    return LimitedSession(session, limit) if limit else session
 
 
 def run_all(session: ort.InferenceSession, feeds: Iterable[dict[str, np.ndarray]]) -> list[Outputs]:

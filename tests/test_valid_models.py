@@ -64,3 +64,30 @@ def test_a_graph_with_no_nodes_keeps_its_interface(tmp_path):
     assert result.code == 0, result.stderr
     written = onnx.load(out)
     assert [v.name for v in written.graph.input] == ["x"] and [v.name for v in written.graph.output] == ["x"]
+
+
+def _endless_loop_model(path):
+    """A Loop with no trip count whose condition stays true: it never ends."""
+    body = helper.make_graph(
+        [helper.make_node("Identity", ["cond_in"], ["cond_out"]), helper.make_node("Add", ["v_in", "one"], ["v_out"])], "body",
+        [helper.make_tensor_value_info("i", TensorProto.INT64, []), helper.make_tensor_value_info("cond_in", TensorProto.BOOL, []),
+         helper.make_tensor_value_info("v_in", TensorProto.FLOAT, [1])],
+        [helper.make_tensor_value_info("cond_out", TensorProto.BOOL, []), helper.make_tensor_value_info("v_out", TensorProto.FLOAT, [1])],
+        [numpy_helper.from_array(np.array([1.0], np.float32), "one")])
+    graph = helper.make_graph([helper.make_node("Loop", ["", "cond", "x"], ["y"], body=body)], "g",
+                              [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1])],
+                              [numpy_helper.from_array(np.array(True), "cond")])
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), path)
+
+
+def test_a_model_that_never_ends_is_stopped_after_the_run_timeout(tmp_path):
+    source = tmp_path / "forever.onnx"
+    _endless_loop_model(source)
+    out = tmp_path / "out" / "o.onnx"
+    for args in (("optimize", str(source), "-o", str(out)), ("profile", str(source), "--runs", "2")):
+        result = run_cli(*args, "--run-timeout", "2")
+        assert result.code == 2, result.stderr
+        assert result.stderr.strip() == ("error: the model ran longer than 2 s on one input and was stopped (a Loop that never "
+                                         "ends?); check the model, or raise --run-timeout")
+    assert not out.parent.exists()
