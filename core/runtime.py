@@ -7,6 +7,7 @@ session options are set in one place.
 from __future__ import annotations
 
 import contextlib
+import os
 import threading
 import time
 from collections.abc import Iterable, Iterator, Sequence
@@ -46,6 +47,10 @@ class _Watchdog:
     deadline (checked four times a second; a run costs a dict entry, not a thread)."""
 
     def __init__(self) -> None:
+        self.reset()
+
+    def reset(self) -> None:
+        """No runs, no thread (also in a forked child, which inherits neither the thread nor the runs)."""
         self._runs: dict[int, tuple[float, ort.RunOptions]] = {}
         self._lock = threading.Lock()
         self._thread: threading.Thread | None = None
@@ -72,6 +77,8 @@ class _Watchdog:
 
 
 _WATCHDOG = _Watchdog()
+if hasattr(os, "register_at_fork"):  # a forked worker has no watchdog thread, whatever its parent had
+    os.register_at_fork(after_in_child=_WATCHDOG.reset)
 
 
 class LimitedSession:
