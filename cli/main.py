@@ -47,6 +47,26 @@ def main(
 ) -> None:
     """onnxsmith: load a model, run a pass pipeline, write a verified artifact and a report."""
     logging.basicConfig(level=logging.DEBUG if debug else logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    if not debug:
+        for handler in logging.getLogger().handlers:
+            handler.addFilter(OneLineLogs())
+
+
+class OneLineLogs(logging.Filter):
+    """Library warnings as one line on stderr, their tracebacks only with --debug: onnx_ir logs
+    a failed shape inference (which the run survives) as a WARNING with the whole traceback."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        from onnxsmith.cli.console import clean
+        from onnxsmith.errors import first_line
+
+        message = record.getMessage()
+        if record.exc_info and record.exc_info[1] is not None:
+            error = record.exc_info[1]
+            message = f"{message} ({type(error).__name__}: {first_line(error)})"
+        record.msg, record.args = clean(message.splitlines()[0] if message else message), ()
+        record.exc_info = record.exc_text = record.stack_info = None
+        return True
 
 
 def run() -> None:

@@ -411,3 +411,19 @@ def test_a_fifo_or_a_device_is_refused_instead_of_read_forever(tmp_path):
         assert result.returncode == 2, (args, result.stderr)
         assert "is not a regular file" in result.stderr or "neither a regular file nor a folder" in result.stderr
     assert not (tmp_path / "out").exists()
+
+
+def test_library_warnings_are_one_line_without_debug():
+    """onnx_ir logs a shape inference it survives as a WARNING with the whole traceback."""
+    import logging
+
+    from onnxsmith.cli.main import OneLineLogs
+
+    try:
+        raise ValueError("inference failed\nat node 3")
+    except ValueError as e:
+        record = logging.LogRecord("onnx_ir", logging.WARNING, __file__, 1, "Shape inference failed. Model is left unchanged",
+                                   (), (type(e), e, e.__traceback__))
+    assert OneLineLogs().filter(record)
+    assert logging.Formatter("%(message)s").format(record) == (
+        "Shape inference failed. Model is left unchanged (ValueError: inference failed)")
