@@ -85,16 +85,8 @@ def optimize_summary(report: Report, report_path: Path | None) -> None:
     (``report_path`` None: nothing was, the accuracy gate failed)."""
     s = report.summary
     table = Table("", "before", "after", "change", title="Summary", title_justify="left")
-    table.add_row("nodes", str(s.nodes["before"]), str(s.nodes["after"]), _ratio(s.nodes["before"], s.nodes["after"]))
-    table.add_row("parameters", f"{s.params['before']:,}", f"{s.params['after']:,}", _ratio(s.params["before"], s.params["after"]))
-    table.add_row("file size", human_bytes(s.bytes["before"]), human_bytes(s.bytes["after"]), _ratio(s.bytes["before"], s.bytes["after"]))
-    lat = s.latency_ms
-    if lat["before"] is not None:
-        table.add_row(f"latency ({report.backend}, median)", f"{lat['before']:.3f} ms", f"{lat['after']:.3f} ms", speedup_text(lat))
-        if lat.get("speedup_iqr"):
-            table.add_row("speedup per round (IQR)", "", "", spread_text(lat))
-    metric = report.accuracy["metric"] if report.accuracy else "drift"
-    table.add_row(_drift_label(metric), "", f"{s.drift:.3g}", "")
+    for row in _summary_rows(report):
+        table.add_row(*row)
     stdout.print(table)
     outputs = Table("output", "max abs err", "cosine", "SQNR dB", title="Outputs vs original (held-out feeds)", title_justify="left")
     for name, o in s.outputs.items():
@@ -115,29 +107,34 @@ def optimize_summary(report: Report, report_path: Path | None) -> None:
 
 def optimize_markdown(report: Report) -> str:
     """A short Markdown section for a CI step summary: the model, the recipe, before/after, the gates."""
-    s, lat = report.summary, report.summary.latency_ms
     source, artifact = Path(report.source["path"]).name, report.artifact.get("path")
     passes = ", ".join(p.name for p in report.passes) or "none"
     cpu = (report.target or {}).get("cpu", {})
     lines = [f"### onnxsmith optimize: `{source}` → " + (f"`{Path(artifact).name}`" if artifact else "nothing written"), "",
              f"Passes: `{passes}` on `{report.backend}` ({cpu.get('model', 'this CPU')}, {cpu.get('isa', '')})."
              + (f" `--auto` kept **{report.auto['kept']}**." if report.auto else ""), "",
-             "| | before | after | change |", "|---|---|---|---|",
-             f"| nodes | {s.nodes['before']} | {s.nodes['after']} | {_ratio(s.nodes['before'], s.nodes['after'])} |",
-             (f"| file size | {human_bytes(s.bytes['before'])} | {human_bytes(s.bytes['after'])} | "
-              f"{_ratio(s.bytes['before'], s.bytes['after'])} |")]
-    if lat["before"] is not None:
-        lines.append(f"| latency ms (median) | {lat['before']:.3f} | {lat['after']:.3f} | {speedup_text(lat)} |")
-        if lat.get("speedup_iqr"):
-            lines.append(f"| speedup per round (IQR) | | | {spread_text(lat)} |")
-    metric = report.accuracy["metric"] if report.accuracy else "drift"
-    lines.append(f"| {_drift_label(metric)} | | {s.drift:.3g} | |")
+             "| | before | after | change |", "|---|---|---|---|"]
+    lines += ["| " + " | ".join(row) + " |" for row in _summary_rows(report)]
     if report.gates:
         lines += ["", "| gate | limit | value | verdict |", "|---|---|---|---|"]
         lines += [f"| {row['gate']} | {_gate_value(row['gate'], row['limit'])} | {_gate_value(row['gate'], row['value'])} | "
                   f"{'passed' if row['passed'] else '**FAILED**'} |" for row in report.gates]
     lines += [""] + [f"- warning: {w}" for w in report.warnings]
     return "\n".join(lines).rstrip() + "\n"
+
+
+def _summary_rows(report: Report) -> list[tuple[str, str, str, str]]:
+    """(what, before, after, change) rows of the summary: the terminal table and the Markdown section."""
+    s, lat = report.summary, report.summary.latency_ms
+    rows = [("nodes", str(s.nodes["before"]), str(s.nodes["after"]), _ratio(s.nodes["before"], s.nodes["after"])),
+            ("parameters", f"{s.params['before']:,}", f"{s.params['after']:,}", _ratio(s.params["before"], s.params["after"])),
+            ("file size", human_bytes(s.bytes["before"]), human_bytes(s.bytes["after"]), _ratio(s.bytes["before"], s.bytes["after"]))]
+    if lat["before"] is not None:
+        rows.append((f"latency ({report.backend}, median)", f"{lat['before']:.3f} ms", f"{lat['after']:.3f} ms", speedup_text(lat)))
+        if lat.get("speedup_iqr"):
+            rows.append(("speedup per round (IQR)", "", "", spread_text(lat)))
+    rows.append((_drift_label(report.accuracy["metric"] if report.accuracy else "drift"), "", f"{s.drift:.3g}", ""))
+    return rows
 
 
 def _drift_label(metric: str) -> str:

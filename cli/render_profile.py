@@ -36,24 +36,14 @@ def table(profile: dict[str, Any], rows: int = TABLE_ROWS) -> None:
     title = f"Slowest {min(rows, len(profile['layers']))} of {len(profile['layers'])} layers"
     if not wide:
         title += " (a wider terminal shows kernel, p90, FLOPs and origin; --format csv has every field)"
-    columns = ["layer", "op / kernel", "prec", "median ms", "p90 ms", "share", "GFLOP", "GFLOP/s", "origin"] if wide else \
-        ["layer", "op", "prec", "median ms", "share"]
-    if compare:
-        columns[-3 if wide else len(columns):-3 if wide else len(columns)] = ["before ms", "speedup", "SQNR dB"]
+    compared = ["before ms", "speedup", "SQNR dB"] if compare else []
+    columns = (["layer", "op / kernel", "prec", "median ms", "p90 ms", "share", *compared, "GFLOP", "GFLOP/s", "origin"] if wide
+               else ["layer", "op", "prec", "median ms", "share", *compared])
+    exact = set(compare["exact"]) if compare else set()
     layers = Table(*columns, title=title, title_justify="left")
     for layer in profile["layers"][:rows]:
-        if wide:
-            cells = [escape(_named(layer)), escape(f"{layer['op_type']} / {layer['kernel']}"), layer["precision"],
-                     f"{layer['median_ms']:.3f}", f"{layer['p90_ms']:.3f}", f"{layer['share']:.1%}",
-                     _num(layer["flops"] / 1e9 if layer["flops"] else None, ".3f"), _num(layer["gflops_per_s"], ".1f"),
-                     escape(_origin(layer))]
-        else:
-            cells = [escape(_named(layer)), escape(layer["op_type"]), layer["precision"], f"{layer['median_ms']:.3f}",
-                     f"{layer['share']:.1%}"]
-        if compare:
-            at = -3 if wide else len(cells)
-            cells[at:at] = [_num(layer.get("before_ms"), ".3f"), _speedup(layer.get("speedup")), _sqnr(layer, set(compare["exact"]))]
-        layers.add_row(*cells)
+        cells = _layer_cells(layer, exact)
+        layers.add_row(*(cells[column] for column in columns))
     stdout.print(layers)
     ops = Table("op type", "layers", "median ms", "share", title="Time by op type", title_justify="left")
     for entry in profile["by_op_type"]:
@@ -142,6 +132,17 @@ def divergence_line(compare: dict[str, Any]) -> str:
         return f"Compared with {compare['other']}: {speed}; every compared layer stays above {compare['threshold_db']:g} dB SQNR."
     return (f"Compared with {compare['other']}: {speed}; first layer below {compare['threshold_db']:g} dB SQNR: "
             f"{first['name']} ({_num(first['sqnr_db'], '.1f')} dB).")
+
+
+def _layer_cells(layer: dict[str, Any], exact: set[str]) -> dict[str, str]:
+    """Every column the layer table can show, by header."""
+    return {
+        "layer": escape(_named(layer)), "op": escape(layer["op_type"]), "op / kernel": escape(f"{layer['op_type']} / {layer['kernel']}"),
+        "prec": layer["precision"], "median ms": f"{layer['median_ms']:.3f}", "p90 ms": f"{layer['p90_ms']:.3f}",
+        "share": f"{layer['share']:.1%}", "before ms": _num(layer.get("before_ms"), ".3f"), "speedup": _speedup(layer.get("speedup")),
+        "SQNR dB": _sqnr(layer, exact), "GFLOP": _num(layer["flops"] / 1e9 if layer["flops"] else None, ".3f"),
+        "GFLOP/s": _num(layer["gflops_per_s"], ".1f"), "origin": escape(_origin(layer)),
+    }
 
 
 def _named(layer: dict[str, Any]) -> str:

@@ -2,8 +2,9 @@
 
 Layers are matched through their original node names (``origin``): each layer of the
 *before* profile goes to the *after* layer made the most of its original names (the share
-of the after layer's names that are its own, then how many; ties: the earlier one), so a fusion of three layers into one gets the three layers' time as its
-``before_ms`` and no time is counted twice. Before layers that match nothing (removed by
+of the after layer's names that are its own, then how many; ties: the earlier one), so a
+fusion of three layers into one gets the three layers' time as its ``before_ms`` and no
+time is counted twice. Before layers that match nothing (removed by
 the optimization) are listed under ``compare.removed``. An after layer takes the name of the
 slowest before layer it stands for (a fused Conv+BatchNorm is the Conv), where no other
 after layer has that name, and that layer's PyTorch module where it has none of its own.

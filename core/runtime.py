@@ -11,9 +11,9 @@ import os
 import threading
 import time
 from collections.abc import Iterable, Iterator, Sequence
-from typing import Any
 from contextvars import ContextVar
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import onnx_ir as ir

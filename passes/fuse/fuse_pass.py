@@ -86,7 +86,7 @@ class FusePass(Pass):
             modified=graph_signature(model) != before,
             counts={name: n for name, n in sorted(counts.items()) if n},
             notes=notes,
-            warnings=_blocked_by_opset(model, self._blocked_by_opset(model, ctx)),
+            warnings=_opset_warnings(model, self._blocked_by_opset(model, ctx)),
         )
 
     def _blocked_by_opset(self, model: ir.Model, ctx: Context) -> list[FuseRule]:
@@ -125,7 +125,7 @@ def _opset(model: ir.Model) -> int:
     return model.opset_imports.get("", model.opset_imports.get("ai.onnx", 0))
 
 
-def _blocked_by_opset(model: ir.Model, rules: list[FuseRule]) -> list[str]:
+def _opset_warnings(model: ir.Model, rules: list[FuseRule]) -> list[str]:
     """A warning for each of ``rules`` whose pattern the model's main graph has (matched
     without rewriting anything): a newer opset would let it fuse them."""
     warnings = []
