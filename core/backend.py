@@ -15,6 +15,7 @@ import numpy as np
 import onnx_ir as ir
 
 from onnxsmith.errors import RecipeError
+from onnxsmith.runtime import one_array
 from onnxsmith.target import Target, load_target
 
 if TYPE_CHECKING:
@@ -101,7 +102,7 @@ class Backend(abc.ABC):
         integer kernels can round differently from the QDQ graph they replace."""
         session = self.create_session(model)
         names = [v.name for v in model.graph.outputs]
-        return [dict(zip(names, session.run(None, feed), strict=True)) for feed in feeds]
+        return [{name: one_array(value) for name, value in zip(names, session.run(None, feed), strict=True)} for feed in feeds]
 
     @abc.abstractmethod
     def profile(self, model: ir.Model, feeds: list[dict[str, np.ndarray]], *, runs: int = 20, warmup: int = 3) -> Profile:

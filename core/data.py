@@ -4,12 +4,14 @@ A Dataset holds, per model input, an array whose first axis is the sample axis;
 ``dataset.feeds()[i]`` is what one ``session.run`` receives. Sources: an .npz (keys are
 input names), a folder of .npz/.npy files, a folder of images with preprocessing, or
 random data shaped from the model's inputs (flagged, since its accuracy numbers do not
-describe real data). Mismatched names, shapes or dtypes, and NaN or Inf in a float input,
+describe real data). A sequence input (``seq(tensor)``, or an optional one) is held as an
+array with one more axis, the sequence's, and fed as a list of its elements. Mismatched names, shapes or dtypes, and NaN or Inf in a float input,
 are a DataError naming the input (and the sample).
 """
 
 from __future__ import annotations
 
+import dataclasses
 import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -40,11 +42,15 @@ class InputSpec:
 
     name: str
     dtype: np.dtype
-    shape: tuple[int | str | None, ...]
+    shape: tuple[int | str | None, ...]  # a sequence input: (SEQUENCE_AXIS, *the element's dims)
+    sequence: bool = False
 
     def describe(self) -> str:
         dims = "x".join(str(d) if d is not None else "?" for d in self.shape)
-        return f"{self.name} [{dims}] {self.dtype}"
+        return f"{self.name} [{dims}] {self.dtype}" + (" (a sequence along its first axis)" if self.sequence else "")
+
+
+SEQUENCE_AXIS = "sequence length"  # the dynamic dim a sequence input's arrays carry first
 
 
 def model_inputs(model: ir.Model) -> list[InputSpec]:
@@ -52,11 +58,15 @@ def model_inputs(model: ir.Model) -> list[InputSpec]:
     for value in model.graph.inputs:
         if value.name in model.graph.initializers:
             continue
+        type_ = value.type
+        while isinstance(type_, ir.OptionalType):  # a present optional: fed as its element
+            type_ = type_.elem_type
+        sequence = isinstance(type_, ir.SequenceType)
         dtype = np.dtype(value.dtype.numpy()) if value.dtype is not None else np.dtype(np.float32)
         dims: tuple[int | str | None, ...] = ()
         if value.shape is not None:
             dims = tuple(d if isinstance(d, int) else (d.value if d.value else None) for d in value.shape)
-        specs.append(InputSpec(value.name, dtype, dims))
+        specs.append(InputSpec(value.name, dtype, (SEQUENCE_AXIS, *dims) if sequence else dims, sequence))
     return specs
 
 
@@ -69,17 +79,21 @@ class Dataset:
     random: bool = False
     notes: list[str] = field(default_factory=list)
     positions: list[int] | None = None  # each sample's index in the source; None: its own index
+    sequences: frozenset[str] = frozenset()  # inputs fed as a list of their first axis's elements
+    samples: int = 1  # the count when there are no arrays (a model without inputs runs once per sample)
 
     def __len__(self) -> int:
-        return len(next(iter(self.arrays.values()))) if self.arrays else 0
+        return len(next(iter(self.arrays.values()))) if self.arrays else self.samples
 
     def feeds(self) -> list[dict[str, np.ndarray]]:
         # np.asarray: a scalar input's sample must stay a 0-d array (arr[i] of a 1-D array is a numpy scalar, which ORT refuses)
-        return [{name: np.asarray(arr[i]) for name, arr in self.arrays.items()} for i in range(len(self))]
+        return [{name: [np.asarray(e) for e in arr[i]] if name in self.sequences else np.asarray(arr[i]) for name, arr in self.arrays.items()}
+                for i in range(len(self))]
 
     def take(self, indices: np.ndarray | list[int]) -> Dataset:
         positions = [self.position(int(i)) for i in indices]
-        return Dataset({k: v[indices] for k, v in self.arrays.items()}, self.source, self.random, list(self.notes), positions)
+        return Dataset({k: v[indices] for k, v in self.arrays.items()}, self.source, self.random, list(self.notes), positions,
+                       self.sequences, len(indices))
 
     def position(self, index: int) -> int:
         """Where sample ``index`` sits in the source (a split keeps the source's numbering)."""
@@ -157,7 +171,8 @@ def random_dataset(
         else:
             arr = np.ones((samples, *shape), dtype=spec.dtype)
         arrays[spec.name] = arr
-    return Dataset(arrays, "random", random=True, notes=["random data: accuracy numbers do not describe real inputs"])
+    return Dataset(arrays, "random", random=True, notes=["random data: accuracy numbers do not describe real inputs"],
+                   sequences=_sequences(inputs), samples=samples)
 
 
 def split_dataset(dataset: Dataset, *, eval_samples: int | None = None, seed: int = 0) -> tuple[Dataset, Dataset]:
@@ -165,7 +180,7 @@ def split_dataset(dataset: Dataset, *, eval_samples: int | None = None, seed: in
     n = len(dataset)
     if n == 1:
         note = "only one sample: calibration and evaluation use the same sample"
-        return dataset, Dataset(dataset.arrays, dataset.source, dataset.random, [*dataset.notes, note], dataset.positions)
+        return dataset, dataclasses.replace(dataset, notes=[*dataset.notes, note])
     k = eval_samples if eval_samples is not None else max(1, n // 4)
     if not 1 <= k < n:
         raise DataError(f"cannot hold out {k} of {n} samples for evaluation", f"choose eval_samples between 1 and {n - 1}")
@@ -293,7 +308,11 @@ def _conform(arrays: dict[str, np.ndarray], inputs: list[InputSpec], source: str
     counts = {name: len(a) for name, a in conformed.items()}
     if len(set(counts.values())) > 1:
         raise DataError(f"inputs have different sample counts {counts}", "give every input the same number of samples")
-    return Dataset(conformed, source)
+    return Dataset(conformed, source, sequences=_sequences(inputs))
+
+
+def _sequences(inputs: list[InputSpec]) -> frozenset[str]:
+    return frozenset(spec.name for spec in inputs if spec.sequence)
 
 
 def _check_finite(name: str, arr: np.ndarray, source: str) -> None:

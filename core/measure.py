@@ -36,7 +36,7 @@ import onnx_ir as ir
 
 from onnxsmith.blas import one_blas_thread
 from onnxsmith.graph_stats import all_nodes
-from onnxsmith.runtime import Outputs, make_session
+from onnxsmith.runtime import Outputs, make_session, named_outputs
 from onnxsmith.statistics import ErrorEnergy, PairedStatistic, Statistic
 
 if TYPE_CHECKING:
@@ -167,7 +167,7 @@ class Measurements:
             session = self._session(model, digest, backend)
             names = [v.name for v in model.graph.outputs]
             self.counts["runs"] += len(feeds)
-            return [dict(zip(names, session.run(names, feed), strict=True)) for feed in feeds]
+            return [named_outputs(session, names, feed) for feed in feeds]
 
         key = ("outputs", digest, feeds_digest(feeds), _name(backend))
         return self._kept(self._outputs, key, KEPT_OUTPUTS, compute)

@@ -50,6 +50,7 @@ __all__ = [
     "drift",
     "first_nan",
     "load_metric",
+    "tolerance_for",
     "within_tolerance",
 ]
 
@@ -264,7 +265,18 @@ def within_tolerance(reference: list[Outputs], candidate: list[Outputs], *, rtol
                 continue
             if got.dtype.kind in "fc" and np.isnan(got).any():
                 return f"output '{name}' is NaN on sample {i} where the original gives a number"
-            if not np.allclose(got, ref, rtol=rtol, atol=atol, equal_nan=False):
+            out_rtol, out_atol = tolerance_for(ref.dtype, rtol, atol)
+            if not np.allclose(got, ref, rtol=out_rtol, atol=out_atol, equal_nan=False):
                 worst = float(np.max(np.abs(got.astype(np.float64) - ref.astype(np.float64))))
-                return f"output '{name}' differs by up to {worst:.3g} on sample {i} (tolerance atol={atol}, rtol={rtol})"
+                return f"output '{name}' differs by up to {worst:.3g} on sample {i} (tolerance atol={out_atol:.3g}, rtol={out_rtol:.3g})"
     return None
+
+
+def tolerance_for(dtype: np.dtype, rtol: float, atol: float) -> tuple[float, float]:
+    """(rtol, atol) for an output of ``dtype``: a pass states its tolerance for float32, and a
+    float16 output gets at least 4 of its own ulps relative and one epsilon absolute (one
+    reordered float16 sum moves a result by an ulp, 1e-3 relative, ten times float32's rtol)."""
+    if dtype.kind != "f" or dtype.itemsize >= 4:
+        return rtol, atol
+    eps = float(np.finfo(dtype).eps)
+    return max(rtol, 4 * eps), max(atol, eps)

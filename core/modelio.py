@@ -131,11 +131,20 @@ def load_onnx(path: str | os.PathLike) -> tuple[ir.Model, list[Path]]:
         ) from e
     model = ir.serde.deserialize_model(proto)
     _negative_dims_to_dynamic(model)
+    _let_initializers_be_constants(model)
     ir.external_data.set_base_dir(model.graph, path.parent)
     if sum(f.stat().st_size for f in data_files) < EXTERNAL_DATA_THRESHOLD:
         # Small enough: read weights now so later passes and sessions never chase files.
         ir.external_data.load_to_model(model)
     return model, data_files
+
+
+def _let_initializers_be_constants(model: ir.Model) -> None:
+    """Before IR version 4 every initializer had to be a graph input too (a default a feed
+    could replace); passes add initializers that are plain constants (folded Constants,
+    fused weights), which such a model cannot hold. Raising the version to 4 changes no
+    meaning: the initializers that were inputs stay inputs."""
+    model.ir_version = max(model.ir_version, 4)
 
 
 def _negative_dims_to_dynamic(model: ir.Model) -> None:

@@ -262,11 +262,17 @@ def _reference_outputs(measure: Measurements, model: Model, evaluation: Dataset)
     except OnnxsmithError:  # the run's time limit: its own message says what to do
         raise
     except Exception as e:  # onnxruntime raises its own Fail/InvalidArgument types
-        shapes = ", ".join(f"{k} {'x'.join(map(str, v.shape))}" for k, v in evaluation.feeds()[0].items())
+        shapes = ", ".join(f"{k} {_describe_feed(v)}" for k, v in evaluation.feeds()[0].items())
         first = first_line(e)
         fix = ("give real sizes for its dynamic dims with --input-shape (or data with --calib)" if evaluation.random
                else "check that the data matches what the model expects")
         raise DataError(f"the original model fails on the evaluation feeds ({shapes}): {first}", fix) from None
+
+
+def _describe_feed(value: object) -> str:
+    if isinstance(value, list):
+        return f"sequence of {len(value)}" + (f" x {'x'.join(map(str, value[0].shape))}" if value else "")
+    return "x".join(map(str, value.shape))
 
 
 def _refuse_overwriting_input(source: str, output: Path, recipe: Recipe, options: OptimizeOptions) -> None:

@@ -25,6 +25,7 @@ from onnxsmith.graph_stats import count_nodes
 from onnxsmith.metrics import OutputDrift, check_reference, compare_outputs, within_tolerance
 from onnxsmith.model import Model
 from onnxsmith.modelio import EXTERNAL_DATA_THRESHOLD, model_bytes, save_onnx
+from onnxsmith.opset_forms import legalize_opset_forms
 from onnxsmith.pass_base import Pass
 from onnxsmith.report import PassRecord
 from onnxsmith.runtime import Outputs
@@ -100,6 +101,13 @@ class Pipeline:
                 ) from e
             seconds = time.perf_counter() - start
             model.ir = result.model
+            stuck = legalize_opset_forms(model.ir)  # a rewriter may have built a node in a newer opset's form
+            if stuck:
+                raise PassFailure(
+                    f"pass '{pass_.name}' built {', '.join(stuck[:3])} in a form opset {model.ir.opset_imports['']} does not define "
+                    "(a non-constant axes/split input)",
+                    "upgrade the opset first: put opset{version=13} before it in the pipeline",
+                )
             model.origin.update(model.ir, pass_.name)
             got = self.verify(pass_, model, ctx)
             outputs, final_drift = compare_outputs(ctx.reference, got), ctx.drift(got)

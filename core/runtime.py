@@ -154,7 +154,24 @@ def make_session(
 def run_all(session: ort.InferenceSession, feeds: Iterable[dict[str, np.ndarray]]) -> list[Outputs]:
     """Run every feed; return each run's outputs by name."""
     names = [o.name for o in session.get_outputs()]
-    return [dict(zip(names, session.run(names, feed), strict=True)) for feed in feeds]
+    return [named_outputs(session, names, feed) for feed in feeds]
+
+
+def named_outputs(session: ort.InferenceSession | LimitedSession, names: list[str], feed: dict[str, Any]) -> Outputs:
+    """One run's ``names`` outputs by name, each one array: a sequence output comes back as its
+    elements' values laid end to end and an absent optional as an empty array, so the metrics
+    compare every output the same way (a changed element shape changes the length)."""
+    return {name: one_array(value) for name, value in zip(names, session.run(names, feed), strict=True)}
+
+
+def one_array(value: Any) -> np.ndarray:
+    """A run's output as one array (see ``named_outputs``)."""
+    if value is None:
+        return np.zeros(0, np.float32)
+    if isinstance(value, list):
+        parts = [one_array(v).ravel() for v in value]
+        return np.concatenate(parts) if parts else np.zeros(0, np.float32)
+    return value
 
 
 def save_runtime_graph(

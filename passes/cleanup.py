@@ -17,6 +17,7 @@ from collections import Counter
 import onnx_ir as ir
 import onnxscript.optimizer
 
+from onnxsmith import folding_guards
 from onnxsmith.context import Context
 from onnxsmith.graph_stats import all_nodes, graph_signature
 from onnxsmith.pass_base import Pass, PassResult
@@ -45,6 +46,7 @@ class CleanupPass(Pass):
         before = graph_signature(model)
         ops_before = Counter(n.op_type for n in all_nodes(model))
         passthrough = {v.name for v in model.graph.outputs if v.is_graph_input()}
+        folding_guards.install()
         onnxscript.optimizer.optimize_ir(
             model,
             num_iterations=self.iterations,

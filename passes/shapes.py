@@ -10,14 +10,15 @@ from __future__ import annotations
 import dataclasses
 
 import onnx_ir as ir
-import onnx_ir.passes.common as common_passes
 import onnxscript.optimizer
 
+from onnxsmith import folding_guards
 from onnxsmith.context import Context
 from onnxsmith.errors import DataError, RecipeError
 from onnxsmith.graph_stats import graph_signature
 from onnxsmith.pass_base import Pass, PassResult
 from onnxsmith.registry import register_pass
+from onnxsmith.shape_inference import infer_shapes
 
 __all__ = ["ShapesPass"]
 
@@ -69,7 +70,8 @@ class ShapesPass(Pass):
             _check_data(ctx, name, dims)
             value.shape = ir.Shape([want if want is not None else have for have, want in zip(current, dims, strict=True)])
             pinned += sum(1 for have, want in zip(current, dims, strict=True) if want is not None and not isinstance(have, int))
-        common_passes.ShapeInferencePass()(model)
+        infer_shapes(model)
+        folding_guards.install()
         onnxscript.optimizer.optimize_ir(model)
         return PassResult(model, modified=graph_signature(model) != before or pinned > 0, counts={"dims_pinned": pinned})
 

@@ -91,3 +91,49 @@ def test_a_model_that_never_ends_is_stopped_after_the_run_timeout(tmp_path):
         assert result.stderr.strip() == ("error: the model ran longer than 2 s on one input and was stopped (a Loop that never "
                                          "ends?); check the model, or raise --run-timeout")
     assert not out.parent.exists()
+
+
+def test_axes_given_as_an_input_go_back_to_the_attribute_an_old_opset_expects():
+    import onnx_ir as ir
+
+    from onnxsmith.opset_forms import legalize_opset_forms
+
+    nodes = [helper.make_node("Constant", [], ["axes"], value=numpy_helper.from_array(np.array([0], np.int64))),
+             helper.make_node("Unsqueeze", ["x", "axes"], ["y"]), helper.make_node("ReduceMean", ["y", "axes"], ["z"], keepdims=0)]
+    graph = helper.make_graph(nodes, "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [2])],
+                              [helper.make_tensor_value_info("z", TensorProto.FLOAT, [2])])
+    model = ir.from_proto(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 12)]))
+    assert legalize_opset_forms(model) == []
+    proto = ir.to_proto(model)
+    onnx.checker.check_model(proto, full_check=True)
+    assert [(n.op_type, len(n.input), [a.name for a in n.attribute]) for n in proto.graph.node] == [
+        ("Unsqueeze", 1, ["axes"]), ("ReduceMean", 1, ["keepdims", "axes"])]
+
+
+def test_shape_inference_keeps_a_sequence_returned_by_an_if():
+    import onnx_ir as ir
+
+    from onnxsmith.shape_inference import infer_shapes
+
+    def branch(name, count):
+        return helper.make_graph([helper.make_node("SequenceConstruct", ["x"] * count, [f"{name}_seq"])], name, [],
+                                 [helper.make_tensor_sequence_value_info(f"{name}_seq", TensorProto.FLOAT, None)])
+
+    nodes = [helper.make_node("If", ["c"], ["s"], then_branch=branch("then", 1), else_branch=branch("else", 2)),
+             helper.make_node("SequenceLength", ["s"], ["n"])]
+    graph = helper.make_graph(nodes, "g", [helper.make_tensor_value_info("c", TensorProto.BOOL, []),
+                                           helper.make_tensor_value_info("x", TensorProto.FLOAT, [2])],
+                              [helper.make_tensor_value_info("n", TensorProto.INT64, [])])
+    model = ir.from_proto(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]))
+    infer_shapes(model)
+    assert isinstance(model.graph.node(0).outputs[0].type, ir.SequenceType)
+
+
+def test_a_float16_output_is_compared_within_its_own_ulps():
+    from onnxsmith.metrics import tolerance_for
+
+    ref = {"y": np.array([0.75], np.float16)}
+    one_ulp = {"y": np.nextafter(np.float16(0.75), np.float16(1))[None]}
+    assert within_tolerance([ref], [one_ulp], rtol=1e-4, atol=1e-5) is None
+    assert within_tolerance([ref], [{"y": np.array([0.7], np.float16)}], rtol=1e-4, atol=1e-5) is not None
+    assert tolerance_for(np.dtype(np.float32), 1e-4, 1e-5) == (1e-4, 1e-5)

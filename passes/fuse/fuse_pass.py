@@ -21,7 +21,6 @@ import dataclasses
 from collections import Counter
 
 import onnx_ir as ir
-import onnx_ir.passes.common as common_passes
 from onnxscript.rewriter import MatchingTracer, MatchStatus, RewriteRuleSet
 
 from onnxsmith.context import Context
@@ -31,6 +30,7 @@ from onnxsmith.passes.fuse.catalogue import BACKEND_RULES, NEUTRAL_RULES, RULES,
 from onnxsmith.passes.fuse.sweep import fold_and_sweep
 from onnxsmith.passes.fuse.transformer import fuse_transformer_blocks
 from onnxsmith.registry import register_pass
+from onnxsmith.shape_inference import infer_shapes
 
 __all__ = ["FusePass"]
 
@@ -64,7 +64,7 @@ class FusePass(Pass):
         before = graph_signature(model)
         active, notes = self._select(model, ctx)
         counts: Counter[str] = Counter()
-        common_passes.ShapeInferencePass()(model)  # rules check ranks and dims of intermediate values
+        infer_shapes(model)  # rules check ranks and dims of intermediate values
         fold_and_sweep(model)
         transformer = {r.name for r in TRANSFORMER_RULES if r.name in active}
         if transformer:

@@ -9,11 +9,14 @@ import onnx_ir as ir
 import onnx_ir.passes.common as common_passes
 import onnxscript.optimizer
 
+from onnxsmith import folding_guards
+
 __all__ = ["fold_and_sweep", "fold_initializer_concats"]
 
 
 def fold_and_sweep(model: ir.Model) -> None:
     """Fold constant subgraphs (shape arithmetic included), then drop what nothing uses."""
+    folding_guards.install()
     common_passes.InlinePass()(model)
     onnxscript.optimizer.fold_constants(model)
     onnxscript.optimizer.remove_unused_nodes(model)

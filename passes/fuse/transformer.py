@@ -35,6 +35,7 @@ from onnxscript.rewriter.ort_fusions.skip_normalization import (
 
 from onnxsmith.passes.fuse.rules_ort import drop_equal_qkv_sizes
 from onnxsmith.passes.fuse.sweep import fold_and_sweep, fold_initializer_concats
+from onnxsmith.shape_inference import infer_shapes
 
 __all__ = ["fuse_transformer_blocks"]
 
@@ -43,7 +44,7 @@ def fuse_transformer_blocks(model: ir.Model, enabled: set[str]) -> Counter[str]:
     """Apply the enabled groups (names of catalogue.TRANSFORMER_RULES); return fires per group."""
     counts: Counter[str] = Counter()
     # The patterns need shapes and folded shape arithmetic (onnxscript's _pre_optimize).
-    common_passes.ShapeInferencePass()(model)
+    infer_shapes(model)
     fold_and_sweep(model)
     shape_optimization.rules.apply_to_model(model)
     fold_and_sweep(model)
@@ -59,7 +60,8 @@ def fuse_transformer_blocks(model: ir.Model, enabled: set[str]) -> Counter[str]:
         common_passes.CommonSubexpressionEliminationPass()(model)
         counts["rotary"] += fuse_partial_rotary_embedding(model)
     if "attention" in enabled:
-        counts["attention"] += fuse_sdpa(model, apply_shape_inference=True)
+        counts["attention"] += fuse_sdpa(model)
+        infer_shapes(model)  # the GQA/MHA patterns read the fused SDPA's shapes
         counts["attention"] += fuse_gqa(model) + fuse_qkv_gqa(model)
         mha = fuse_mha1(model) + fuse_mha2(model)
         counts["attention"] += mha + fuse_mha_scale(model)

@@ -32,9 +32,9 @@ Rules, for the main graph in topological order:
 from __future__ import annotations
 
 import onnx_ir as ir
-from onnx_ir.passes.common import ShapeInferencePass
 
 from onnxsmith.passes.prune import channel_layer_rules, channel_tensor_rules
+from onnxsmith.shape_inference import infer_shapes
 from onnxsmith.passes.prune.channel_graph import (
     Analyser,
     ChannelAnalysis,
@@ -59,7 +59,7 @@ def analyse_channels(model: ir.Model) -> ChannelAnalysis:
     inference fills them in first (in place; it only adds information).
     """
     if any(v.shape is None for node in model.graph for v in node.outputs):
-        ShapeInferencePass(strict_mode=False)(model)
+        infer_shapes(model, strict=False)
     an = Analyser(model)
     graph = model.graph
     for node in graph:

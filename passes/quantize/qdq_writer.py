@@ -41,6 +41,7 @@ from onnxsmith.layer_map import QDQ_RENAMED_SUFFIX
 from onnxsmith.passes.quantize.calibration import TensorRange
 from onnxsmith.passes.quantize.qdq_params import IntType, QuantParams, quantize, quantize_bias
 from onnxsmith.passes.quantize.qdq_select import Bias, QdqOptions, Quantized, select_qdq
+from onnxsmith.shape_inference import infer_shapes
 
 __all__ = ["MIN_PER_CHANNEL_OPSET", "MIN_QDQ_OPSET", "QdqResult", "write_qdq"]
 
@@ -85,7 +86,7 @@ def write_qdq(
         float_output_ops=frozenset(float_output_ops),
     )
     work = model.clone()
-    common_passes.ShapeInferencePass(strict_mode=False)(work)  # which tensors are float
+    infer_shapes(work, strict=False)  # which tensors are float
     selection = select_qdq(work.graph, ranges, options, opset)
     writer = _Writer(work.graph)
     renamed = set(selection.renamed)

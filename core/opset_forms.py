@@ -1,0 +1,53 @@
+"""Operator forms that match the model's opset.
+
+ONNX opset 13 moved ``axes`` of Unsqueeze/Squeeze/ReduceSum and ``split`` of Split from an
+attribute to an input, and opset 18 did the same for the other Reduce ops. Rewriters that
+build nodes in the newer form (onnxscript's optimizer folds SequenceConstruct +
+ConcatFromSequence into Unsqueeze + Concat that way) leave an opset-11 or -12 model with
+nodes its opset does not define. ``legalize_opset_forms`` moves a constant operand back into
+the attribute the model's opset expects; it changes no value.
+"""
+
+from __future__ import annotations
+
+import onnx_ir as ir
+
+from onnxsmith.graph_stats import all_nodes
+
+__all__ = ["legalize_opset_forms"]
+
+# op -> (the first default-domain opset with the operand as an input, the attribute's name before it)
+OPERAND_BECAME_INPUT: dict[str, tuple[int, str]] = {
+    **{op: (13, "axes") for op in ("Unsqueeze", "Squeeze", "ReduceSum")},
+    "Split": (13, "split"),
+    **{op: (18, "axes") for op in ("ReduceMean", "ReduceMax", "ReduceMin", "ReduceProd", "ReduceL1", "ReduceL2",
+                                    "ReduceLogSum", "ReduceLogSumExp", "ReduceSumSquare")},
+}
+
+
+def legalize_opset_forms(model: ir.Model) -> list[str]:
+    """Rewrite, in place, nodes that pass a constant ``axes``/``split`` as an input where the
+    model's opset wants an attribute. Returns the names of such nodes whose operand is not a
+    constant (left as they are: the model check then names them)."""
+    opset = model.opset_imports.get("", None)
+    if opset is None or opset >= max(version for version, _ in OPERAND_BECAME_INPUT.values()):
+        return []
+    stuck = []
+    for node in all_nodes(model):
+        rule = OPERAND_BECAME_INPUT.get(node.op_type) if node.domain == "" else None
+        if rule is None or opset >= rule[0] or len(node.inputs) < 2:
+            continue
+        operand = node.inputs[1]
+        if operand is None:  # an omitted optional input: nothing to move
+            node.resize_inputs(1)
+            continue
+        tensor = ir.convenience.get_const_tensor(operand)
+        if tensor is None:
+            stuck.append(node.name or node.op_type)
+            continue
+        node.attributes[rule[1]] = ir.AttrInt64s(rule[1], [int(v) for v in tensor.numpy().ravel()])
+        node.resize_inputs(1)
+        producer = operand.producer()
+        if producer is not None and producer.op_type == "Constant" and not operand.uses() and producer.graph is not None:
+            producer.graph.remove(producer, safe=True)
+    return stuck
