@@ -15,11 +15,12 @@ from dataclasses import dataclass
 
 import numpy as np
 
-__all__ = ["MATCH_IOU", "NMS_IOU", "SCORE_THRESHOLD", "Detections", "box_iou", "match_f1", "nms", "yolo_decode"]
+__all__ = ["MATCH_IOU", "MAX_DETECTIONS", "NMS_IOU", "SCORE_THRESHOLD", "Detections", "box_iou", "match_f1", "nms", "yolo_decode"]
 
 SCORE_THRESHOLD = 0.25  # ultralytics' and nudenet's default confidence
 NMS_IOU = 0.45  # nudenet's NMSBoxes IoU (ultralytics v5's default)
 MATCH_IOU = 0.5
+MAX_DETECTIONS = 300  # per image, as ultralytics' max_det
 
 
 def box_iou(a: np.ndarray, b: np.ndarray) -> np.ndarray:
@@ -35,20 +36,23 @@ def box_iou(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     return np.where(union > 0, inter / np.where(union > 0, union, 1.0), 0.0)
 
 
-def nms(boxes: np.ndarray, scores: np.ndarray, iou_threshold: float = NMS_IOU) -> np.ndarray:
+def nms(boxes: np.ndarray, scores: np.ndarray, iou_threshold: float = NMS_IOU, max_detections: int = MAX_DETECTIONS) -> np.ndarray:
     """Indices of the boxes kept by greedy non-maximum suppression, best score first (as
-    ``cv2.dnn.NMSBoxes``: a box is dropped when its IoU with a kept one is above the threshold)."""
+    ``cv2.dnn.NMSBoxes``: a box is dropped when its IoU with a kept one is above the threshold),
+    at most ``max_detections`` of them. Each kept box's IoU with all others is computed as it
+    is kept: time and memory grow with kept x candidates, never candidates squared (a head
+    scoring thousands of candidates on noise would otherwise take seconds and gigabytes)."""
+    boxes = np.asarray(boxes, np.float64).reshape(-1, 4)
     order = np.argsort(-np.asarray(scores, np.float64), kind="stable")
     keep: list[int] = []
-    if len(order) == 0:
-        return np.zeros(0, dtype=np.int64)
-    iou = box_iou(boxes, boxes)
     suppressed = np.zeros(len(order), dtype=bool)
     for i in order:
         if suppressed[i]:
             continue
         keep.append(int(i))
-        suppressed |= iou[i] > iou_threshold
+        if len(keep) == max_detections:
+            break
+        suppressed |= box_iou(boxes[i], boxes)[0] > iou_threshold
     return np.asarray(keep, dtype=np.int64)
 
 

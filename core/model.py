@@ -27,6 +27,7 @@ class Model:
     data_files: list[Path] = field(default_factory=list)
     sha256: str = ""
     origin: OriginMap = field(default_factory=OriginMap)
+    notes: list[str] = field(default_factory=list)  # what checking the source found, for the report's warnings
 
     @property
     def used_external_data(self) -> bool:

@@ -32,6 +32,7 @@ from onnxsmith.pipeline import DumpInstrument, Instrument, Pipeline, PipelineRes
 from onnxsmith.profile_compare import compare_profiles
 from onnxsmith.recipe import Recipe
 from onnxsmith.report import OutputReport, PassRecord, Report, Summary
+from onnxsmith.shape_inference import relax_contradicted_output_shapes
 from onnxsmith.sources import load_source, source_files
 from onnxsmith.task_choice import AUTO, DRIFT, MetricChoice, choose_metric
 from onnxsmith.task_metrics import MASK_INPUT, TASK_METRICS, has_padding
@@ -128,6 +129,7 @@ def prepare(source: str, output: Path, recipe: Recipe, options: OptimizeOptions,
     calibration, evaluation = _datasets(recipe, inputs, options.input_shapes, pinned)
     measure = Measurements()
     reference = _reference_outputs(measure, model, evaluation)
+    model.notes.extend(relax_contradicted_output_shapes(model.ir, reference))
     choice = choose_metric(recipe.accuracy.metric, recipe.accuracy.max_drift, model.ir, reference, evaluation.feeds())
     return Prepared(source, model, calibration, evaluation, reference, choice, measure, costs)
 
@@ -205,7 +207,7 @@ def write(prepared: Prepared, built: Built, output: Path, options: OptimizeOptio
             "evaluation": evaluation.describe(),
         },
         artifact={"path": str(output), "files": [str(p) for p in written], "external_data": external} if save else {},
-        warnings=[*backend.target.warnings(), *_warnings(evaluation, result.records, prepared.choice),
+        warnings=[*backend.target.warnings(), *prepared.model.notes, *_warnings(evaluation, result.records, prepared.choice),
                   *_speed_warning(result.records, timed, backend.name), *_rounds_warning(latency)],
         profile=profile,
         accuracy=prepared.choice.describe(),

@@ -105,7 +105,7 @@ class Pipeline:
             if stuck:
                 raise PassFailure(
                     f"pass '{pass_.name}' built {', '.join(stuck[:3])} in a form opset {model.ir.opset_imports['']} does not define "
-                    "(a non-constant axes/split input)",
+                    "(a non-constant axes/split input, or an attribute of a later opset)",
                     "upgrade the opset first: put opset{version=13} before it in the pipeline",
                 )
             model.origin.update(model.ir, pass_.name)

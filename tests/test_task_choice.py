@@ -122,6 +122,18 @@ def test_a_yolo_style_head_is_judged_by_matched_detections_only_when_it_detects_
     assert name == "drift" and "detects nothing" in reason
 
 
+def test_a_task_metric_that_float_rounding_moves_gives_way_to_the_drift():
+    """Every candidate scored right at the 0.25 threshold: a 1e-5 change flips which ones are detections."""
+    model, feed = _detector(), _detector_feed(False)
+    feed["x"][:, 4] = np.log(0.25 / 0.75)  # sigmoid = 0.25
+    feeds = [feed]
+    reference = run_all(make_session(model), feeds)
+    choice = choose_metric(None, None, model, reference, feeds)
+    assert choice.name == "drift" and "float rounding" in choice.reason and "detection-f1" in choice.reason
+    confident = [_detector_feed(True)]
+    assert choose_metric(None, None, model, run_all(make_session(model), confident), confident).name == "detection-f1"
+
+
 def test_a_probability_map_keeps_the_default_drift_and_says_so():
     model = _model([helper.make_node("Sigmoid", ["x"], ["y"])], [_float_input("x", [1, 1, 8, 8])], [_float_input("y", [1, 1, 8, 8])])
     name, reason = _recognise(model, [{"x": RNG.standard_normal((1, 1, 8, 8)).astype(np.float32)}])

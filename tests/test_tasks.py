@@ -8,6 +8,7 @@ import pytest
 
 import tasks as T
 from conftest import real_model_or_skip
+from onnxsmith.detections import MAX_DETECTIONS
 
 
 def test_box_iou_known_values():
@@ -199,3 +200,11 @@ def test_real_tasks_decode_what_the_pictures_show():
     assert np.count_nonzero((classes == 1) | (classes == 12)) >= 15
     assert yolo.score([{"o": yolo_session.run(None, f)[0]} for f in pictures[:3]],
                       [{"o": yolo_session.run(None, f)[0]} for f in pictures[:3]])["f1"] == 1.0
+
+
+def test_nms_keeps_at_most_max_detections():
+    grid = np.array([[x * 10, y * 10, x * 10 + 5, y * 10 + 5] for x in range(60) for y in range(60)], float)  # 3600 disjoint boxes
+    scores = np.linspace(1, 0.5, len(grid))
+    kept = T.nms(grid, scores, 0.45)
+    assert len(kept) == MAX_DETECTIONS and kept.tolist() == list(range(MAX_DETECTIONS))
+    assert len(T.nms(grid, scores, 0.45, max_detections=len(grid))) == len(grid)

@@ -137,3 +137,38 @@ def test_a_float16_output_is_compared_within_its_own_ulps():
     assert within_tolerance([ref], [one_ulp], rtol=1e-4, atol=1e-5) is None
     assert within_tolerance([ref], [{"y": np.array([0.7], np.float16)}], rtol=1e-4, atol=1e-5) is not None
     assert tolerance_for(np.dtype(np.float32), 1e-4, 1e-5) == (1e-4, 1e-5)
+
+
+def test_reshape_allowzero_is_dropped_before_opset_14_where_it_changes_nothing():
+    import onnx_ir as ir
+
+    from onnxsmith.opset_forms import legalize_opset_forms
+
+    def model(shape):
+        nodes = [helper.make_node("Reshape", ["x", "shape"], ["y"], allowzero=1)]
+        graph = helper.make_graph(nodes, "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [2, 3])],
+                                  [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)],
+                                  [numpy_helper.from_array(np.array(shape, np.int64), "shape")])
+        return ir.from_proto(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 12)]))
+
+    fine = model([3, 2])
+    assert legalize_opset_forms(fine) == [] and "allowzero" not in fine.graph.node(0).attributes
+    zero = model([0, 6])  # allowzero=1 with a 0 dim means an empty tensor; opset 12 would copy the dim instead
+    assert legalize_opset_forms(zero) == [zero.graph.node(0).name or "Reshape"]
+
+
+def test_a_declared_output_shape_the_model_contradicts_is_relaxed_and_reported(tmp_path):
+    """ddddocr's CRNN declares [1, seqlen] and returns [T, 1, classes]: the folder trusted the
+    declaration and rewrote the last Reshape to it, changing the output."""
+    nodes = [helper.make_node("Relu", ["x"], ["r"]), helper.make_node("Reshape", ["r", "shape"], ["y"])]
+    graph = helper.make_graph(nodes, "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 6])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, "seqlen"])],
+                              [numpy_helper.from_array(np.array([3, 1, 2], np.int64), "shape")])
+    source = tmp_path / "m.onnx"
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), source)
+    out = tmp_path / "out.onnx"
+    result = run_cli("optimize", str(source), "-o", str(out), "-p", "cleanup,fuse", "--latency-rounds", "0", "--profile-runs", "0", "--json")
+    assert result.code == 0, result.stderr
+    assert any("declared ['1', 'seqlen'] but the model returns [3, 1, 2]" in w for w in result.json()["warnings"])
+    dims = onnx.load(out).graph.output[0].type.tensor_type.shape.dim  # dynamic, or what inference found after the fix
+    assert [d.dim_value if d.HasField("dim_value") else None for d in dims] in ([None] * 3, [3, 1, 2])
