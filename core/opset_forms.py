@@ -7,8 +7,7 @@ ConcatFromSequence into Unsqueeze + Concat that way) leave an opset-11 or -12 mo
 nodes its opset does not define; some also set attributes a later opset added (Reshape's
 ``allowzero``, opset 14). ``legalize_opset_forms`` moves a constant operand back into the
 attribute the model's opset expects and drops an added attribute whose value changes nothing
-(``allowzero=1`` with a constant shape free of zeros);
-it changes no value.
+(``allowzero=1`` with a constant shape free of zeros): it changes no value.
 """
 
 from __future__ import annotations

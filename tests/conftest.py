@@ -47,12 +47,14 @@ def ort_outputs(model_path: Path | str, feeds: list[dict[str, np.ndarray]]) -> l
 
 
 def real_model_or_skip(name: str) -> Path:
-    """The real model ``name`` of DESIGN.md (tests/realmodels.py, fetched once into the cache).
-    Where it cannot be had the test is skipped, except on CI (``CI`` set), where it fails."""
+    """The real model ``name`` of DESIGN.md (tests/realmodels.py) or of the zoo (tests/zoo.py),
+    fetched once into the cache. Where it cannot be had the test is skipped, except on CI
+    (``CI`` set), where it fails."""
     from realmodels import RealModelUnavailable, real_model
+    from zoo import ZOO, zoo_model
 
     try:
-        return real_model(name)
+        return zoo_model(name) if name in ZOO else real_model(name)
     except RealModelUnavailable as e:
         if os.environ.get("CI"):
             pytest.fail(f"real model '{name}' is unavailable on CI: {e}")
