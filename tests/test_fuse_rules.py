@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import numpy as np
+import onnx_ir as ir
 import pytest
-from onnx import helper
+from onnx import TensorProto, helper, numpy_helper
 
 import fuse_helpers
 from fuse_helpers import const, make, max_abs_difference, rand, run_fuse
+from onnxsmith.runtime import make_session
 
 
 @pytest.fixture(autouse=True)
@@ -317,3 +319,31 @@ def test_attention_packed_weight_folded_and_equal_sizes_dropped(sizes, dropped):
     assert ("qkv_hidden_sizes" in attention.attributes) is not dropped
     rewritten = ir.to_proto(model)
     assert max_abs_difference(proto, rewritten, {"x": rand(1, 4, 8)}) == 0
+
+
+def _where(cond_shape, zero_shape):
+    nodes = [helper.make_node("IsNaN", ["x"], ["nan"]), helper.make_node("Where", ["nan", "zero", "x"], ["y"])]
+    graph = helper.make_graph(nodes, "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, cond_shape)],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)],
+                              [numpy_helper.from_array(np.zeros(zero_shape, np.float32), "zero")])
+    return ir.from_proto(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]))
+
+
+def test_a_one_element_where_branch_becomes_a_scalar_only_where_it_does_not_set_the_rank():
+    """Attention's NaN guard Where(IsNaN(p), [0.0], p): onnxscript's SDPA pattern wants the 0.0 as a scalar."""
+    from onnxscript.rewriter import RewriteRuleSet
+
+    from onnxsmith.passes.fuse.rules_neutral import where_scalar_rules
+    from onnxsmith.shape_inference import infer_shapes
+
+    model = _where([2, 3], [1])
+    infer_shapes(model)
+    x = np.array([[1, np.nan, 2], [np.nan, 3, 4]], np.float32)
+    before = make_session(model).run(None, {"x": x})[0]
+    assert RewriteRuleSet(where_scalar_rules).apply_to_model(model) == 1
+    where = next(n for n in model.graph if n.op_type == "Where")
+    assert ir.convenience.get_const_tensor(where.inputs[1]).shape.dims == ()
+    assert np.array_equal(make_session(model).run(None, {"x": x})[0], before)
+    scalar_input = _where([], [1])  # the [1] makes the output [1]: a scalar would make it 0-d
+    infer_shapes(scalar_input)
+    assert RewriteRuleSet(where_scalar_rules).apply_to_model(scalar_input) == 0

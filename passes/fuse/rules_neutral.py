@@ -10,6 +10,8 @@ Each rule is exact (the replacement computes the same values):
 4. ``Mul(Conv|Gemm(x, W, B), s)`` -> ``Conv|Gemm(x, W*s, B*s)`` and ``Add(..., c)`` ->
    ``Conv|Gemm(x, W, B+c)`` for per-channel (or scalar) constants s, c (onnxscript's
    conv-affine rules need a scalar Mul and a scalar Add together, and a Conv bias).
+5. ``Where(c, [k], x)`` -> ``Where(c, k, x)``: a one-element constant branch as a scalar
+   (what onnxscript's attention patterns expect).
 """
 
 from __future__ import annotations
@@ -18,7 +20,8 @@ import numpy as np
 import onnx_ir as ir
 from onnxscript.rewriter import MatchResult, RewriteRuleClassBase
 
-__all__ = ["conv_affine_rules", "gemm_affine_rules", "pad_zero_rule", "reshape_same_shape_rule", "squeeze_unsqueeze_rules"]
+__all__ = ["conv_affine_rules", "gemm_affine_rules", "pad_zero_rule", "reshape_same_shape_rule", "squeeze_unsqueeze_rules",
+           "where_scalar_rules"]
 
 
 def _axes(node: ir.Node) -> list[int] | None:
@@ -131,6 +134,37 @@ class ReshapeToSameShape(RewriteRuleClassBase):
         return op.Identity(x)
 
 
+class WhereScalarOperand(RewriteRuleClassBase):
+    """``Where(c, k, x)`` -> ``Where(c, scalar k, x)`` (either branch) for a one-element
+    constant ``k`` of rank at most another input's: broadcasting gives the same values. Exporters
+    write the 0.0 of attention's NaN guard, ``Where(IsNaN(softmax), [0.0], softmax)``, as a
+    shape-[1] tensor, which onnxscript's SDPA pattern refuses ("is not a scalar"): a
+    TorchScript MiniLM fused no attention block for it."""
+
+    def __init__(self, branch: int) -> None:
+        super().__init__(name=f"WhereScalarOperand{branch}")
+        self.branch = branch
+
+    def pattern(self, op, cond, a, b):
+        return op.Where(cond, a, b, _outputs=["out"])
+
+    def check(self, context, cond, a, b, out) -> MatchResult:
+        result = MatchResult()
+        operand = (a, b)[self.branch - 1]
+        tensor = operand.const_value
+        if tensor is None or tensor.size != 1 or len(tensor.shape) == 0:
+            return result.fail("the operand is not a one-element constant of rank 1 or more")
+        others = [v.shape for v in (cond, (b, a)[self.branch - 1])]
+        if any(shape is None for shape in others) or max(len(shape) for shape in others) < len(tensor.shape):
+            return result.fail("the other inputs' ranks are unknown or below the operand's (it sets the output's rank)")
+        return result
+
+    def rewrite(self, op, cond, a, b, out):
+        operand = (a, b)[self.branch - 1]
+        scalar = op.Constant(value=ir.tensor(operand.const_value.numpy().reshape(())))
+        return op.Where(cond, scalar, b) if self.branch == 1 else op.Where(cond, a, scalar)
+
+
 class _ChannelAffine(RewriteRuleClassBase):
     """``Mul``/``Add`` of a per-channel constant after a Conv or Gemm with constant weights.
 
@@ -227,5 +261,6 @@ class GemmAdd(_ChannelAffine):
 squeeze_unsqueeze_rules = [SqueezePair.rule("Unsqueeze", "Squeeze"), SqueezePair.rule("Squeeze", "Unsqueeze")]
 pad_zero_rule = PadOfZeros.rule()
 reshape_same_shape_rule = ReshapeToSameShape.rule()
+where_scalar_rules = [WhereScalarOperand.rule(1), WhereScalarOperand.rule(2)]
 conv_affine_rules = [*ConvMul.rule().commute(), *ConvAdd.rule().commute()]
 gemm_affine_rules = [*GemmMul.rule().commute(), *GemmAdd.rule().commute()]

@@ -13,6 +13,7 @@ from collections import Counter
 
 import onnx_ir as ir
 import onnx_ir.passes.common as common_passes
+from onnxscript.rewriter import RewriteRuleSet
 from onnxscript.rewriter.ort_fusions import shape_optimization
 from onnxscript.rewriter.ort_fusions.attention import fuse_attention
 from onnxscript.rewriter.ort_fusions.bias_gelu import fuse_bias_gelu
@@ -33,6 +34,7 @@ from onnxscript.rewriter.ort_fusions.skip_normalization import (
     fuse_skip_rms_normalization,
 )
 
+from onnxsmith.passes.fuse import rules_neutral
 from onnxsmith.passes.fuse.rules_ort import drop_equal_qkv_sizes
 from onnxsmith.passes.fuse.sweep import fold_and_sweep, fold_initializer_concats
 from onnxsmith.shape_inference import infer_shapes
@@ -60,6 +62,8 @@ def fuse_transformer_blocks(model: ir.Model, enabled: set[str]) -> Counter[str]:
         common_passes.CommonSubexpressionEliminationPass()(model)
         counts["rotary"] += fuse_partial_rotary_embedding(model)
     if "attention" in enabled:
+        if RewriteRuleSet(list(rules_neutral.where_scalar_rules)).apply_to_model(model):
+            fold_and_sweep(model)
         counts["attention"] += fuse_sdpa(model)
         infer_shapes(model)  # the GQA/MHA patterns read the fused SDPA's shapes
         counts["attention"] += fuse_gqa(model) + fuse_qkv_gqa(model)
