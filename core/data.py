@@ -5,8 +5,9 @@ A Dataset holds, per model input, an array whose first axis is the sample axis;
 input names), a folder of .npz/.npy files, a folder of images with preprocessing, or
 random data shaped from the model's inputs (flagged, since its accuracy numbers do not
 describe real data). A sequence input (``seq(tensor)``, or an optional one) is held as an
-array with one more axis, the sequence's, and fed as a list of its elements. Mismatched names, shapes or dtypes, and NaN or Inf in a float input,
-are a DataError naming the input (and the sample).
+array with one more axis, the sequence's, and fed as a list of its elements. Mismatched
+names, shapes or dtypes, and NaN or Inf in a float input, are a DataError naming the input
+(and the sample).
 """
 
 from __future__ import annotations
@@ -87,8 +88,8 @@ class Dataset:
 
     def feeds(self) -> list[dict[str, np.ndarray]]:
         # np.asarray: a scalar input's sample must stay a 0-d array (arr[i] of a 1-D array is a numpy scalar, which ORT refuses)
-        return [{name: [np.asarray(e) for e in arr[i]] if name in self.sequences else np.asarray(arr[i]) for name, arr in self.arrays.items()}
-                for i in range(len(self))]
+        return [{name: [np.asarray(e) for e in arr[i]] if name in self.sequences else np.asarray(arr[i])
+                 for name, arr in self.arrays.items()} for i in range(len(self))]
 
     def take(self, indices: np.ndarray | list[int]) -> Dataset:
         positions = [self.position(int(i)) for i in indices]

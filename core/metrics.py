@@ -110,7 +110,8 @@ def compare_outputs(reference: list[Outputs], candidate: list[Outputs]) -> dict[
         got = np.concatenate([np.asarray(c[name], dtype=np.float64).ravel() for c in candidate])
         if ref.shape != got.shape:
             raise ValueError(f"output '{name}' changed size: {ref.size} values before, {got.size} after")
-        err = got - ref
+        with np.errstate(invalid="ignore"):  # inf - inf: where both are the same infinity the error is 0, not NaN
+            err = np.where(got == ref, 0.0, got - ref)
         finite = np.isfinite(err).all()
         signal, noise = float(np.sum(ref * ref)), float(np.sum(err * err)) if finite else math.inf
         norms = float(np.linalg.norm(ref) * np.linalg.norm(got))

@@ -172,3 +172,10 @@ def test_a_declared_output_shape_the_model_contradicts_is_relaxed_and_reported(t
     assert any("declared ['1', 'seqlen'] but the model returns [3, 1, 2]" in w for w in result.json()["warnings"])
     dims = onnx.load(out).graph.output[0].type.tensor_type.shape.dim  # dynamic, or what inference found after the fix
     assert [d.dim_value if d.HasField("dim_value") else None for d in dims] in ([None] * 3, [3, 1, 2])
+
+
+def test_an_output_that_is_infinite_in_both_models_has_no_error():
+    same = [{"y": np.array([1.0, np.inf, -np.inf], np.float32)}]
+    drift = compare_outputs(same, same)["y"]
+    assert drift.max_abs == 0.0 and drift.mean_abs == 0.0
+    assert compare_outputs(same, [{"y": np.array([1.0, np.inf, 0.0], np.float32)}])["y"].max_abs == math.inf
