@@ -26,8 +26,8 @@ from onnxsmith.costs import CostTable
 from onnxsmith.errors import DataError, RecipeError
 from onnxsmith.pass_base import Pass
 from onnxsmith.registry import available_passes, create_pass
-from onnxsmith.target import HOST, PRESETS, Target, load_target, target_for
 from onnxsmith.safe_yaml import load_yaml
+from onnxsmith.target import HOST, PRESETS, Target, load_target, target_for
 
 __all__ = [
     "DEFAULT_PIPELINE",

@@ -129,12 +129,12 @@ class Target:
         return notes
 
 
-@functools.lru_cache(maxsize=1)
-
 def physical_memory_bytes() -> int:
     """This machine's physical memory (what a declared size is checked against before allocating)."""
     return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
 
+
+@functools.lru_cache(maxsize=1)
 def detect_cpu() -> CpuTarget:
     """This machine's CPU, from /proc/cpuinfo where there is one."""
     arch = platform.machine() or "unknown"

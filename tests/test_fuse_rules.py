@@ -6,10 +6,13 @@ import numpy as np
 import onnx_ir as ir
 import pytest
 from onnx import TensorProto, helper, numpy_helper
+from onnxscript.rewriter import RewriteRuleSet
 
 import fuse_helpers
 from fuse_helpers import const, make, max_abs_difference, rand, run_fuse
+from onnxsmith.passes.fuse.rules_neutral import where_scalar_rules
 from onnxsmith.runtime import make_session
+from onnxsmith.shape_inference import infer_shapes
 
 
 @pytest.fixture(autouse=True)
@@ -331,11 +334,6 @@ def _where(cond_shape, zero_shape):
 
 def test_a_one_element_where_branch_becomes_a_scalar_only_where_it_does_not_set_the_rank():
     """Attention's NaN guard Where(IsNaN(p), [0.0], p): onnxscript's SDPA pattern wants the 0.0 as a scalar."""
-    from onnxscript.rewriter import RewriteRuleSet
-
-    from onnxsmith.passes.fuse.rules_neutral import where_scalar_rules
-    from onnxsmith.shape_inference import infer_shapes
-
     model = _where([2, 3], [1])
     infer_shapes(model)
     x = np.array([[1, np.nan, 2], [np.nan, 3, 4]], np.float32)

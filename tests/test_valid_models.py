@@ -1,4 +1,6 @@
-"""Valid models of unusual shapes run end to end (issue 18): string and empty outputs."""
+"""Valid models of unusual shapes run end to end (issue 18): string, empty, sequence and
+infinite outputs, no nodes, an endless Loop, old opsets and IR versions, wrong declared shapes.
+The ONNX backend corpus (test_onnx_corpus.py) covers these on the spec's own cases."""
 
 from __future__ import annotations
 
@@ -6,11 +8,14 @@ import math
 
 import numpy as np
 import onnx
+import onnx_ir as ir
 import pytest
 from onnx import TensorProto, helper, numpy_helper
 
 from conftest import run_cli
-from onnxsmith.metrics import compare_outputs, default_drift, within_tolerance
+from onnxsmith.metrics import compare_outputs, default_drift, tolerance_for, within_tolerance
+from onnxsmith.opset_forms import legalize_opset_forms
+from onnxsmith.shape_inference import infer_shapes
 
 
 def _empty_output_model(path):
@@ -94,10 +99,6 @@ def test_a_model_that_never_ends_is_stopped_after_the_run_timeout(tmp_path):
 
 
 def test_axes_given_as_an_input_go_back_to_the_attribute_an_old_opset_expects():
-    import onnx_ir as ir
-
-    from onnxsmith.opset_forms import legalize_opset_forms
-
     nodes = [helper.make_node("Constant", [], ["axes"], value=numpy_helper.from_array(np.array([0], np.int64))),
              helper.make_node("Unsqueeze", ["x", "axes"], ["y"]), helper.make_node("ReduceMean", ["y", "axes"], ["z"], keepdims=0)]
     graph = helper.make_graph(nodes, "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [2])],
@@ -111,10 +112,6 @@ def test_axes_given_as_an_input_go_back_to_the_attribute_an_old_opset_expects():
 
 
 def test_shape_inference_keeps_a_sequence_returned_by_an_if():
-    import onnx_ir as ir
-
-    from onnxsmith.shape_inference import infer_shapes
-
     def branch(name, count):
         return helper.make_graph([helper.make_node("SequenceConstruct", ["x"] * count, [f"{name}_seq"])], name, [],
                                  [helper.make_tensor_sequence_value_info(f"{name}_seq", TensorProto.FLOAT, None)])
@@ -130,8 +127,6 @@ def test_shape_inference_keeps_a_sequence_returned_by_an_if():
 
 
 def test_a_float16_output_is_compared_within_its_own_ulps():
-    from onnxsmith.metrics import tolerance_for
-
     ref = {"y": np.array([0.75], np.float16)}
     one_ulp = {"y": np.nextafter(np.float16(0.75), np.float16(1))[None]}
     assert within_tolerance([ref], [one_ulp], rtol=1e-4, atol=1e-5) is None
@@ -140,10 +135,6 @@ def test_a_float16_output_is_compared_within_its_own_ulps():
 
 
 def test_reshape_allowzero_is_dropped_before_opset_14_where_it_changes_nothing():
-    import onnx_ir as ir
-
-    from onnxsmith.opset_forms import legalize_opset_forms
-
     def model(shape):
         nodes = [helper.make_node("Reshape", ["x", "shape"], ["y"], allowzero=1)]
         graph = helper.make_graph(nodes, "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [2, 3])],

@@ -95,6 +95,9 @@ def _file_bytes(samples: int) -> np.ndarray:
     return out
 
 
+DDDDOCR_WHEEL = _Wheel("ddddocr", "1.6.1", "ddddocr-1.6.1-py3-none-any.whl",
+                       "c7c70f4ae2d0335440ae8b272eea48c9f6888ecef46785fe2311f0c97a133935")  # two models of the zoo
+
 ZOO: dict[str, ZooModel] = {
     "silero_vad": ZooModel(
         _Wheel("silero-vad", "6.2.3", "silero_vad-6.2.3-py3-none-any.whl",
@@ -114,8 +117,7 @@ ZOO: dict[str, ZooModel] = {
         _file_bytes,
     ),
     "ddddocr": ZooModel(
-        _Wheel("ddddocr", "1.6.1", "ddddocr-1.6.1-py3-none-any.whl",
-               "c7c70f4ae2d0335440ae8b272eea48c9f6888ecef46785fe2311f0c97a133935"),
+        DDDDOCR_WHEEL,
         "ddddocr/common.onnx", "33b5cd351ee94e73a6bf8fa18c415ed8b819b3ffd342e267c30d8ad8334e34e8",
         "ddddocr captcha CRNN (PyTorch 1.9, opset 12): CNN + LSTM, dynamic width; declares its output [1, seqlen], "
         "returns [T, 1, 8210]",
@@ -123,8 +125,7 @@ ZOO: dict[str, ZooModel] = {
         _text_lines_gray,
     ),
     "ddddocr_det": ZooModel(
-        _Wheel("ddddocr", "1.6.1", "ddddocr-1.6.1-py3-none-any.whl",
-               "c7c70f4ae2d0335440ae8b272eea48c9f6888ecef46785fe2311f0c97a133935"),
+        DDDDOCR_WHEEL,
         "ddddocr/common_det.onnx", "6faa8ea85a8c1a634e5050c4a138fca10f30194e0d7abbe9ade1fcd423af6ed6",
         "ddddocr's YOLOX-style detector, opset 11, static 416x416, raw grid outputs [1, 3549, 6]",
         "real photographs at 416x416, BGR, 0-255 (as ddddocr; without its letterbox)",

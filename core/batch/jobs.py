@@ -24,8 +24,8 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from onnxsmith.errors import InputError
 from onnxsmith.recipe import RUN_ONLY_KEYS, Recipe, parse_pipeline, validate_recipe
-from onnxsmith.sources import is_torch_factory, parse_shape, source_files
 from onnxsmith.safe_yaml import load_yaml
+from onnxsmith.sources import is_torch_factory, parse_shape, source_files
 
 __all__ = ["Job", "ManifestEntry", "discover_jobs", "model_hash", "model_size", "recipe_hash"]
 

@@ -62,7 +62,7 @@ def fuse_transformer_blocks(model: ir.Model, enabled: set[str]) -> Counter[str]:
         common_passes.CommonSubexpressionEliminationPass()(model)
         counts["rotary"] += fuse_partial_rotary_embedding(model)
     if "attention" in enabled:
-        if RewriteRuleSet(list(rules_neutral.where_scalar_rules)).apply_to_model(model):
+        if RewriteRuleSet(rules_neutral.where_scalar_rules).apply_to_model(model):
             fold_and_sweep(model)
         counts["attention"] += fuse_sdpa(model)
         infer_shapes(model)  # the GQA/MHA patterns read the fused SDPA's shapes

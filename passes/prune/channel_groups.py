@@ -34,7 +34,6 @@ from __future__ import annotations
 import onnx_ir as ir
 
 from onnxsmith.passes.prune import channel_layer_rules, channel_tensor_rules
-from onnxsmith.shape_inference import infer_shapes
 from onnxsmith.passes.prune.channel_graph import (
     Analyser,
     ChannelAnalysis,
@@ -45,6 +44,7 @@ from onnxsmith.passes.prune.channel_graph import (
     const_array,
     shape_entries,
 )
+from onnxsmith.shape_inference import infer_shapes
 
 __all__ = ["ChannelAnalysis", "Edit", "Group", "Slot", "WeightLayer", "analyse_channels", "const_array", "shape_entries"]
 
