@@ -89,13 +89,48 @@ def test_the_int8_plan_keeps_float_exactly_the_layers_measured_no_faster():
     assert rows, result.layers
     assert any("int8 speed measured per layer" in note for note in result.notes)
     assert any("predicted from the per-layer timing" in note for note in result.notes)
-    for row in rows.values():
+    for row in rows.values():  # float where timed no faster; or every layer, where int8 lost end to end
         measured_slow = row.get("reason", "").startswith("measured on cpu")
-        assert measured_slow == (row["precision"] == "fp32"), row
+        handed_back = row.get("reason", "").startswith("planned int8, but no faster than float end to end")
+        if handed_back:
+            assert not result.modified and result.warnings, row
+        assert (measured_slow or handed_back) == (row["precision"] == "fp32"), row
         if measured_slow:
             assert row["gain_ms"] <= 0 or "no faster than the noise" in row["reason"]
         else:
             assert row["gain_ms"] > 0
+
+
+@pytest.mark.parametrize("int8_faster", [True, False])
+def test_int8_is_kept_only_where_it_beat_the_float_model_end_to_end(monkeypatch, int8_faster):
+    """The end-to-end check's decision, with the clock fixed: every layer measured faster in
+    int8, then the whole int8 model faster (kept) or slower (the float model handed back)."""
+    from onnxsmith.latency import LatencyStats
+    from onnxsmith.passes.quantize import int8
+
+    def every_layer_pays(backend, float_model, int8_model, layers, feeds, **_):
+        return SpeedTable({name: LayerSpeed(1.0, 0.5, 0.01) for name in layers}, float_ms=4.0, int8_ms=2.0)
+
+    def timed(sessions, feed, *, rounds, **_):
+        ms = {"float": 10.0, "int8": 8.0 if int8_faster else 12.0}
+        return {name: LatencyStats(ms[name], ms[name], rounds, (ms[name],) * rounds) for name in sessions}
+
+    monkeypatch.setattr(int8, "measure_layer_speed", every_layer_pays)
+    monkeypatch.setattr(int8, "measure_interleaved", timed)
+    result = _cnn_int8("guard=false")
+    ops = {node.op_type for node in result.model.graph}
+    rows = [row for row in result.layers if "gain_ms" in row]
+    assert rows
+    if int8_faster:
+        assert result.modified and "DequantizeLinear" in ops and not result.warnings
+        assert "verified end to end on cpu: int8 8.000 ms against float's 10.000 ms" in "\n".join(result.notes)
+        assert all(row["precision"] == "int8" for row in rows)
+    else:
+        assert not result.modified and "DequantizeLinear" not in ops
+        assert result.warnings == ["int8 is no faster than float end to end: 12.000 ms against 10.000 ms (0.83x; faster in "
+                                   "fewer than three quarters of 15 interleaved rounds on cpu); the model is returned "
+                                   "unchanged (use speed=rules to keep int8 regardless)"]
+        assert all(row["precision"] == "fp32" and row["reason"].startswith("planned int8, but no faster") for row in rows)
 
 
 def test_building_for_another_cpu_uses_the_rules_not_this_machines_timing():

@@ -9,6 +9,7 @@ import onnx
 from conftest import FIXTURES, run_cli
 from onnxsmith.latency import LatencyStats, speedup_summary
 from onnxsmith.optimize import _speed_warning
+from onnxsmith.passes.quantize.int8 import int8_not_faster
 from onnxsmith.report import PassRecord
 
 
@@ -50,6 +51,16 @@ def test_int8_that_quantizes_no_layer_hands_back_the_model_and_says_why(tmp_path
         "the speed rules, the timing or as output heads (the per-layer rows say why); the model is returned unchanged"]
     assert all(row["precision"] == "fp32" and row["reason"] for row in record["layers"])
     assert "DequantizeLinear" not in {n.op_type for n in onnx.load(str(out)).graph.node}
+
+
+def test_int8_is_kept_only_where_it_was_faster_than_float_in_most_rounds():
+    float_ms = _stats([10.0] * 15)
+    assert int8_not_faster(float_ms, _stats([8.0] * 15), "cpu") is None
+    assert int8_not_faster(float_ms, _stats([12.0] * 15), "cpu") == (
+        "no faster than float end to end: 12.000 ms against 10.000 ms (0.83x; faster in fewer than three quarters "
+        "of 15 interleaved rounds on cpu)")
+    noisy = _stats([8.0] * 10 + [12.0] * 5)  # a better median, but faster in only 10 of 15 rounds
+    assert int8_not_faster(float_ms, noisy, "cpu").startswith("no faster than float end to end: 8.000 ms against 10.000 ms (1.25x")
 
 
 def test_a_speedup_is_called_a_change_only_when_it_held_in_most_rounds():
