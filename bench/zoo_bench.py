@@ -52,7 +52,10 @@ def run_one(name: str, recipe_name: str, samples: int, workdir: Path) -> str:
     d = report.to_dict()
     accuracy, summary = d["accuracy"], d["summary"]
     speedup = summary["latency_ms"].get("speedup")
-    return (f"{recipe_name} | ok | {speedup:.2f}x | {accuracy['metric']} | {summary['drift']:.3g} / {accuracy['budget']:g} | "
+    warnings = [w for record in d["passes"] for w in record.get("warnings", [])]
+    outcome = ("ok, float kept: int8 no faster end to end" if any(w.startswith("int8 is no faster than float") for w in warnings)
+               else "ok, float kept: no layer pays in int8" if any(w.startswith("no layer is int8") for w in warnings) else "ok")
+    return (f"{recipe_name} | {outcome} | {speedup:.2f}x | {accuracy['metric']} | {summary['drift']:.3g} / {accuracy['budget']:g} | "
             f"{time.perf_counter() - start:.0f}")
 
 
