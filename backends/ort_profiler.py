@@ -31,7 +31,7 @@ import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, TextIO
+from typing import Any, NamedTuple, TextIO
 
 import numpy as np
 import onnx
@@ -42,7 +42,8 @@ from onnxsmith.flops import TensorInfo
 from onnxsmith.profile import KernelRun, Measurement, peak_rss_mb
 from onnxsmith.runtime import make_session
 
-__all__ = ["OverheadProbe", "ProfilerOverhead", "RuntimeGraph", "iter_trace_events", "kernel_runs_from_trace", "profile_session"]
+__all__ = ["OverheadProbe", "ProfilerOverhead", "RuntimeGraph", "TraceRuns", "iter_trace_events", "kernel_runs_from_trace",
+           "profile_session"]
 
 logger = logging.getLogger(__name__)
 
@@ -130,20 +131,34 @@ def _runtime_graph(path: Path) -> RuntimeGraph:
     return graph
 
 
+class TraceRuns(NamedTuple):
+    """What a trace says about its timed runs."""
+
+    kernels: list[KernelRun]  # per kernel, its time in every timed run
+    timed: int  # how many runs were timed
+    mean_overhead_ms: float  # the profiler's cost taken off a timed kernel event, on average
+    coverage: list[float]  # per timed run, the share of the run spent in its kernels
+
+
 def kernel_runs_from_trace(
     stream: TextIO, *, warmup: int, graph: RuntimeGraph | None = None, overhead: ProfilerOverhead | None = None
-) -> tuple[list[KernelRun], int, float]:
-    """Per kernel, its time in every run after the first ``warmup``; the number of timed runs;
-    and the mean overhead (ms) taken off a timed kernel event.
+) -> TraceRuns:
+    """Per kernel, its time in every run after the first ``warmup``, and the rest of TraceRuns.
 
     A kernel that ran several times in one run (inside a Loop) has its times summed.
     ``overhead``, the profiler's own cost inside each kernel event, is taken off every
-    event (never below zero).
+    event (never below zero). A run's coverage compares its kernels with the ``model_run``
+    event around them, both less the overhead taken off: one run, one clock, so it says
+    how much of the latency the layers explain and cannot pass 1 (a ratio against the
+    plain session's latency mixed two sessions and two estimates, and swung from 0.4 to 3.6
+    on a shared machine).
     """
     overhead = overhead or ProfilerOverhead()
     kernels: dict[str, KernelRun] = {}
     current: dict[str, float] = {}
+    coverage: list[float] = []
     taken, events = 0.0, 0
+    run_taken = 0.0
     run = 0
     for event in iter_trace_events(stream):
         name = event.get("name", "")
@@ -153,7 +168,10 @@ def kernel_runs_from_trace(
                 for node, ms in current.items():
                     kernels[node].times_ms.extend([0.0] * (timed - len(kernels[node].times_ms)))
                     kernels[node].times_ms.append(ms)
-            current = {}
+                run_ms = event.get("dur", 0) / 1000.0 - run_taken
+                if run_ms > 0:
+                    coverage.append(min(sum(current.values()) / run_ms, 1.0))
+            current, run_taken = {}, 0.0
             run += 1
             continue
         if event.get("cat") != "Node" or not name.endswith(_KERNEL_SUFFIX):
@@ -165,12 +183,13 @@ def kernel_runs_from_trace(
         measured = event["dur"] / 1000.0
         kept = max(measured - overhead.of(args), 0.0)
         current[node] = current.get(node, 0.0) + kept
+        run_taken += measured - kept
         if run >= warmup:
             taken, events = taken + measured - kept, events + 1
     timed = max(run - warmup, 0)
     for kernel in kernels.values():
         kernel.times_ms.extend([0.0] * (timed - len(kernel.times_ms)))
-    return list(kernels.values()), timed, taken / events if events else 0.0
+    return TraceRuns(list(kernels.values()), timed, taken / events if events else 0.0, coverage)
 
 
 def _kernel(node: str, args: dict[str, Any], graph: RuntimeGraph | None) -> KernelRun:
@@ -335,9 +354,9 @@ def profile_session(
         trace = Path(profiled.end_profiling())
         graph = _runtime_graph(Path(tmp) / "runtime.onnx") if (Path(tmp) / "runtime.onnx").exists() else None
         with open(trace, encoding="utf-8") as stream:
-            kernels, timed, mean_overhead = kernel_runs_from_trace(stream, warmup=warmup, graph=graph, overhead=overhead)
+            traced = kernel_runs_from_trace(stream, warmup=warmup, graph=graph, overhead=overhead)
         trace.unlink(missing_ok=True)
-    if timed != runs:
-        logger.warning("the trace holds %d timed runs, expected %d", timed, runs)
-    return Measurement(backend=backend, kernels=kernels, e2e_ms=e2e, session_ms=session_ms, peak_rss_mb=peak,
-                       kernel_overhead_ms=mean_overhead)
+    if traced.timed != runs:
+        logger.warning("the trace holds %d timed runs, expected %d", traced.timed, runs)
+    return Measurement(backend=backend, kernels=traced.kernels, e2e_ms=e2e, session_ms=session_ms, peak_rss_mb=peak,
+                       kernel_overhead_ms=traced.mean_overhead_ms, run_coverage=traced.coverage)

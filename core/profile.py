@@ -5,8 +5,8 @@ tensors' shapes and the names it is known by; end-to-end time per run; session c
 time and peak memory. ``build_profile`` turns that into the report's ``profile`` object:
 layers ordered by median time, each with its original node names (layer_map), FLOPs,
 parameters, bytes moved, arithmetic intensity and achieved throughput (flops), and totals
-whose ``coverage`` (sum of layer times / end-to-end) says how much of the latency the
-layers explain. JSON keys are part of the report schema: rename nothing.
+whose ``coverage`` (per run, the layers' time over the run's, the median) says how much of
+the latency the layers explain. JSON keys are part of the report schema: rename nothing.
 """
 
 from __future__ import annotations
@@ -55,6 +55,7 @@ class Measurement:
     session_ms: float
     peak_rss_mb: float | None
     kernel_overhead_ms: float | None = None  # the profiler's cost taken off each kernel event, the mean over events
+    run_coverage: list[float] | None = None  # per timed run, its kernels' share of its own time (where e2e_ms is another run's)
 
 
 @dataclass
@@ -89,7 +90,7 @@ class Totals:
     median_ms: float
     p90_ms: float
     layers_sum_ms: float  # median over runs of the per-run sum of layer times
-    coverage: float  # layers_sum_ms / median_ms
+    coverage: float  # per run, the layers' share of the run's time; the median over runs
     session_ms: float
     peak_rss_mb: float | None
     kernel_overhead_us: float | None = None  # taken off a kernel event, mean over events (see backends/ort_profiler.py)
@@ -192,11 +193,14 @@ def build_profile(measurement: Measurement, model: ir.Model, *, warmup: int, pre
         ))
     layers.sort(key=lambda layer: (-layer.median_ms, layer.order))
     e2e = statistics.median(measurement.e2e_ms) if runs else 0.0
+    # coverage within each run, never the layers of one run over another run's latency
+    ratios = measurement.run_coverage or [s / t for s, t in zip(per_run_sum, measurement.e2e_ms, strict=True) if t > 0]
+    coverage = statistics.median(ratios) if ratios else 0.0
     totals = Totals(
         median_ms=e2e,
         p90_ms=percentile(measurement.e2e_ms, 90),
         layers_sum_ms=layers_sum,
-        coverage=layers_sum / e2e if e2e > 0 else 0.0,
+        coverage=coverage,
         session_ms=measurement.session_ms,
         peak_rss_mb=measurement.peak_rss_mb,
         kernel_overhead_us=None if measurement.kernel_overhead_ms is None else measurement.kernel_overhead_ms * 1000.0,

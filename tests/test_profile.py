@@ -14,6 +14,7 @@ from pathlib import Path
 
 import numpy as np
 import onnx
+import onnx_ir as ir
 import onnxruntime as ort
 import pytest
 from PIL import Image
@@ -25,6 +26,7 @@ from onnxsmith.flops import TensorInfo, kernel_flops
 from onnxsmith.measure import Measurements
 from onnxsmith.modelio import load_onnx
 from onnxsmith.optimize import OptimizeOptions, optimize
+from onnxsmith.profile import Measurement, build_profile
 from onnxsmith.profile_compare import tensor_sqnr
 from onnxsmith.recipe import validate_recipe
 
@@ -75,8 +77,9 @@ def test_runs_are_split_at_model_run_and_warmup_is_dropped():
     events = [node("a", 900), run,  # warm-up
               node("a", 100), node("loop", 10), node("loop", 20), run,
               node("a", 300, sections=2), run]
-    kernels, timed, _ = ort_profiler.kernel_runs_from_trace(io.StringIO(json.dumps(events)), warmup=1)
-    assert timed == 2
+    traced = ort_profiler.kernel_runs_from_trace(io.StringIO(json.dumps(events)), warmup=1)
+    kernels = traced.kernels
+    assert traced.timed == 2
     by_name = {k.node: k for k in kernels}
     assert by_name["a"].times_ms == [0.1, 0.3]
     assert by_name["loop"].times_ms == [0.03, 0.0]  # summed inside a run, 0 where it did not run
@@ -84,11 +87,37 @@ def test_runs_are_split_at_model_run_and_warmup_is_dropped():
     # the profiler's own cost is taken off every event (a Loop's kernel pays it per iteration), plus its
     # cost per parallel section for a kernel that ran on the thread pool; never below zero
     overhead = ort_profiler.ProfilerOverhead(serial_ms=0.015, section_ms=0.02)
-    corrected, _, mean = ort_profiler.kernel_runs_from_trace(io.StringIO(json.dumps(events)), warmup=1, overhead=overhead)
-    by_name = {k.node: k for k in corrected}
+    corrected = ort_profiler.kernel_runs_from_trace(io.StringIO(json.dumps(events)), warmup=1, overhead=overhead)
+    by_name = {k.node: k for k in corrected.kernels}
     assert by_name["a"].times_ms == pytest.approx([0.085, 0.245])
     assert by_name["loop"].times_ms == pytest.approx([0.0 + 0.005, 0.0])
-    assert mean == pytest.approx((0.015 + 0.010 + 0.015 + 0.055) / 4)  # what was really taken off, per timed event
+    assert corrected.mean_overhead_ms == pytest.approx((0.015 + 0.010 + 0.015 + 0.055) / 4)  # taken off, per timed event
+
+
+def test_coverage_is_the_share_of_each_run_its_kernels_took_less_the_profilers_cost():
+    """Coverage compares a run's kernels with that run's own model_run event (one clock), so it
+    cannot pass 1, whatever the plain session's latency or the overhead estimate."""
+    def node(name, dur):
+        return {"cat": "Node", "name": f"{name}_kernel_time", "dur": dur, "args": {"op_name": "Relu", "provider": "CPUExecutionProvider"}}
+
+    def run(dur):
+        return {"cat": "Session", "name": "model_run", "dur": dur}
+
+    events = [node("a", 50), run(60),  # warm-up
+              node("a", 100), node("b", 30), run(200),
+              node("a", 290), node("b", 10), run(300)]
+    plain = ort_profiler.kernel_runs_from_trace(io.StringIO(json.dumps(events)), warmup=1)
+    assert plain.coverage == pytest.approx([130 / 200, 1.0])
+    corrected = ort_profiler.kernel_runs_from_trace(io.StringIO(json.dumps(events)), warmup=1,
+                                                   overhead=ort_profiler.ProfilerOverhead(serial_ms=0.005))
+    assert corrected.coverage == pytest.approx([120 / 190, 290 / 290])
+    measured = Measurement("cpu", corrected.kernels, e2e_ms=[0.05, 0.05], session_ms=1.0, peak_rss_mb=None,
+                           run_coverage=corrected.coverage)  # a plain run 4x faster than the profiled ones
+    make, f32 = onnx.helper, onnx.TensorProto.FLOAT
+    model = ir.from_proto(make.make_model(make.make_graph(
+        [make.make_node("Relu", ["x"], ["y"], name="a"), make.make_node("Relu", ["y"], ["z"], name="b")], "g",
+        [make.make_tensor_value_info("x", f32, [1])], [make.make_tensor_value_info("z", f32, [1])])))
+    assert build_profile(measured, model, warmup=1).total.coverage == pytest.approx((120 / 190 + 1.0) / 2)
 
 
 def test_end_to_end_time_comes_from_a_plain_session_run_interleaved_with_the_profiled_one(monkeypatch):
