@@ -39,6 +39,7 @@ def profile(
     import json
 
     from onnxsmith import __version__
+    from onnxsmith.ceilings import machine_ceilings
     from onnxsmith.cli import render_profile
     from onnxsmith.cli.console import stderr
     from onnxsmith.cli.step_summary import append_step_summary
@@ -65,7 +66,8 @@ def profile(
                                          "profile": data}, indent=2, allow_nan=False) + "\n",
         Format.md: lambda: render_profile.markdown(data, Path(model).name),
         Format.csv: lambda: render_profile.csv_text(data),
-        Format.html: lambda: html_page(data, f"onnxsmith profile: {Path(model).name} on {data['backend']}"),
+        Format.html: lambda: html_page(data, f"onnxsmith profile: {Path(model).name} on {data['backend']}",
+                                       machine_ceilings(threads or 0)),
         Format.table: lambda: render_profile.markdown(data, Path(model).name),  # a table written to a file is its Markdown
     }
     text = texts[fmt]()

@@ -15,7 +15,7 @@ from rich.table import Table
 
 from onnxsmith.cli.console import stdout
 
-__all__ = ["csv_text", "divergence_line", "markdown", "table"]
+__all__ = ["brief_compare", "csv_text", "divergence_line", "markdown", "named", "table", "where"]
 
 TABLE_ROWS = 25
 WIDE_COLUMNS = 150  # terminal width from which the layer table has every column
@@ -60,7 +60,7 @@ def brief_compare(profile: dict[str, Any], rows: int = BRIEF_ROWS) -> None:
                    title=f"Per-layer profile on {profile['backend']} ({profile['runs']} runs each): slowest "
                          f"{min(rows, len(profile['layers']))} of {len(profile['layers'])} layers after", title_justify="left")
     for layer in profile["layers"][:rows]:
-        layers.add_row(escape(_named(layer)), escape(layer["op_type"]), layer["precision"], _num(layer.get("before_ms"), ".3f"),
+        layers.add_row(escape(named(layer)), escape(layer["op_type"]), layer["precision"], _num(layer.get("before_ms"), ".3f"),
                        f"{layer['median_ms']:.3f}", _speedup(layer.get("speedup")))
     stdout.print(layers)
 
@@ -137,7 +137,7 @@ def divergence_line(compare: dict[str, Any]) -> str:
 def _layer_cells(layer: dict[str, Any], exact: set[str]) -> dict[str, str]:
     """Every column the layer table can show, by header."""
     return {
-        "layer": escape(_named(layer)), "op": escape(layer["op_type"]), "op / kernel": escape(f"{layer['op_type']} / {layer['kernel']}"),
+        "layer": escape(named(layer)), "op": escape(layer["op_type"]), "op / kernel": escape(f"{layer['op_type']} / {layer['kernel']}"),
         "prec": layer["precision"], "median ms": f"{layer['median_ms']:.3f}", "p90 ms": f"{layer['p90_ms']:.3f}",
         "share": f"{layer['share']:.1%}", "before ms": _num(layer.get("before_ms"), ".3f"), "speedup": _speedup(layer.get("speedup")),
         "SQNR dB": _sqnr(layer, exact), "GFLOP": _num(layer["flops"] / 1e9 if layer["flops"] else None, ".3f"),
@@ -145,7 +145,7 @@ def _layer_cells(layer: dict[str, Any], exact: set[str]) -> dict[str, str]:
     }
 
 
-def _named(layer: dict[str, Any]) -> str:
+def named(layer: dict[str, Any]) -> str:
     """The layer's name, with its PyTorch module where the exporter recorded one."""
     return f"{layer['name']} ({layer['module']})" if layer.get("module") else layer["name"]
 

@@ -21,6 +21,8 @@ Dynamo-exported models name the PyTorch module of each node in metadata
 from __future__ import annotations
 
 import ast
+import re
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import onnx_ir as ir
@@ -28,10 +30,11 @@ import onnx_ir as ir
 from onnxsmith.graph_stats import all_nodes
 from onnxsmith.origin import ORIGIN_METADATA_KEY, OriginMap
 
-__all__ = ["LayerMapper", "MappedLayer"]
+__all__ = ["LayerMapper", "MappedLayer", "principal_origin"]
 
 _SUFFIXES = ("_nchwc", "/WithoutBiases", "/sink_port_0")  # ORT NCHWc nodes; OpenVINO's split-off bias and results
 _NAME_SCOPES = "pkg.torch.onnx.name_scopes"
+_HEAVY_OPS = ("Conv", "ConvTranspose", "MatMul", "Gemm", "Attention", "LSTM", "GRU", "Einsum")  # what names a fused layer
 _BOOKKEEPING = {"Constant", "Shape", "Squeeze", "Unsqueeze", "Reshape", "Concat", "Gather", "Cast", "Identity"}
 
 
@@ -62,15 +65,62 @@ class MappedLayer:
 
     def name(self, op_type: str, fallback: str) -> str:
         """The layer's name in the user's model: the head node when it stands for itself,
-        else its first original name; ``fallback`` (the runtime's name) when nothing maps."""
+        else the original node it computes (``principal_origin``); ``fallback`` (the runtime's
+        name) when nothing maps."""
         index = self.head(op_type)
         if index is not None and self.nodes[index] in self.origin:
             return self.nodes[index]
-        return self.origin[0] if self.origin else fallback
+        return principal_origin(self.origin, self.op_types[index] if index is not None else op_type) or fallback
 
     def module(self, op_type: str) -> str | None:
         index = self.head(op_type)
         return self.modules[index] if index is not None else None
+
+
+def principal_origin(origin: Sequence[str], op_type: str) -> str | None:
+    """The original node a layer of ``op_type`` computes, among the names it stands for.
+
+    A fused node's origin is its whole pattern, sorted by name, so its first name may be a
+    folded BatchNormalization or a Constant: a Paddle Conv with its BatchNorm folded in
+    (``BatchNormalization@0, Constant_3, Conv@0``) is ``Conv@0``. Names are all there is
+    (the origin map keeps no op types), and exporters put the op in the names of nodes they
+    made (``Conv@0``, ``node_Conv_16``, ``/conv1/Conv``, ``node_conv2d``), so:
+
+    1. the first name with the layer's base op as a word (FusedConv, QLinearConv, ConvInteger: Conv);
+    2. for a layer of a heavy op (a Gemm made of MatMul+Add), the first name of any heavy op;
+    3. the first name that is neither a Constant nor a heavy op's (a runtime's Reshape
+       beside a Conv must not take the Conv's name), then the first not a Constant, then the first.
+    """
+    if not origin:
+        return None
+    base = _base_op(op_type)
+    found = _first_naming(origin, (base,))
+    if found is None and base in _HEAVY_OPS:
+        found = _first_naming(origin, _HEAVY_OPS)
+    if found is not None:
+        return found
+    plain = [name for name in origin if not name.startswith("Constant")]
+    heavy = set(filter(None, (_first_naming([name], _HEAVY_OPS) for name in plain)))
+    return next((name for name in plain if name not in heavy), plain[0] if plain else origin[0])
+
+
+def _first_naming(names: Sequence[str], ops: Sequence[str]) -> str | None:
+    """The first of ``names`` with one of ``ops`` in it as a word (any case: ``node_conv2d`` names a Conv)."""
+    for op in ops:
+        word = re.compile(rf"(?<![a-z]){re.escape(op)}(?![a-z])", re.IGNORECASE)
+        found = next((name for name in names if word.search(name)), None)
+        if found is not None:
+            return found
+    return None
+
+
+def _base_op(op_type: str) -> str:
+    """The ONNX op a runtime's or a pass's kernel computes: FusedConv, QLinearConv, ConvInteger -> Conv."""
+    for prefix in ("Fused", "QLinear", "DynamicQuantize", "Nhwc"):
+        op_type = op_type.removeprefix(prefix)
+    for suffix in ("Integer", "NBits"):
+        op_type = op_type.removesuffix(suffix)
+    return op_type
 
 
 def _float_view(value: ir.Value) -> ir.Value:

@@ -8,8 +8,10 @@ import csv
 import io
 import json
 import os
+import re
 import shutil
 import subprocess
+from html.parser import HTMLParser
 from pathlib import Path
 
 import numpy as np
@@ -22,11 +24,15 @@ from PIL import Image
 from conftest import FIXTURES, fixture_feeds, real_model_or_skip, run_cli
 from onnxsmith.backend import available_backends, get_backend
 from onnxsmith.backends import ort_profiler
+from onnxsmith.ceilings import Ceilings, machine_ceilings
+from onnxsmith.cli.render_html import html_page
+from onnxsmith.cli.render_roofline import COMPUTE, LABELLED, MEMORY
 from onnxsmith.flops import TensorInfo, kernel_flops
+from onnxsmith.layer_map import principal_origin
 from onnxsmith.measure import Measurements
 from onnxsmith.modelio import load_onnx
 from onnxsmith.optimize import OptimizeOptions, optimize
-from onnxsmith.profile import Measurement, build_profile
+from onnxsmith.profile import Layer, Measurement, Profile, Totals, build_profile
 from onnxsmith.profile_compare import tensor_sqnr
 from onnxsmith.recipe import validate_recipe
 
@@ -215,6 +221,45 @@ def test_fused_layers_are_named_by_the_original_nodes(tmp_path):
         assert layer["origin"] or layer["inserted_by"]
 
 
+def test_a_paddle_conv_with_its_batchnorm_folded_in_is_named_as_the_conv(tmp_path):
+    """Paddle exports unnamed nodes; after fuse folds a BatchNormalization into its Conv, the
+    layer's origin (sorted) starts with the BatchNormalization, but the layer is the Conv."""
+    make, f32 = onnx.helper, onnx.TensorProto.FLOAT
+    rng = np.random.default_rng(0)
+    weights = [onnx.numpy_helper.from_array(a.astype(np.float32), name) for name, a in [
+        ("w", rng.standard_normal((8, 3, 3, 3))), ("scale", rng.uniform(0.5, 1.5, 8)), ("bias", rng.standard_normal(8)),
+        ("mean", rng.standard_normal(8)), ("var", rng.uniform(0.5, 1.5, 8))]]
+    graph = make.make_graph([
+        make.make_node("Conv", ["x", "w"], ["c"], pads=[1, 1, 1, 1]),
+        make.make_node("BatchNormalization", ["c", "scale", "bias", "mean", "var"], ["b"]),
+        make.make_node("Relu", ["b"], ["y"])], "paddle_like",
+        [make.make_tensor_value_info("x", f32, [1, 3, 32, 32])], [make.make_tensor_value_info("y", f32, [1, 8, 32, 32])], weights)
+    source, fused = tmp_path / "paddle_like.onnx", tmp_path / "fused.onnx"
+    onnx.save(make.make_model(graph, opset_imports=[make.make_opsetid("", 17)]), str(source))
+    built = run_cli("optimize", str(source), "-o", str(fused), "--passes", "fuse", "--latency-rounds", "0", "--profile-runs", "0")
+    assert built.code == 0, built.stderr
+    assert "BatchNormalization" not in {n.op_type for n in onnx.load(str(fused)).graph.node}
+    result = run_cli("profile", str(fused), "--runs", "3", "--format", "json")
+    assert result.code == 0, result.stderr
+    conv = next(layer for layer in result.json()["profile"]["layers"] if layer["op_type"] in ("Conv", "FusedConv"))
+    assert any(name.startswith("BatchNormalization") for name in conv["origin"]), conv
+    assert conv["name"].startswith("Conv") and conv["name"] in conv["origin"], conv
+
+
+@pytest.mark.parametrize("origin, op_type, name", [
+    (["BatchNormalization@0", "Constant_3", "Conv@0"], "Conv", "Conv@0"),  # Paddle Conv+BN
+    (["Add@11", "Constant_165", "Conv@20", "HardSigmoid@2"], "FusedConv", "Conv@20"),
+    (["node__native_batch_norm_legit_no_training__0", "node_conv2d"], "QLinearConv", "node_conv2d"),
+    (["MatMul@0", "Add@43"], "Gemm", "MatMul@0"),  # a heavy op named by the heavy op it was
+    (["BatchNormalization@22", "Constant_43", "Conv@32", "Add@23"], "Reshape", "BatchNormalization@22"),  # not the Conv's name
+    (["Constant_1", "Relu_3"], "Relu", "Relu_3"),
+    (["ConvTranspose@1", "BatchNormalization@1"], "ConvTranspose", "ConvTranspose@1"),
+    (["a/ConvTranspose", "b/Conv"], "Conv", "b/Conv"),
+])
+def test_a_fused_layer_is_named_by_the_original_node_it_computes(origin, op_type, name):
+    assert principal_origin(origin, op_type) == name
+
+
 def test_openvino_names_the_layers_it_made_from_a_fused_node_by_that_node(tmp_path):
     """OpenVINO translates contrib ops (MultiHeadAttention, SkipLayerNormalization) into layers
     of its own naming (``MVN_29``, ``Transpose_104``); they are found by what lies downstream."""
@@ -345,8 +390,128 @@ def test_every_format_is_written(tmp_path):
     assert table.code == 0 and "Time by op type" in table.stdout and "coverage" in table.stdout
 
 
+class _Elements(HTMLParser):
+    """Every element of a page as (tag, attributes, its own text), in document order."""
+
+    def __init__(self, text: str) -> None:
+        super().__init__()
+        self.found: list[tuple[str, dict[str, str], list[str]]] = []
+        self._open: list[list[str]] = []
+        self.feed(text)
+
+    def handle_starttag(self, tag, attrs):
+        element = (tag, dict(attrs), [])
+        self.found.append(element)
+        if tag not in ("col", "meta", "br", "line", "rect", "circle"):
+            self._open.append(element[2])
+
+    def handle_endtag(self, tag):
+        if tag not in ("col", "meta", "br", "line", "rect", "circle") and self._open:
+            self._open.pop()
+
+    def handle_data(self, data):
+        if self._open:
+            self._open[-1].append(data)
+
+    def all(self, tag: str, css: str = "") -> list[tuple[dict[str, str], str]]:
+        return [(attrs, "".join(text)) for t, attrs, text in self.found
+                if t == tag and set(css.split()) <= set(attrs.get("class", "").split())]
+
+
+_CEILINGS = Ceilings(peak_gflops=200.0, bandwidth_gbs=25.0, compute_how="fp32 MatMul 512x512x512 on ONNX Runtime (MLAS)",
+                     memory_how="copy of 64 MiB on 2 threads", machine="Test CPU (x86_64 AVX2, 2 cores)")
+
+
+def _synthetic_profile(layers: int = 14) -> dict:
+    """A profile of ``layers`` layers of spread-out intensity and time, one with a very long name."""
+    rows = []
+    for i in range(layers):
+        ms = 0.5 / (i + 1)
+        flops = int(1.18e6 * (i % 5 + 1) * 10 ** (i % 3)) if i % 4 != 3 else 0
+        moved = 58_400 * (i % 4 + 1)
+        name = f"/backbone/stage{i}/block/conv_with_a_rather_long_exported_name_{i}/Conv" if i == 1 else f"Conv@{i}"
+        rows.append(Layer(name=name, origin=[f"BatchNormalization@{i}", f"Conv@{i}"], op_type="Conv",
+                          kernel="com.microsoft.nchwc::Conv", provider="CPUExecutionProvider", median_ms=ms, p90_ms=ms * 1.2,
+                          share=0.0, flops=flops, params=2320 * (i + 1), bytes=moved, precision="fp32", node=f"k{i}", order=i,
+                          intensity=flops / moved if flops else None, gflops_per_s=flops / (ms * 1e6) if flops else None,
+                          before_ms=ms * 1.5, after_ms=ms, speedup=1.5, sqnr_db=None if i % 2 else 45.0))
+    total_ms = sum(layer.median_ms for layer in rows)
+    for layer in rows:
+        layer.share = layer.median_ms / total_ms
+    profile = Profile(backend="cpu", runs=5, warmup=1, layers=rows,
+                      total=Totals(median_ms=total_ms * 1.1, p90_ms=total_ms * 1.3, layers_sum_ms=total_ms, coverage=0.91,
+                                   session_ms=12.0, peak_rss_mb=100.0),
+                      compare={"other": "original.onnx", "before_ms": total_ms * 1.6, "after_ms": total_ms * 1.1, "speedup": 1.45,
+                               "threshold_db": 30.0, "first_divergence": None, "exact": [], "removed": []})
+    return profile.to_dict()
+
+
+def test_html_page_draws_the_machine_ceilings_names_the_slowest_layers_and_scales_its_numbers():
+    profile = _synthetic_profile()
+    page = html_page(profile, "synthetic", _CEILINGS)
+    assert "<script" not in page and not re.search(r"(https?:)?//", page.replace('xmlns="http://www.w3.org/2000/svg"', ""))
+    found = _Elements(page)
+    # the roofline's two ceilings, their values, and where they come from
+    (compute, _), = found.all("line", "ceiling compute")
+    (memory, _), = found.all("line", "ceiling memory")
+    assert compute["y1"] == compute["y2"] and compute["stroke"] == COMPUTE  # flat from the ridge
+    assert float(memory["y2"]) < float(memory["y1"]) and memory["x2"] == compute["x1"] and memory["stroke"] == MEMORY  # rising to it
+    assert "200 GFLOP/s" in found.all("text", "ceiling-label compute")[0][1]
+    assert "25.0 GB/s" in found.all("text", "ceiling-label memory")[0][1]
+    source = " ".join(text for _, text in found.all("text", "ceiling-source"))
+    assert "measured on this machine" in source and "MatMul" in source and "copy of 64 MiB" in source
+    # the slowest layers with FLOPs are named beside their points
+    slowest = [layer["name"] for layer in profile["layers"] if layer["gflops_per_s"]][:LABELLED]
+    labels = [text for _, text in found.all("text", "point-label")]
+    assert len(labels) == LABELLED and all(any(label.startswith(name[:20]) for label in labels) for name in slowest), labels
+    # every bar's value label starts past the longest bar of its row
+    right, rows = 0.0, 0
+    for tag, attrs, _ in found.found:
+        if tag == "rect" and "bar" in attrs.get("class", ""):
+            right = max(right, float(attrs["x"]) + float(attrs["width"]))
+        elif tag == "text" and attrs.get("class") == "value":
+            assert float(attrs["x"]) >= right + 4
+            right, rows = 0.0, rows + 1
+    assert rows == len(profile["layers"]) + len(profile["by_op_type"])
+    # the table: fixed layout within the page, share in percent, FLOPs and bytes with units, long names wrap
+    assert "table-layout:fixed" in page and "width:100%" in page
+    assert sum(float(attrs["style"].removeprefix("width:").removesuffix("%")) for attrs, _ in found.all("col")) <= 100
+    headers = [text for _, text in found.all("th")]
+    cells = [text for _, text in found.all("td")]
+    table = [dict(zip(headers, cells[i:i + len(headers)], strict=True)) for i in range(0, len(cells), len(headers))]
+    first = table[0]
+    assert first["share"].endswith("%") and first["FLOPs"] == "1.18 M" and first["bytes"] == "58.4 kB", first
+    assert table[1]["layer"].startswith("/backbone/stage1") and "title" in found.all("td", "name")[1][0]
+
+
+def test_machine_ceilings_are_measured_once_per_process():
+    first = machine_ceilings(1)
+    assert first is machine_ceilings(1)  # cached
+    assert first.peak_gflops > 0.5 and first.bandwidth_gbs > 0.1 and first.ridge > 0
+    assert "MatMul" in first.compute_how and "copy" in first.memory_how
+
+
 def _chromium() -> str | None:
     return shutil.which("chromium") or shutil.which("chromium-browser")
+
+
+# Run by the test in Chromium on a copy of the page (the page itself has no script): where the
+# browser really put the plots' texts, bars and the table, at a 1400 px wide window.
+_LAYOUT_PROBE = """<script>
+const box = e => { const r = e.getBoundingClientRect(); return [r.left, r.top, r.right, r.bottom]; };
+const all = q => [...document.querySelectorAll(q)].map(box);
+document.body.insertAdjacentHTML("beforeend", "<pre id='probe'>" + JSON.stringify({
+  viewport: window.innerWidth, page: document.documentElement.scrollWidth,
+  table: box(document.querySelector("table.layers")),
+  svgs: [...document.querySelectorAll("svg.bars")].map(s => ({bars: [...s.querySelectorAll("rect.bar")].map(box),
+                                                               values: [...s.querySelectorAll("text.value")].map(box)})),
+  points: all("text.point-label"), ceilings: all("text.ceiling-label"), dots: all("svg.roofline circle"),
+}) + "</pre>");
+</script>"""
+
+
+def _overlaps(a, b, slack=0.5) -> bool:
+    return a[0] < b[2] - slack and b[0] < a[2] - slack and a[1] < b[3] - slack and b[1] < a[3] - slack
 
 
 def test_html_page_renders_its_plots_in_headless_chromium(tmp_path):
@@ -359,16 +524,39 @@ def test_html_page_renders_its_plots_in_headless_chromium(tmp_path):
     result = run_cli("profile", str(_fused_cnn(tmp_path)), "--compare", str(FIXTURES / "cnn.onnx"),
                      "--calib", str(FIXTURES / "cnn.npz"), "--runs", "5", "--format", "html", "-o", str(page))
     assert result.code == 0, result.stderr
+    flags = [browser, "--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
+             "--disable-component-update", "--disable-sync", "--no-first-run", "--hide-scrollbars", "--window-size=1400,2000"]
     shot = tmp_path / "shot.png"
-    subprocess.run([browser, "--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
-                    "--disable-component-update", "--disable-sync", "--no-first-run", "--hide-scrollbars",
-                    f"--screenshot={shot}", "--window-size=1100,1600", page.as_uri()],
-                   capture_output=True, timeout=120, check=False)
+    subprocess.run([*flags, f"--screenshot={shot}", page.as_uri()], capture_output=True, timeout=120, check=False)
     assert shot.is_file() and shot.stat().st_size > 20_000
-    pixels = np.asarray(Image.open(shot).convert("RGB"))
-    bar_blue = np.all(np.abs(pixels.astype(int) - (0x2F, 0x6F, 0xB0)) < 12, axis=-1)
-    bar_gold = np.all(np.abs(pixels.astype(int) - (0xC8, 0xA0, 0x3C)) < 12, axis=-1)
-    assert bar_blue.sum() > 2_000 and bar_gold.sum() > 500  # the before/after bars were drawn
+    pixels = np.asarray(Image.open(shot).convert("RGB")).astype(int)
+    assert pixels.shape[1] == 1400
+
+    def painted(colour: str, tolerance: int = 12) -> np.ndarray:
+        rgb = tuple(int(colour[i:i + 2], 16) for i in (1, 3, 5))
+        return np.all(np.abs(pixels - rgb) < tolerance, axis=-1)
+
+    assert painted("#2f6fb0").sum() > 2_000 and painted("#c8a03c").sum() > 500  # the before/after bars were drawn
+    assert painted(COMPUTE).sum() > 400 and painted(MEMORY).sum() > 400  # both ceilings, and their labels
+    # the table's right border is inside the window, and none of its row lines runs on to the window's
+    # edge: the table did not overflow 1400 px
+    border = painted("#b9c3cf", tolerance=6)
+    columns = np.nonzero(border.sum(axis=0) > 40)[0]
+    assert columns.size and columns.max() < 1400 - 8 and not border[:, 1400 - 8:].any(), columns.max(initial=-1)
+
+    # where Chromium laid things out, read from a copy of the page with a probe script
+    probed = tmp_path / "probed.html"
+    probed.write_text(page.read_text().replace("</body>", _LAYOUT_PROBE + "</body>"))
+    dom = subprocess.run([*flags, "--dump-dom", probed.as_uri()], capture_output=True, text=True, timeout=120, check=False).stdout
+    layout = json.loads(re.search(r"<pre id=\"probe\">(.*?)</pre>", dom, re.S).group(1).replace("&quot;", '"'))
+    assert layout["viewport"] == 1400 and layout["page"] <= 1400, layout["page"]  # no horizontal scrolling
+    assert layout["table"][2] <= 1400 - 8
+    for svg in layout["svgs"]:
+        assert svg["values"] and not any(_overlaps(v, b) for v in svg["values"] for b in svg["bars"])
+        assert not any(_overlaps(a, b) for i, a in enumerate(svg["values"]) for b in svg["values"][i + 1:])
+    labels = layout["points"]
+    assert len(labels) == min(LABELLED, len(layout["dots"])) and len(layout["ceilings"]) == 2
+    assert not any(_overlaps(a, b) for i, a in enumerate(labels + layout["ceilings"]) for b in (labels + layout["ceilings"])[i + 1:])
 
 
 def test_the_layer_table_stays_readable_at_80_columns_and_shows_every_column_when_wide():
