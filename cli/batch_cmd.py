@@ -40,7 +40,7 @@ def batch(
     from onnxsmith.batch import BatchOptions, run_batch, summary_markdown
     from onnxsmith.cli.batch_view import BatchProgress, batch_summary
     from onnxsmith.cli.console import print_json
-    from onnxsmith.cli.step_summary import append_step_summary
+    from onnxsmith.cli.step_summary import append_step_summary, step_summary_writes
     from onnxsmith.errors import BATCH_FAILURES_EXIT
     from onnxsmith.recipe import recipe_from_flags
 
@@ -53,7 +53,8 @@ def batch(
 
     signal.signal(signal.SIGTERM, signal.default_int_handler)  # SIGTERM stops the batch as Ctrl-C does
     with BatchProgress() as progress:
-        summary = run_batch(source, output, batch_recipe, options, progress, reads=(("the recipe", recipe),) if recipe else ())
+        summary = run_batch(source, output, batch_recipe, options, progress, reads=(("the recipe", recipe),) if recipe else (),
+                            writes=tuple(step_summary_writes()))
     passes = ",".join(e if isinstance(e, str) else next(iter(e)) for e in batch_recipe.passes)
     append_step_summary(summary_markdown(summary.to_dict(), heading="###", passes=passes))
     if json_output:

@@ -76,7 +76,7 @@ def run() -> None:
     is ours to render.
     """
     from onnxsmith.cli.console import clean
-    from onnxsmith.errors import OnnxsmithError
+    from onnxsmith.errors import OnnxsmithError, elide
 
     debug = "--debug" in sys.argv[1:]
     try:
@@ -92,5 +92,5 @@ def run() -> None:
     except Exception as e:
         if debug:
             raise
-        sys.stderr.write(f"internal error: {type(e).__name__}: {clean(str(e))} (rerun with --debug for the traceback, and report it)\n")
+        sys.stderr.write(f"internal error: {type(e).__name__}: {clean(elide(str(e), 600))} (rerun with --debug for the traceback, and report it)\n")
         sys.exit(1)

@@ -50,6 +50,7 @@ def optimize(
     from onnxsmith.cli import render
     from onnxsmith.cli.console import print_json, stdout
     from onnxsmith.cli.progress import ProgressInstrument
+    from onnxsmith.cli.step_summary import step_summary_writes
     from onnxsmith.errors import InputError, OnnxsmithError
     from onnxsmith.modelio import write_text_atomic
     from onnxsmith.optimize import OptimizeOptions, optimize as run_optimize, planned_paths
@@ -84,6 +85,8 @@ def optimize(
         reads.append(("the recipe", recipe))
     if save_recipe is not None:
         writes.append(("the --save-recipe file", save_recipe, "choose another --save-recipe path"))
+    if not dry_run:
+        writes += step_summary_writes()
     refuse_overlap(reads, writes, folders=folders)  # before anything is written, --save-recipe included
     if save_recipe is not None:
         text = json.dumps(resolved, indent=2) + "\n" if save_recipe.suffix == ".json" else yaml.safe_dump(resolved, sort_keys=False)

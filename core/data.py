@@ -206,11 +206,39 @@ def _refuse_oversized(path: Path) -> None:
     with zipfile.ZipFile(path) as archive:
         for member in archive.namelist():
             with archive.open(member) as f:
-                major, _ = np.lib.format.read_magic(f)
-                read_header = np.lib.format.read_array_header_1_0 if major == 1 else np.lib.format.read_array_header_2_0
-                shape, _, dtype = read_header(f)
-            total += int(np.prod(shape, dtype=np.float64)) * dtype.itemsize
+                total += _declared_bytes(f)
     refuse_beyond_memory(total, f"{path.name} declares", "give fewer or smaller samples (--calib-samples takes a subset)")
+
+
+def _declared_bytes(f) -> float:
+    """The bytes an .npy stream's header declares (its shape times its item size)."""
+    major, _ = np.lib.format.read_magic(f)
+    read_header = np.lib.format.read_array_header_1_0 if major == 1 else np.lib.format.read_array_header_2_0
+    shape, _, dtype = read_header(f)
+    return float(np.prod(shape, dtype=np.float64)) * dtype.itemsize
+
+
+def _read_npy(path: Path) -> np.ndarray:
+    """One .npy file of a folder, as _read_npz reads an .npz: size checked from its header, no pickles."""
+    try:
+        with open(path, "rb") as f:
+            declared = _declared_bytes(f)
+        refuse_beyond_memory(declared, f"{path.name} declares", "give fewer or smaller samples (--calib-samples takes a subset)")
+        return np.load(path, allow_pickle=False)
+    except (ValueError, OSError) as e:
+        raise DataError(f"cannot read {path}: {first_line(e)}", "write it with numpy.save (object arrays are refused)") from None
+
+
+def _concatenate(name: str, parts: list[tuple[Path, np.ndarray]]) -> np.ndarray:
+    """The samples of a folder's files for one input, one after another; files whose samples
+    differ in shape or dtype are named instead of failing inside numpy."""
+    first_path, first = parts[0]
+    for path, arr in parts[1:]:
+        if arr.ndim == 0 or first.ndim == 0 or arr.shape[1:] != first.shape[1:] or arr.dtype != first.dtype:
+            raise DataError(f"'{name}' in {path.name} is {arr.dtype} {list(arr.shape)} but in {first_path.name} "
+                            f"{first.dtype} {list(first.shape)}: samples must differ only in their first dim",
+                            "give every file samples of one shape and dtype")
+    return np.concatenate([arr for _, arr in parts])
 
 
 def refuse_beyond_memory(nbytes: float, what: str, fix: str) -> None:
@@ -233,13 +261,13 @@ def _read_folder(folder: Path, inputs: list[InputSpec], images: ImageOptions) ->
         for p, part in zip(npz, parts, strict=True):
             if set(part) != keys:
                 raise DataError(f"{p.name} has keys {sorted(part)} but {npz[0].name} has {sorted(keys)}", "give every file the same input names")
-        return {k: np.concatenate([part[k] for part in parts]) for k in sorted(keys)}
+        return {k: _concatenate(k, [(p, part[k]) for p, part in zip(npz, parts, strict=True)]) for k in sorted(keys)}
     if npy or pictures:
         if len(inputs) != 1:
             kind = ".npy files" if npy else "images"
             raise DataError(f"a folder of {kind} can only feed a single-input model; this one has {len(inputs)} inputs", "use .npz files keyed by input name")
         if npy:
-            return {inputs[0].name: np.concatenate([np.load(p, allow_pickle=False) for p in npy])}
+            return {inputs[0].name: _concatenate(inputs[0].name, [(p, _read_npy(p)) for p in npy])}
         return {inputs[0].name: _read_images(pictures, inputs[0], images)}
     raise DataError(f"no .npz, .npy or image files in {folder}", "put calibration samples in the folder")
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 __all__ = [
     "BATCH_FAILURES_EXIT",
+    "elide",
     "first_line",
     "OnnxsmithError",
     "InputError",
@@ -31,7 +32,10 @@ class OnnxsmithError(Exception):
         super().__init__(self.one_line())
 
     def one_line(self) -> str:
-        return f"{self.problem}; {self.fix}" if self.fix else self.problem
+        """``problem; fix``, each cut in the middle past a few hundred characters: a message may
+        echo a value from the input (a recipe's megabyte-long pass name, an expanded alias)."""
+        problem = elide(self.problem, PROBLEM_LIMIT)
+        return f"{problem}; {elide(self.fix, FIX_LIMIT)}" if self.fix else problem
 
 
 class InputError(OnnxsmithError):
@@ -65,6 +69,17 @@ class GateFailed(OnnxsmithError):
 
 
 BATCH_FAILURES_EXIT = 6  # batch: some models failed, the others were converted (not 1: that is a bug of ours)
+
+
+PROBLEM_LIMIT, FIX_LIMIT = 600, 300
+
+
+def elide(text: str, limit: int) -> str:
+    """``text`` whole up to ``limit`` characters, else its start and end around the number cut out."""
+    if len(text) <= limit:
+        return text
+    keep = (limit - 30) // 2
+    return f"{text[:keep]}...[{len(text) - 2 * keep} characters]...{text[-keep:]}"
 
 
 def first_line(error: BaseException, limit: int = 200) -> str:

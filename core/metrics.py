@@ -35,7 +35,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from onnxsmith.errors import DataError, RecipeError
+from onnxsmith.errors import DataError, RecipeError, first_line
 from onnxsmith.runtime import Outputs
 from onnxsmith.task_metrics import TASK_METRICS
 
@@ -228,15 +228,19 @@ def load_metric(spec: str | None) -> DriftMetric:
         raise RecipeError(f"metric '{spec}' is neither a built-in task metric nor of the form package.module:function", fix)
     try:
         module = importlib.import_module(module_name)
-    except ImportError as e:
-        raise RecipeError(f"metric module '{module_name}' cannot be imported: {e}", fix) from e
+    except Exception as e:  # ImportError, or whatever the module's own code raises on import
+        raise RecipeError(f"metric module '{module_name}' cannot be imported: {type(e).__name__}: {first_line(e)}", fix) from e
     function = getattr(module, function_name, None)
     if not callable(function):
         raise RecipeError(f"metric module '{module_name}' has no function '{function_name}'", fix)
     wants_feeds = _takes_three_arguments(function)
 
     def checked(reference: list[Outputs], candidate: list[Outputs], feeds: list[dict[str, np.ndarray]] | None = None) -> float:
-        value = function(reference, candidate, feeds) if wants_feeds else function(reference, candidate)
+        try:
+            value = function(reference, candidate, feeds) if wants_feeds else function(reference, candidate)
+        except Exception as e:  # the user's code, not onnxsmith's: name it, not an internal error
+            raise RecipeError(f"metric '{spec}' raised {type(e).__name__}: {first_line(e)}",
+                              f"fix {function_name} in {module_name} (call it on two lists of output dicts to see the traceback)") from e
         if isinstance(value, bool) or not isinstance(value, (int, float, np.floating, np.integer)) or math.isnan(value):
             raise RecipeError(f"metric '{spec}' returned {value!r}, not a number", "return a float drift (0 = identical)")
         return float(value)

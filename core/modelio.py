@@ -40,26 +40,31 @@ EXTERNAL_DATA_THRESHOLD = 1536 * 1024 * 1024
 
 
 def external_data_files(proto: onnx.ModelProto, base_dir: Path, *, check: bool = True) -> list[Path]:
-    """Check every external tensor of ``proto`` and return the data files it uses.
+    """Check every tensor of ``proto`` and return the external data files it uses.
 
-    Raises InputError when a file is missing, lies outside ``base_dir`` or is shorter than
-    a tensor's offset + length (a truncated copy); ``check=False`` lists them without
-    looking at the files (what a run must not overwrite, even where it will not load).
+    Raises InputError when a tensor's data type is unknown, or an external entry is not
+    what the runtime would accept: a location outside ``base_dir``, an offset or length
+    that is not a non-negative number, a length other than the bytes its dims and data
+    type need, a file that is missing or shorter than offset + length (a truncated copy).
+    ``check=False`` lists the files without looking at them or at the entries (what a run
+    must not overwrite, even where it will not load).
     """
-    needed: dict[Path, int] = {}
+    needed: dict[Path, tuple[int, str]] = {}  # data file -> (where its last tensor ends, that tensor)
     for tensor in _all_tensors(proto):
+        if check:
+            _check_data_type(tensor)
         if not onnx.external_data_helper.uses_external_data(tensor):
             continue
-        info = onnx.external_data_helper.ExternalDataInfo(tensor)
-        location = Path(info.location)
+        entries = {entry.key: entry.value for entry in tensor.external_data}
+        location = Path(entries.get("location", ""))
         if location.is_absolute() or ".." in location.parts:
             raise InputError(
-                f"tensor '{tensor.name}' points to external data outside the model folder ({info.location})",
+                f"tensor '{tensor.name}' points to external data outside the model folder ({entries.get('location')})",
                 "re-export the model with its data file beside it",
             )
-        end = (info.offset or 0) + (info.length or 0)
-        needed[base_dir / location] = max(needed.get(base_dir / location, 0), end)
-    for data_file, end in needed.items() if check else ():
+        end = _external_end(tensor, entries) if check else 0
+        needed[base_dir / location] = max(needed.get(base_dir / location, (0, "")), (end, tensor.name))
+    for data_file, (end, name) in needed.items() if check else ():
         if not data_file.is_file():
             raise InputError(
                 f"external data file '{data_file.name}' is missing next to the model in {base_dir}",
@@ -67,10 +72,47 @@ def external_data_files(proto: onnx.ModelProto, base_dir: Path, *, check: bool =
             )
         if data_file.stat().st_size < end:
             raise InputError(
-                f"external data file '{data_file}' is truncated ({data_file.stat().st_size} bytes, needs {end})",
+                f"external data file '{data_file}' is truncated ({data_file.stat().st_size} bytes; tensor '{name}' needs {end})",
                 "copy the data file again in full",
             )
     return sorted(needed)
+
+
+def _check_data_type(tensor: onnx.TensorProto) -> None:
+    try:
+        ir.DataType(tensor.data_type)
+    except ValueError:
+        raise InputError(f"tensor '{tensor.name}' has data type {tensor.data_type}, which ONNX does not define",
+                         "re-export the model; if it was edited by hand, give the tensor a data type of onnx.TensorProto") from None
+
+
+def _external_end(tensor: onnx.TensorProto, entries: dict[str, str]) -> int:
+    """Where ``tensor``'s bytes end in its data file, after checking its offset and length.
+
+    A declared length must be exactly what the dims and data type need: ONNX Runtime refuses
+    a shorter one, and reading past it (as onnx-ir does) takes the next tensor's bytes.
+    """
+    numbers = {}
+    for key in ("offset", "length"):
+        text = entries.get(key)
+        if text is not None and not (text.isascii() and text.isdigit()):
+            raise InputError(f"tensor '{tensor.name}' has external data {key} '{text[:40]}', not a non-negative number of bytes",
+                             "re-export the model; its external data entries are damaged")
+        numbers[key] = int(text) if text is not None else None
+    offset, length = numbers["offset"] or 0, numbers["length"]
+    dtype = ir.DataType(tensor.data_type)
+    try:
+        bits = dtype.bitwidth
+    except TypeError:  # strings, undefined: no size to check against
+        return offset + (length or 0)
+    elements = 1
+    for dim in tensor.dims:
+        elements *= dim
+    need = -(-elements * bits // 8)
+    if length is not None and length != need:
+        raise InputError(f"tensor '{tensor.name}' declares {length} bytes of external data but its dims {list(tensor.dims)} "
+                         f"of {dtype.name} need {need}", "re-export the model; its external data entries are damaged")
+    return offset + need
 
 
 def _all_tensors(proto: onnx.ModelProto) -> Iterator[onnx.TensorProto]:
@@ -129,7 +171,11 @@ def load_onnx(path: str | os.PathLike) -> tuple[ir.Model, list[Path]]:
             f"{path} is not a valid ONNX model: {first}",
             "re-export it; if it was copied, it may be truncated",
         ) from e
-    model = ir.serde.deserialize_model(proto)
+    try:
+        model = ir.serde.deserialize_model(proto)
+    except ir.serde.SerdeError as e:  # what the checker lets through and onnx-ir cannot read
+        raise InputError(f"{path} holds a graph that cannot be read: {_root_cause(e)}",
+                         "re-export the model; if it was edited by hand, check its tensors and attributes") from None
     _negative_dims_to_dynamic(model)
     _let_initializers_be_constants(model)
     ir.external_data.set_base_dir(model.graph, path.parent)
@@ -137,6 +183,13 @@ def load_onnx(path: str | os.PathLike) -> tuple[ir.Model, list[Path]]:
         # Small enough: read weights now so later passes and sessions never chase files.
         ir.external_data.load_to_model(model)
     return model, data_files
+
+
+def _root_cause(error: BaseException) -> str:
+    """The innermost cause's first line: onnx-ir wraps the reason in one error per level it walked."""
+    while error.__cause__ is not None:
+        error = error.__cause__
+    return f"{type(error).__name__}: {first_line(error)}"
 
 
 def _let_initializers_be_constants(model: ir.Model) -> None:
@@ -168,6 +221,12 @@ def hash_files(paths: list[Path]) -> str:
     return digest.hexdigest()
 
 
+def reads_external_files(model: ir.Model) -> bool:
+    """Whether some of ``model``'s weights are still in their files (left there on load, above
+    EXTERNAL_DATA_THRESHOLD): a protobuf of it names them relative to no folder."""
+    return any(isinstance(v.const_value, ir.ExternalTensor) for v in model.graph.initializers.values())
+
+
 def model_bytes(model: ir.Model) -> int:
     """Bytes of all initializers, the number that decides inline vs external data."""
     return sum(v.const_value.nbytes for v in model.graph.initializers.values() if v.const_value is not None)
@@ -180,6 +239,11 @@ def save_onnx(model: ir.Model, path: str | os.PathLike, *, external_data: bool |
     would not fit in one protobuf.
     """
     path = Path(path)
+    with _write_errors(path):
+        return _save_onnx(model, path, external_data)
+
+
+def _save_onnx(model: ir.Model, path: Path, external_data: bool | None) -> list[Path]:
     path.parent.mkdir(parents=True, exist_ok=True)
     if external_data is None:
         external_data = model_bytes(model) >= EXTERNAL_DATA_THRESHOLD
@@ -201,6 +265,11 @@ def save_onnx(model: ir.Model, path: str | os.PathLike, *, external_data: bool |
 def write_text_atomic(path: str | os.PathLike, text: str) -> None:
     """Write a text file via a temporary file and a rename."""
     path = Path(path)
+    with _write_errors(path):
+        _write_text_atomic(path, text)
+
+
+def _write_text_atomic(path: Path, text: str) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=".onnxsmith-", dir=path.parent)
     try:
@@ -214,6 +283,19 @@ def write_text_atomic(path: str | os.PathLike, text: str) -> None:
         raise
 
 
+@contextlib.contextmanager
+def _write_errors(path: Path) -> Iterator[None]:
+    """A write the OS refuses (no such place, a folder in the way, the disk full) as an input
+    error naming the path; commands check their paths before the work (paths_guard), so this
+    is the last line for what changed since, or a writer that had nothing to check."""
+    try:
+        yield
+    except OSError as e:
+        where = f" ({e.filename})" if e.filename and str(e.filename) != str(path) else ""
+        raise InputError(f"cannot write {path}: {e.strerror or type(e).__name__}{where}",
+                         "choose a path in a folder you can write to") from None
+
+
 def _umask() -> int:
     mask = os.umask(0)
     os.umask(mask)
@@ -222,8 +304,10 @@ def _umask() -> int:
 
 @contextlib.contextmanager
 def session_source(model: ir.Model) -> Iterator[bytes | str]:
-    """Yield what an ONNX Runtime session can load: bytes, or a temporary path for big models."""
-    if model_bytes(model) < EXTERNAL_DATA_THRESHOLD:
+    """Yield what an ONNX Runtime session can load: bytes, or a temporary path for big models
+    and for models with weights still in external files (bytes would name those files
+    relative to no folder, which ONNX Runtime refuses)."""
+    if model_bytes(model) < EXTERNAL_DATA_THRESHOLD and not reads_external_files(model):
         yield ir.serde.serialize_model(model).SerializeToString()
         return
     with tempfile.TemporaryDirectory(prefix="onnxsmith-session-") as tmp:

@@ -1,22 +1,27 @@
-"""Checking, before any work, that nothing onnxsmith writes lands on what it reads or leaves its output folder.
+"""Checking, before any work, that nothing onnxsmith writes lands on what it reads or leaves its
+output folder, and that every write can land at all.
 
 A command lists the files it will read (the model, its external data files, calibration
 data, recipe, cost table) and the paths it will write (artifact, its data file, report,
 dump folder, saved recipe, costs, summaries), each with a few words saying what it is.
 :func:`refuse_overlap` compares them by resolved path (every symbolic link followed) and,
 where both exist, by device and inode (what ``os.path.samefile`` compares: hard links);
-:func:`refuse_escape` keeps every write inside the output folder it was given.
+:func:`refuse_escape` keeps every write inside the output folder it was given;
+:func:`refuse_unwritable` (which :func:`refuse_overlap` ends with) finds a write that would
+fail after the work (a folder where a file goes, a parent that is a file, a name too long,
+a place such as ``/proc`` where nothing can be created) while nothing has been written yet.
 """
 
 from __future__ import annotations
 
 import os
+import tempfile
 from collections.abc import Iterable
 from pathlib import Path
 
 from onnxsmith.errors import InputError
 
-__all__ = ["Read", "Write", "refuse_escape", "refuse_overlap"]
+__all__ = ["Read", "Write", "refuse_escape", "refuse_overlap", "refuse_unwritable"]
 
 Read = tuple[str, "str | os.PathLike[str]"]  # (what it is, e.g. "the calibration data", its path)
 Write = tuple[str, "str | os.PathLike[str]", str]  # (what it is, its path, how to move it: "choose another -o path")
@@ -29,7 +34,9 @@ def refuse_overlap(reads: Iterable[Read], writes: Iterable[Write], *, folders: I
 
     A folder among ``reads`` stands for the files directly in it (a calibration folder);
     ``folders`` are folders written into (``--dump-dir``): none may hold a file read.
+    Then every write must be possible (:func:`refuse_unwritable`).
     """
+    writes, folders = list(writes), list(folders)
     read_at: dict[object, str] = {}
     real_reads: list[tuple[str, str]] = []
     seen: set[Path] = set()
@@ -56,6 +63,53 @@ def refuse_overlap(reads: Iterable[Read], writes: Iterable[Write], *, folders: I
         for file, label in real_reads:
             if os.path.commonpath([real, file]) == real:
                 raise InputError(f"{what} {folder} holds {label}", f"{fix}; {NEVER_MODIFIES}")
+    refuse_unwritable(writes, folders=folders)
+
+
+def refuse_unwritable(writes: Iterable[Write], *, folders: Iterable[Write] = ()) -> None:
+    """Raise InputError when a file of ``writes`` or a folder of ``folders`` could not be written.
+
+    Checked without writing anything that stays: the path is not a folder (a file write) or
+    a file (a folder write), no name in it is longer than the file system allows, its
+    nearest existing folder above is a folder, and a probe file can be created (and is
+    removed) there, which finds read-only places and ``/proc`` alike, whoever runs it.
+    """
+    probed: set[Path] = set()
+    for (what, path, fix), is_folder in [*((w, False) for w in writes), *((f, True) for f in folders)]:
+        path = Path(os.path.abspath(path))
+        label = f"{what} {path}"
+        if is_folder and path.exists() and not path.is_dir():
+            raise InputError(f"{label} is a file, not a folder", fix)
+        if not is_folder and path.is_dir():
+            raise InputError(f"{label} is an existing folder, not a file", fix)
+        existing = next(p for p in (path if is_folder else path.parent, *path.parents) if os.path.lexists(p))
+        if not existing.is_dir():
+            raise InputError(f"{label} cannot be written: {existing} is a file, not a folder", fix)
+        limit = _name_max(existing)
+        for part in path.parts[1:]:
+            if len(os.fsencode(part)) > limit:
+                raise InputError(f"{what} has a name too long for the file system ({len(os.fsencode(part))} bytes, at most {limit}): "
+                                 f"{part[:40]}...", fix)
+        if existing not in probed:
+            _probe(existing, label, fix)
+            probed.add(existing)
+
+
+def _name_max(folder: Path) -> int:
+    try:
+        return os.pathconf(folder, "PC_NAME_MAX")
+    except (OSError, ValueError):
+        return 255
+
+
+def _probe(folder: Path, label: str, fix: str) -> None:
+    """Create and remove one temporary file in ``folder``: what the atomic writes will do there."""
+    try:
+        fd, name = tempfile.mkstemp(prefix=".onnxsmith-probe-", dir=folder)
+    except OSError as e:
+        raise InputError(f"{label} cannot be written: nothing can be created in {folder} ({e.strerror})", fix) from None
+    os.close(fd)
+    os.unlink(name)
 
 
 def refuse_escape(root: str | os.PathLike[str], writes: Iterable[Read]) -> None:

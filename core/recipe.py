@@ -41,6 +41,7 @@ __all__ = [
     "base_recipe_data",
     "load_preset",
     "load_recipe",
+    "no_nul_byte",
     "parse_pipeline",
     "recipe_from_flags",
     "recipe_json_schema",
@@ -54,8 +55,18 @@ PRESETS_DIR = "presets"  # folder of the onnxsmith package holding the shipped p
 RUN_ONLY_KEYS = ("description", "resources")
 
 
+def no_nul_byte(value: Any) -> Any:
+    """A string with a NUL byte refused as a validation error: YAML, JSON and CSV can hold one,
+    no path or name can, and the OS call that meets it raises deep inside a run."""
+    if isinstance(value, str) and "\0" in value:
+        raise ValueError(f"'{value[:40]}' contains a NUL byte, which no path or name can hold")
+    return value
+
+
 class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid")
+
+    _no_nul = field_validator("*")(no_nul_byte)
 
 
 class CalibrationSpec(_Strict):
@@ -146,7 +157,7 @@ class Recipe(_Strict):
 
     description: str | None = Field(None, description="what the recipe is for, in one sentence")
     backend: str = "cpu"
-    seed: int = 0
+    seed: int = Field(0, ge=0, description="seed of the data split and random feeds (numpy takes no negative seed)")
     calibration: CalibrationSpec = CalibrationSpec()
     passes: list[str | dict[str, dict[str, Any] | None]] = Field(default_factory=lambda: [DEFAULT_PIPELINE])
     accuracy: AccuracySpec = AccuracySpec()

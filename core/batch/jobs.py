@@ -20,10 +20,10 @@ from typing import Any
 
 import pydantic
 import yaml
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from onnxsmith.errors import InputError
-from onnxsmith.recipe import RUN_ONLY_KEYS, Recipe, parse_pipeline, validate_recipe
+from onnxsmith.recipe import RUN_ONLY_KEYS, Recipe, no_nul_byte, parse_pipeline, validate_recipe
 from onnxsmith.safe_yaml import load_yaml
 from onnxsmith.sources import is_torch_factory, parse_shape, source_files
 
@@ -66,6 +66,8 @@ class ManifestEntry(BaseModel):
     recipe: dict[str, Any] | None = Field(None, description="recipe keys merged over the batch's recipe")
     calib: str | None = Field(None, description="calibration/evaluation data for this model")
     input_shape: list[str] | None = Field(None, description="input shapes, e.g. [1x3x224x224]")
+
+    _no_nul = field_validator("*")(no_nul_byte)
 
 
 def recipe_hash(resolved: dict[str, Any]) -> str:
@@ -140,7 +142,12 @@ def _onnx_files(source: Path, outdir: Path) -> list[Path]:
 def _read_manifest(path: Path) -> list[ManifestEntry]:
     try:
         text = path.read_text(encoding="utf-8")
-        rows = _csv_rows(text) if path.suffix == ".csv" else _yaml_rows(load_yaml(text))
+        rows = _csv_rows(text) if path.suffix == ".csv" else _yaml_rows(load_yaml(text), path.name)
+    except json.JSONDecodeError as e:
+        raise InputError(f"manifest {path.name}: a `recipe` cell is not JSON ({e.msg}, column {e.colno})",
+                         "write it as a JSON object, quoted for CSV: \"{\"\"seed\"\": 1}\"") from None
+    except csv.Error as e:
+        raise InputError(f"manifest {path.name} is not valid CSV: {e}", "fix the row; cells with commas or quotes need quoting") from None
     except UnicodeDecodeError:
         raise InputError(f"manifest {path.name} is not UTF-8 text", "save it as UTF-8") from None
     except RecursionError:
@@ -157,16 +164,16 @@ def _read_manifest(path: Path) -> list[ManifestEntry]:
             err = min(e.errors(), key=lambda err: err["type"] != "extra_forbidden")  # a misspelt key first
             loc = ".".join(str(p) for p in err["loc"])
             fix = f"valid keys: {', '.join(ManifestEntry.model_fields)}" if err["type"] == "extra_forbidden" else "see the batch section of the README"
-            problem = f"unknown key '{loc}'" if err["type"] == "extra_forbidden" else f"'{loc}': {err['msg']}"
+            problem = f"unknown key '{loc}'" if err["type"] == "extra_forbidden" else f"'{loc}': {err['msg'].removeprefix('Value error, ')}"
             raise InputError(f"manifest {path.name}, entry {i}: {problem}", fix) from None
     return entries
 
 
-def _yaml_rows(data: Any) -> list[Any]:
+def _yaml_rows(data: Any, name: str) -> list[Any]:
     if isinstance(data, dict) and set(data) == {"models"}:
         data = data["models"]
     if not isinstance(data, list):
-        raise InputError("a YAML manifest must be a list of entries (or `models:` with one)", "write `models: [{model: path.onnx}, ...]`")
+        raise InputError(f"manifest {name} is not a list of entries (or `models:` with one)", "write `models: [{model: path.onnx}, ...]`")
     return [{"model": row} if isinstance(row, str) else row for row in data]
 
 

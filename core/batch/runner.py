@@ -83,11 +83,12 @@ class BatchInterrupted(OnnxsmithError):
 
 
 def run_batch(source: Path, outdir: Path, recipe: Recipe, options: BatchOptions, events: BatchEvents | None = None,
-              *, reads: tuple[Read, ...] = ()) -> BatchSummary:
+              *, reads: tuple[Read, ...] = (), writes: tuple[Write, ...] = ()) -> BatchSummary:
     """Convert every model under ``source`` (a folder or a manifest) into ``outdir``;
-    ``reads``: other files the caller read (its recipe), which the batch must not overwrite."""
+    ``reads``: other files the caller read (its recipe), which the batch must not overwrite;
+    ``writes``: files the caller writes outside OUTDIR (a CI step summary), checked with the batch's."""
     jobs = discover_jobs(source, outdir, recipe)
-    _refuse_unsafe_writes(jobs, source, outdir, reads)
+    _refuse_unsafe_writes(jobs, source, outdir, reads, writes)
     outdir.mkdir(parents=True, exist_ok=True)
     with _exclusive(outdir):
         _remove_temporaries(outdir)
@@ -199,11 +200,13 @@ class _Schedule:
         return LocalExecutor(replace(settings, threads=threads), log_dir, slots)
 
 
-def _refuse_unsafe_writes(jobs: list[Job], source: Path, outdir: Path, reads: tuple[Read, ...]) -> None:
+def _refuse_unsafe_writes(jobs: list[Job], source: Path, outdir: Path, reads: tuple[Read, ...],
+                          outside: tuple[Write, ...] = ()) -> None:
     """Before any model runs: no planned write (artifact, its data file, report, log; ledger,
-    lock, summaries) may land on a file any entry reads (its model, external data,
-    calibration data, cost table; the manifest) or on another entry's, nor leave OUTDIR
-    through a symbolic link in it. The whole batch is refused, as for a bad manifest entry."""
+    lock, summaries; the caller's ``outside`` OUTDIR) may land on a file any entry reads (its
+    model, external data, calibration data, cost table; the manifest) or on another entry's,
+    nor leave OUTDIR through a symbolic link in it, nor fail to be written. The whole batch
+    is refused, as for a bad manifest entry."""
     all_reads: list[Read] = [*reads, *([("the manifest", source)] if source.is_file() else [])]
     writes: list[Write] = []
     for job in jobs:
@@ -222,8 +225,8 @@ def _refuse_unsafe_writes(jobs: list[Job], source: Path, outdir: Path, reads: tu
                    ("the log", outdir / LOG_DIR / (job.key + ".log"), fix)]
     fix = "choose another -o folder"
     writes += [(f"the batch's {name}", outdir / name, fix) for name in (LEDGER_NAME, LEDGER_NAME + "-wal", LEDGER_NAME + "-shm", LOCK_NAME, *SUMMARY_FILES)]
-    refuse_overlap(all_reads, writes)
     refuse_escape(outdir, [(what, path) for what, path, _ in [*writes, ("the log folder", outdir / LOG_DIR, fix)]])
+    refuse_overlap(all_reads, [*writes, *outside])  # after: its writability probe must not follow a link out of OUTDIR
 
 
 @contextlib.contextmanager
