@@ -28,6 +28,8 @@ __all__ = [
     "external_data_files",
     "hash_files",
     "load_onnx",
+    "model_bytes",
+    "reads_external_files",
     "save_onnx",
     "session_source",
     "write_text_atomic",

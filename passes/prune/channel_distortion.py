@@ -99,7 +99,7 @@ def _monotone(table: dict[int, float]) -> dict[int, float]:
 
 def _masked_copy(model: ir.Model, analysis: ChannelAnalysis, read: list[str]) -> tuple[ir.Model, list[tuple[int, ...]]]:
     """A copy where each weight layer reads ``x * scale + shift`` (two inputs per followed tensor)."""
-    copy = ir.from_proto(ir.to_proto(model))
+    copy = model.clone()  # tensors shared (never written in place); a proto round trip loses external data's folder
     values = {v.name: v for node in copy.graph for v in node.outputs}
     readers: dict[str, set[str]] = {}
     for layer in analysis.layers:

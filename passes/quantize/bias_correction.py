@@ -43,7 +43,7 @@ def bias_corrections(
 
 def apply_bias_corrections(model: ir.Model, corrections: dict[str, np.ndarray]) -> ir.Model:
     """A copy of ``model`` whose named layers' biases are lowered by their correction."""
-    copy = ir.from_proto(ir.to_proto(model))
+    copy = model.clone()  # tensors shared (never written in place); a proto round trip loses external data's folder
     for node in copy.graph:
         shift = corrections.get(node.name)
         if shift is None:

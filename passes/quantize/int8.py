@@ -86,7 +86,7 @@ def prepare_int8(options: QuantizePass, model: ir.Model, ctx: Context) -> Int8Bu
     notes: list[str] = []
     counts: dict[str, int] = {}
 
-    work = ir.from_proto(ir.to_proto(model))  # never touch the caller's model
+    work = model.clone()  # never touch the caller's model; tensors are shared, never written in place
     unfused = unfuse_for_int8(work)
     if unfused:
         counts["convs_unfused"] = unfused
