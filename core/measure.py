@@ -246,7 +246,8 @@ def exposed(model: ir.Model, names: list[str]) -> Iterator[ir.Model]:
 
 def model_digest(model: ir.Model) -> str:
     """A digest of everything that decides a model's tensors: every node (subgraphs too) with
-    its inputs, outputs and attributes, and every byte of every initializer."""
+    its inputs, outputs and attributes, and every byte of every initializer (one still in an
+    external data file by its file region: the file is read-only to us)."""
     digest = hashlib.sha256()
     for value in model.graph.inputs:
         digest.update(f"in:{value.name}:{value.dtype}:{value.shape}".encode())
@@ -262,9 +263,16 @@ def model_digest(model: ir.Model) -> str:
                 digest.update(repr(attr.value).encode())
     for name, value in model.graph.initializers.items():
         digest.update(name.encode())
-        if value.const_value is not None:
-            digest.update(f"{value.const_value.dtype}:{value.const_value.shape}".encode())
-            digest.update(value.const_value.tobytes())
+        tensor = value.const_value
+        if tensor is None:
+            continue
+        digest.update(f"{tensor.dtype}:{tensor.shape}".encode())
+        if isinstance(tensor, ir.ExternalTensor):  # a read-only file region: where it is names it (no 2 GB read)
+            digest.update(f"{tensor.path}:{tensor.offset}:{tensor.length}".encode())
+        elif isinstance(tensor, ir.Tensor) and tensor.dtype in (ir.DataType.FLOAT, ir.DataType.FLOAT16):
+            digest.update(np.ascontiguousarray(tensor.numpy()).view(np.uint8))  # the array's own bytes, not a copy
+        else:
+            digest.update(tensor.tobytes())
     return digest.hexdigest()
 
 

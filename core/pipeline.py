@@ -24,15 +24,20 @@ from onnxsmith.errors import OnnxsmithError, PassFailure, first_line
 from onnxsmith.graph_stats import count_nodes
 from onnxsmith.metrics import OutputDrift, check_reference, compare_outputs, within_tolerance
 from onnxsmith.model import Model
-from onnxsmith.modelio import EXTERNAL_DATA_THRESHOLD, model_bytes, reads_external_files, save_onnx
+from onnxsmith.modelio import model_bytes, reads_external_files, save_onnx
 from onnxsmith.opset_forms import legalize_opset_forms
 from onnxsmith.pass_base import Pass
 from onnxsmith.report import PassRecord
 from onnxsmith.runtime import Outputs
+from onnxsmith.shared_weights import SHARE_FROM_MODEL_BYTES
 
 __all__ = ["DumpInstrument", "Instrument", "Pipeline", "PipelineResult"]
 
 logger = logging.getLogger(__name__)
+
+# Above this many bytes of weights, ONNX's checker (which needs the whole model as one
+# protobuf, a copy of every weight) is skipped: loading the model in ONNX Runtime checks it.
+CHECKER_MAX_BYTES = SHARE_FROM_MODEL_BYTES
 
 
 class Instrument(Protocol):
@@ -137,8 +142,8 @@ class Pipeline:
         feeds = ctx.evaluation.feeds()
         lossy_on_target = not pass_.exact and ctx.backend is not None
         try:
-            if model_bytes(model.ir) < EXTERNAL_DATA_THRESHOLD and not reads_external_files(model.ir):
-                onnx.checker.check_model(ir.to_proto(model.ir))
+            if model_bytes(model.ir) < CHECKER_MAX_BYTES and not reads_external_files(model.ir):
+                onnx.checker.check_model(ir.to_proto(model.ir))  # bigger ones: loading them in ONNX Runtime is the check
             if lossy_on_target:  # the drift as the target computes it (its kernels, its optimizations)
                 got = ctx.measure.outputs(model.ir, feeds, ctx.backend)
             else:

@@ -21,6 +21,7 @@ import onnxruntime as ort
 
 from onnxsmith.errors import InputError
 from onnxsmith.modelio import session_source
+from onnxsmith.shared_weights import sharing_pays, weights_shared_source
 
 __all__ = ["RUN_TIMEOUT_S", "Outputs", "make_session", "run_all", "run_time_limit", "save_runtime_graph", "session_threads"]
 
@@ -145,10 +146,27 @@ def make_session(
     threads = threads or _THREADS.get()
     if threads:
         options.intra_op_num_threads = threads
-    with session_source(model) as source:
-        session = ort.InferenceSession(source, sess_options=options, providers=list(providers))
+    if not optimize and sharing_pays(model):
+        session = _session_reading_weights_in_place(model, options, providers)
+    else:
+        with session_source(model) as source:
+            session = ort.InferenceSession(source, sess_options=options, providers=list(providers))
     limit = _RUN_TIMEOUT.get()
     return LimitedSession(session, limit) if limit else session
+
+
+def _session_reading_weights_in_place(model: ir.Model, options: ort.SessionOptions,
+                                      providers: Sequence[str | tuple[str, dict]]) -> ort.InferenceSession:
+    """A session of a big model that reads our weight arrays instead of copying them
+    (shared_weights.py); the session keeps the arrays and their OrtValues alive."""
+    options.add_session_config_entry("session.disable_prepacking", "1")
+    with weights_shared_source(model) as (path, arrays):
+        values = {name: ort.OrtValue.ortvalue_from_numpy(array) for name, array in arrays.items()}
+        for name, value in values.items():
+            options.add_initializer(name, value)
+        session = ort.InferenceSession(path, sess_options=options, providers=list(providers))
+    session.onnxsmith_shared_weights = (arrays, values)
+    return session
 
 
 def run_all(session: ort.InferenceSession, feeds: Iterable[dict[str, np.ndarray]]) -> list[Outputs]:

@@ -37,6 +37,7 @@ LOW_TYPES = {"fp16": ir.DataType.FLOAT16, "bf16": ir.DataType.BFLOAT16}
 # Relative RMS rounding error a constant may take in the low type (fp16 rounds to 2^-11
 # relative, bf16 to 2^-8): more means it under- or overflowed.
 FIT_TOLERANCE = {"fp16": 2.0**-10, "bf16": 2.0**-7}
+_FIT_CHUNK = 1 << 22  # elements of a weight checked at a time
 
 COMPUTE_OPS = frozenset({
     "Conv", "ConvTranspose", "MatMul", "Gemm", "FusedConv", "FusedMatMul", "FusedGemm", "Einsum",
@@ -190,18 +191,24 @@ def _unfit_constant(node: ir.Node, slots: tuple[int, ...], precision: str) -> st
 
 def fits(array: np.ndarray, precision: str) -> bool:
     """Whether ``array`` survives rounding to ``precision``: nothing overflows to infinity and
-    the relative RMS error stays within rounding (a flushed epsilon or a clipped variance fails)."""
-    ref = np.asarray(array, dtype=np.float64)
-    with np.errstate(over="ignore"):
-        low = np.asarray(array, dtype=np.float32).astype(LOW_TYPES[precision].numpy()).astype(np.float64)
-    finite = np.isfinite(ref)
-    if not np.array_equal(finite, np.isfinite(low)):
-        return False
-    if not finite.any():
-        return True
-    error = float(np.sqrt(np.mean((low[finite] - ref[finite]) ** 2)))
-    magnitude = float(np.sqrt(np.mean(ref[finite] ** 2)))
-    return error <= FIT_TOLERANCE[precision] * magnitude
+    the relative RMS error stays within rounding (a flushed epsilon or a clipped variance fails).
+    Read in chunks: float64 copies of a whole 1 GB weight took 10 GB at once."""
+    flat = np.asarray(array).reshape(-1)
+    low_type = LOW_TYPES[precision].numpy()
+    error2 = magnitude2 = 0.0
+    for start in range(0, flat.size, _FIT_CHUNK):
+        part = flat[start:start + _FIT_CHUNK]
+        ref = part.astype(np.float64)
+        with np.errstate(over="ignore"):
+            low = part.astype(np.float32).astype(low_type).astype(np.float64)
+        finite = np.isfinite(ref)
+        if not np.array_equal(finite, np.isfinite(low)):
+            return False
+        if not finite.all():
+            ref, low = ref[finite], low[finite]
+        error2 += float(np.dot(low - ref, low - ref))
+        magnitude2 += float(np.dot(ref, ref))
+    return error2 <= FIT_TOLERANCE[precision] ** 2 * magnitude2
 
 
 def _thresholded_probabilities(graph: ir.Graph) -> set[ir.Node]:
