@@ -45,6 +45,7 @@ def profile(
     from onnxsmith.cli.step_summary import append_step_summary
     from onnxsmith.cli.render_html import html_page
     from onnxsmith.modelio import write_text_atomic
+    from onnxsmith.paths_guard import refuse_overlap
     from onnxsmith.profile_run import ProfileOptions, profile_model
     from onnxsmith.report import SCHEMA_VERSION
     from onnxsmith.runtime import run_time_limit
@@ -55,6 +56,10 @@ def profile(
         input_shapes=[parse_shape(s) for s in input_shape or []] or None,
         compare=compare, threshold_db=sqnr_threshold, target=target, threads=threads or 0, precision=inference_precision,
     )
+    if output is not None:  # before the profiling, not after it: the page must not land on an input, or nowhere
+        reads = [*_model_reads(model, "the model"), *(_model_reads(compare, "the --compare model") if compare else []),
+                 *([("the calibration data", calib)] if calib else [])]
+        refuse_overlap(reads, [("the profile", output, "choose another -o path")])
     with run_time_limit(run_timeout):
         data = profile_model(model, options).to_dict()
     append_step_summary(render_profile.markdown(data, Path(model).name))
@@ -76,3 +81,11 @@ def profile(
     else:
         write_text_atomic(output, text)
         stderr.print(f"wrote {output}")
+
+
+def _model_reads(source: str, label: str) -> list[tuple[str, Path]]:
+    """The files a model is read from: the model and its external data files."""
+    from onnxsmith.sources import source_files
+
+    files = source_files(source, check=False)
+    return [(label, files[0]), *((f"{label}'s external data file", f) for f in files[1:])] if files else []

@@ -55,6 +55,19 @@ def test_artifact_data_file_landing_on_the_input_data_file_is_refused(tmp_path):
     assert _hashes(tmp_path) == before
 
 
+def test_profile_output_onto_an_input_or_nowhere_is_refused_before_profiling(tmp_path):
+    model = _external_model(tmp_path, "m.onnx", "m.onnx.data")
+    other = _external_model(tmp_path / "other", "o.onnx", "o.onnx.data")
+    before = _hashes(tmp_path), _hashes(other.parent)
+    onto_data = run_cli("profile", str(model), "--format", "json", "-o", str(tmp_path / "m.onnx.data"))
+    _one_line_refusal(onto_data, "the profile", "is the model's external data file", "choose another -o path")
+    onto_compare = run_cli("profile", str(model), "--compare", str(other), "--format", "html", "-o", str(other))
+    _one_line_refusal(onto_compare, "is the --compare model")
+    nowhere = run_cli("profile", str(model), "--format", "md", "-o", "/proc/profile.md")
+    _one_line_refusal(nowhere, "cannot be written")
+    assert (_hashes(tmp_path), _hashes(other.parent)) == before
+
+
 def test_save_recipe_onto_the_recipe_and_a_dump_dir_holding_the_model_are_refused(tmp_path):
     shutil.copy(FIXTURES / "mlp.onnx", tmp_path / "m.onnx")
     recipe = tmp_path / "r.yaml"
