@@ -208,3 +208,33 @@ def test_fp16_compute_keeps_the_ppocr_det_map():
     assert result.model.graph.initializers["batch_norm_0.w_2"].dtype == ir.DataType.FLOAT
     scores = task.score(run_all(make_session(model), feeds), run_all(make_session(result.model), feeds), feeds)
     assert scores["iou"] >= 0.95
+
+
+def test_control_flow_bodies_left_alone_are_named_in_the_report():
+    """fp16 rewrites the main graph only: the If's branches keep their float32 MatMul, and the
+    pass says so (issue 17: say which subgraphs were left alone and why)."""
+    import onnx_ir as ir
+    from onnx import TensorProto, helper, numpy_helper
+
+    from onnxsmith.context import Context
+    from onnxsmith.registry import create_pass
+
+    rng = np.random.default_rng(0)
+    w = numpy_helper.from_array(rng.standard_normal((64, 64), dtype=np.float32), "w")
+    v = numpy_helper.from_array(rng.standard_normal((64, 64), dtype=np.float32), "v")
+
+    def branch(name: str, op: str) -> onnx.GraphProto:
+        return helper.make_graph([helper.make_node(op, ["h", "v"], [f"{name}_out"], name=f"{name}_op")], name, [],
+                                 [helper.make_tensor_value_info(f"{name}_out", TensorProto.FLOAT, [1, 64])])
+
+    graph = helper.make_graph(
+        [helper.make_node("MatMul", ["x", "w"], ["h"], name="main_mm"),
+         helper.make_node("If", ["cond"], ["y"], name="gate", then_branch=branch("then", "MatMul"), else_branch=branch("else", "Add"))],
+        "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 64]), helper.make_tensor_value_info("cond", TensorProto.BOOL, [])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 64])], [w, v])
+    model = ir.from_proto(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]))
+    result = create_pass("quantize", {"mode": "fp16"}).run(model, Context())
+    assert result.model.graph.initializers["w"].dtype == ir.DataType.FLOAT16  # the main graph's weight: rewritten
+    assert result.counts["subgraph_nodes_left_alone"] == 2
+    assert any(note.startswith("left as they were: the bodies of 1 control-flow node(s) (If 'gate'), 2 node(s): "
+                               "quantize{mode=fp16} rewrote the main graph only") for note in result.notes), result.notes

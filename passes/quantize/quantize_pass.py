@@ -77,4 +77,27 @@ class QuantizePass(Pass):
 
     def run(self, model: ir.Model, ctx: Context) -> PassResult:
         module, function = MODES[self.mode]
-        return getattr(importlib.import_module(module), function)(self, model, ctx)
+        bodies = _control_flow_bodies(model)  # before: a mode may rewrite the model it is given
+        result = getattr(importlib.import_module(module), function)(self, model, ctx)
+        after = _control_flow_bodies(result.model)
+        alone = [(key, len(nodes)) for key, nodes in bodies.items() if after.get(key) == nodes]
+        if alone:
+            names = ", ".join(f"{op} '{name}'" for (op, name), _ in alone[:5])
+            result.notes.append(f"left as they were: the bodies of {len(alone)} control-flow node(s) ({names}"
+                                f"{', ...' if len(alone) > 5 else ''}), {sum(n for _, n in alone)} node(s): quantize{{mode={self.mode}}} "
+                                "rewrote the main graph only, so they run in the original precision")
+            result.counts["subgraph_nodes_left_alone"] = sum(n for _, n in alone)
+        return result
+
+
+def _control_flow_bodies(model: ir.Model) -> dict[tuple[str, str], tuple[tuple[str, str], ...]]:
+    """The main graph's If/Loop/Scan (any node with a graph attribute) whose bodies hold nodes:
+    (op, name) -> the (op, name) of every node in its bodies, nested ones included."""
+    bodies = {}
+    for node in model.graph:
+        graphs = [g for attr in node.attributes.values() if attr.type in (ir.AttributeType.GRAPH, ir.AttributeType.GRAPHS)
+                  for g in (attr.value if attr.type == ir.AttributeType.GRAPHS else [attr.value])]
+        inner = tuple((n.op_type, n.name) for graph in graphs for n in ir.traversal.RecursiveGraphIterator(graph))
+        if inner:
+            bodies[(node.op_type, node.name)] = inner
+    return bodies
