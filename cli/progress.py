@@ -26,7 +26,8 @@ class ProgressInstrument:
 
     def after_pass(self, pass_: Pass, model: Model, record: PassRecord) -> None:
         self.close()
-        drift = "exact" if record.drift == 0 else f"drift {record.drift:.2e}"
+        # a lossy pass whose budget metric did not move (top1 unchanged) is not "exact"
+        drift = f"drift {record.drift:.2e}" if record.drift else "exact" if record.exact else "lossy, drift 0"
         changed = "" if record.modified else "  [dim](no change)[/dim]"
         stderr.print(
             f"[green]✓[/green] {str(pass_):<28} {record.seconds:7.2f}s  "

@@ -341,6 +341,9 @@ def test_the_readme_first_command_runs_the_main_job_with_its_profile(tmp_path):
     assert "Per-layer profile on cpu" in result.stdout
     report = json.loads((tmp_path / "convnet.report.json").read_text())
     assert [p["name"] for p in report["passes"]] == ["fuse", "quantize"]
+    fuse_line, quantize_line = (next(line for line in result.stderr.splitlines() if line.startswith(f"✓ {name}"))
+                                for name in ("fuse", "quantize"))
+    assert fuse_line.endswith("exact") and "exact" not in quantize_line  # int8 is never called exact, even at drift 0
     after = report["profile"]["after"]["layers"]
     # every Conv of the original is matched with what runs in its place, int8 or float, and named as the Conv
     convs = [layer for layer in after if layer["op_type"] in ("Conv", "QLinearConv", "FusedConv")]
