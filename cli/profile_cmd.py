@@ -49,7 +49,7 @@ def profile(
     from onnxsmith.profile_run import ProfileOptions, profile_model
     from onnxsmith.report import SCHEMA_VERSION
     from onnxsmith.runtime import run_time_limit
-    from onnxsmith.sources import parse_shape
+    from onnxsmith.sources import parse_shape, source_reads
 
     options = ProfileOptions(
         backend=backend or "cpu", runs=runs, warmup=warmup, calib=calib,
@@ -57,7 +57,7 @@ def profile(
         compare=compare, threshold_db=sqnr_threshold, target=target, threads=threads or 0, precision=inference_precision,
     )
     if output is not None:  # before the profiling, not after it: the page must not land on an input, or nowhere
-        reads = [*_model_reads(model, "the model"), *(_model_reads(compare, "the --compare model") if compare else []),
+        reads = [*source_reads(model, "the model"), *(source_reads(compare, "the --compare model") if compare else []),
                  *([("the calibration data", calib)] if calib else [])]
         refuse_overlap(reads, [("the profile", output, "choose another -o path")])
     with run_time_limit(run_timeout):
@@ -82,10 +82,3 @@ def profile(
         write_text_atomic(output, text)
         stderr.print(f"wrote {output}")
 
-
-def _model_reads(source: str, label: str) -> list[tuple[str, Path]]:
-    """The files a model is read from: the model and its external data files."""
-    from onnxsmith.sources import source_files
-
-    files = source_files(source, check=False)
-    return [(label, files[0]), *((f"{label}'s external data file", f) for f in files[1:])] if files else []

@@ -33,7 +33,7 @@ from onnxsmith.profile_compare import compare_profiles
 from onnxsmith.recipe import Recipe
 from onnxsmith.report import OutputReport, PassRecord, Report, Summary
 from onnxsmith.shape_inference import relax_contradicted_output_shapes
-from onnxsmith.sources import load_source, source_files
+from onnxsmith.sources import load_source, source_reads
 from onnxsmith.task_choice import AUTO, DRIFT, MetricChoice, choose_metric
 from onnxsmith.task_metrics import MASK_INPUT, TASK_METRICS, has_padding
 
@@ -288,9 +288,7 @@ def planned_paths(source: str, output: Path | None, recipe: Recipe, options: Opt
     """What a run reads (the model and its external data, calibration data, cost table),
     the files it may write (artifact, its data file, report, costs) and the folders it
     writes into (``--dump-dir``), for :func:`onnxsmith.paths_guard.refuse_overlap`."""
-    model_files = source_files(source, check=False)
-    reads: list[Read] = [("the input model", f) for f in model_files[:1]]
-    reads += [("the input model's external data file", f) for f in model_files[1:]]
+    reads: list[Read] = source_reads(source, "the input model")
     if recipe.calibration.data not in (None, "random"):
         reads.append(("the calibration data", recipe.calibration.data))
     if recipe.target.costs:

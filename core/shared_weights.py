@@ -21,7 +21,7 @@ from pathlib import Path
 import numpy as np
 import onnx_ir as ir
 
-from onnxsmith.modelio import EXTERNAL_DATA_THRESHOLD, model_bytes, reads_external_files
+from onnxsmith.modelio import model_bytes, reads_external_files
 
 __all__ = ["MIN_SHARED_BYTES", "SHARE_FROM_MODEL_BYTES", "sharing_pays", "weights_shared_source"]
 
@@ -37,7 +37,7 @@ _SHAREABLE = frozenset({ir.DataType.FLOAT, ir.DataType.FLOAT16, ir.DataType.DOUB
 def sharing_pays(model: ir.Model) -> bool:
     """Whether a reference session of ``model`` should read its weights in place: they are
     big, or still in the model's external data files."""
-    return reads_external_files(model) or model_bytes(model) >= min(SHARE_FROM_MODEL_BYTES, EXTERNAL_DATA_THRESHOLD)
+    return reads_external_files(model) or model_bytes(model) >= SHARE_FROM_MODEL_BYTES
 
 
 @contextlib.contextmanager

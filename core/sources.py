@@ -15,7 +15,7 @@ from onnxsmith.model import Model
 from onnxsmith.modelio import external_data_files, hash_files, load_onnx
 from onnxsmith.origin import OriginMap
 
-__all__ = ["is_torch_factory", "load_source", "parse_shape", "source_files"]
+__all__ = ["is_torch_factory", "load_source", "parse_shape", "source_files", "source_reads"]
 
 _FACTORY = re.compile(r"^[A-Za-z_][\w.]*:[A-Za-z_]\w*$")
 
@@ -33,6 +33,13 @@ def parse_shape(text: str) -> tuple[int, ...]:
     if not dims or any(d <= 0 for d in dims):
         raise InputError(f"bad shape '{text}'", "every dim must be a positive integer")
     return dims
+
+
+def source_reads(spec: str, label: str) -> list[tuple[str, Path]]:
+    """What loading ``spec`` reads, named for a path check (paths_guard.Read): ``label`` for
+    the model file, "``label``'s external data file" for each of its data files."""
+    files = source_files(spec, check=False)
+    return [(label, files[0]), *((f"{label}'s external data file", f) for f in files[1:])] if files else []
 
 
 def source_files(spec: str, *, check: bool = True) -> list[Path]:
