@@ -7,7 +7,8 @@ names it is known by; this module turns them into nodes of the profiled model, t
 the original model's node names through the origin map stored in the model's metadata.
 
 1. A seed is a node name of the profiled model, or a tensor name (its producer), possibly
-   with a runtime suffix (``_nchwc``, ``/WithoutBiases``) that is stripped.
+   with a runtime suffix (``_nchwc``, ``/WithoutBiases``) that is stripped, or the name ONNX
+   Runtime gives a node one of its fusions made (``<first node>/QuickGeluFusion/``).
 2. A kernel owns the nodes its seeds name, plus the *cone* behind them: walking back from
    their outputs, every producer of a tensor that no other kernel claims (a fused-away
    BatchNormalization's input belongs to the Conv kernel that absorbed it).
@@ -33,6 +34,9 @@ from onnxsmith.origin import ORIGIN_METADATA_KEY, OriginMap
 __all__ = ["LayerMapper", "MappedLayer", "principal_origin"]
 
 _SUFFIXES = ("_nchwc", "/WithoutBiases", "/sink_port_0")  # ORT NCHWc nodes; OpenVINO's split-off bias and results
+# ONNX Runtime names a node its fusions create after the node they start from:
+# ``/model.0/act/Mul/QuickGeluFusion/`` (x * Sigmoid(x) -> QuickGelu), maybe with ``_token_N``
+_RUNTIME_FUSION = re.compile(r"^(?P<base>.+)/\w+Fusion/?(?:_token_\d+)?$")
 _NAME_SCOPES = "pkg.torch.onnx.name_scopes"
 _HEAVY_OPS = ("Conv", "ConvTranspose", "MatMul", "Gemm", "Attention", "LSTM", "GRU", "Einsum")  # what names a fused layer
 _BOOKKEEPING = {"Constant", "Shape", "Squeeze", "Unsqueeze", "Reshape", "Concat", "Gather", "Cast", "Identity"}
@@ -152,7 +156,8 @@ class LayerMapper:
         """Nodes of the model that ``seeds`` name (rule 1), in graph order."""
         found: set[str] = set()
         for seed in seeds:
-            for name in {seed, *(seed[: -len(s)] for s in _SUFFIXES if seed.endswith(s))}:
+            fused = _RUNTIME_FUSION.match(seed)
+            for name in {seed, *(seed[: -len(s)] for s in _SUFFIXES if seed.endswith(s)), *([fused["base"]] if fused else [])}:
                 if name in self._nodes:
                     found.add(name)
                 elif name in self._producer:
