@@ -13,10 +13,35 @@ from onnxsmith.errors import PassFailure, first_line
 from onnxsmith.pass_base import Pass, PassResult
 from onnxsmith.registry import register_pass
 
-__all__ = ["OpsetPass"]
+__all__ = ["OpsetPass", "convert_opset", "replace_model"]
 
 # Newest opset the installed onnx can convert to.
 MAX_OPSET = onnx.defs.onnx_opset_version()
+
+
+def convert_opset(model: ir.Model, version: int) -> ir.Model:
+    """A new model: ``model`` converted to ai.onnx ``version`` by onnx's version converter,
+    at the IR version that opset needs at least (the converter keeps the old one: opset 17 in
+    IR 6). It works on protobuf, so weights in memory are copied; weights still in their
+    files (ExternalTensor) travel as references and come back as the same tensors, which
+    know the folder they are read from. Raises what the converter raises."""
+    converted = ir.from_proto(onnx.version_converter.convert_version(ir.to_proto(model), version))
+    for name, value in converted.graph.initializers.items():
+        original = model.graph.initializers.get(name)
+        if original is not None and isinstance(original.const_value, ir.ExternalTensor):
+            value.const_value = original.const_value
+    needed = onnx.helper.find_min_ir_version_for([onnx.helper.make_opsetid("", version)], ignore_unknown=True)
+    converted.ir_version = max(converted.ir_version, needed)
+    return converted
+
+
+def replace_model(model: ir.Model, converted: ir.Model) -> None:
+    """Make ``model`` hold ``converted``'s graph and functions (from convert_opset): the Model
+    object and its metadata (the origin map) stay, for passes that work in place."""
+    model.graph = converted.graph
+    model.ir_version = max(model.ir_version, converted.ir_version)
+    model.functions.clear()
+    model.functions.update(converted.functions)
 
 
 @register_pass
@@ -44,9 +69,8 @@ class OpsetPass(Pass):
         current = model.opset_imports.get("", model.opset_imports.get("ai.onnx"))
         if current == self.version:
             return PassResult(model.clone(), modified=False)  # not in place: a new model, even unchanged
-        proto = ir.to_proto(model)
         try:
-            converted = onnx.version_converter.convert_version(proto, self.version)
+            converted = convert_opset(model, self.version)
         except Exception as e:  # the converter raises RuntimeError or bare C++ errors
             reason = first_line(e)
             raise PassFailure(
@@ -54,7 +78,7 @@ class OpsetPass(Pass):
                 "choose a version that has every op the model uses (often: no lower than the model's own)",
             ) from e
         return PassResult(
-            ir.from_proto(converted),
+            converted,
             modified=True,
             counts={"from_opset": int(current or 0), "to_opset": self.version},
         )

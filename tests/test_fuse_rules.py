@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import numpy as np
+import onnx
 import onnx_ir as ir
 import pytest
 from onnx import TensorProto, helper, numpy_helper
@@ -10,7 +11,11 @@ from onnxscript.rewriter import RewriteRuleSet
 
 import fuse_helpers
 from fuse_helpers import const, make, max_abs_difference, rand, run_fuse
+from onnxsmith import modelio
+from onnxsmith.backend import get_backend
+from onnxsmith.context import Context
 from onnxsmith.passes.fuse.rules_neutral import where_scalar_rules
+from onnxsmith.registry import create_pass
 from onnxsmith.runtime import make_session
 from onnxsmith.shape_inference import infer_shapes
 
@@ -210,17 +215,80 @@ def test_layernorm_is_skipped_below_opset_17_with_a_hint():
     assert "needs ai.onnx opset 17, the model has 13 (run opset{version=17} first)" in fused.notes
 
 
-@pytest.mark.parametrize("opset", [13, 14])
-def test_a_fusion_an_old_opset_blocks_is_a_warning_where_the_model_has_its_pattern(opset):
+def _hardswish_model(opset: int) -> onnx.ModelProto:
     # x * HardSigmoid(x, 1/6, 0.5) is HardSwish, an op of opset 14 (PP-OCR cls at opset 11 has 18 of them)
-    nodes = [helper.make_node("HardSigmoid", ["x"], ["h"], alpha=1 / 6, beta=0.5), helper.make_node("Mul", ["x", "h"], ["y"])]
-    fused = run_fuse(make(nodes, X4, {"y": None}, opset=opset), {"x": rand(1, 3, 8, 8, scale=4)}, only=["hardswish"])
+    nodes = [helper.make_node("HardSigmoid", ["x"], ["h"], alpha=1 / 6, beta=0.5, name="hs"), helper.make_node("Mul", ["x", "h"], ["y"], name="mul")]
+    return make(nodes, X4, {"y": None}, opset=opset)
+
+
+def test_fuse_upgrades_the_opset_where_that_unlocks_a_rule_whose_pattern_the_model_has():
+    fused = run_fuse(_hardswish_model(13), {"x": rand(1, 3, 8, 8, scale=4)}, only=["hardswish"])
+    assert fused.ops == ["HardSwish"] and fused.max_error < 1e-5
+    assert fused.result.model.opset_imports[""] == 14 and fused.result.model.ir_version >= 7
+    assert fused.result.counts["opset_upgraded_to"] == 14 and fused.result.warnings == []
+    assert "converted from ai.onnx opset 13 to 14 to run rule(s) 'hardswish' (1 match(es))" in fused.result.notes[0]
+
+
+@pytest.mark.parametrize("opset", [13, 14])
+def test_a_fusion_an_old_opset_blocks_is_a_warning_where_the_upgrade_is_off(opset):
+    fused = run_fuse(_hardswish_model(opset), {"x": rand(1, 3, 8, 8, scale=4)}, only=["hardswish"], upgrade_opset=False)
+    assert fused.result.model.opset_imports[""] == opset
     if opset == 14:
         assert fused.ops == ["HardSwish"] and fused.result.warnings == []
     else:
         assert fused.ops == ["HardSigmoid", "Mul"]
         (warning,) = fused.result.warnings  # on the terminal, not only in a note of the report
         assert warning.startswith("1 match(es) of rule 'hardswish'") and "needs ai.onnx opset 14 and the model is at 13" in warning
+        assert "drop upgrade_opset=false" in warning
+
+
+def test_an_upgrade_the_converter_cannot_do_is_a_warning_and_the_model_stays_as_it_was(monkeypatch):
+    import onnxsmith.passes.fuse.fuse_pass as fuse_pass
+
+    def refuse(model, version):
+        raise RuntimeError("No Adapter For HardSigmoid\nmore lines")
+
+    monkeypatch.setattr(fuse_pass, "convert_opset", refuse)
+    fused = run_fuse(_hardswish_model(13), {"x": rand(1, 3, 8, 8, scale=4)}, only=["hardswish"])
+    assert fused.ops == ["HardSigmoid", "Mul"] and fused.result.model.opset_imports[""] == 13
+    assert "version converter failed from 13 to 14: No Adapter For HardSigmoid" in fused.result.notes[0]
+    (warning,) = fused.result.warnings
+    assert "the upgrade was not possible" in warning
+
+
+def _hardswish_matmul_model(weight: np.ndarray) -> onnx.ModelProto:
+    proto = _hardswish_model(13)
+    proto.graph.initializer.append(onnx.numpy_helper.from_array(weight, "w"))
+    proto.graph.node.append(helper.make_node("MatMul", ["y", "w"], ["z"], name="mm"))
+    proto.graph.output[0].name = "z"
+    return proto
+
+
+def test_the_opset_upgrade_keeps_weights_in_external_files_readable_from_their_folder(tmp_path, monkeypatch):
+    """The converter works on protobuf, where a weight left in its file is a reference with no
+    folder (the class of bug int8 had): the upgraded model must still read it, from its file."""
+    weight = np.random.default_rng(0).standard_normal((8, 8)).astype(np.float32)
+    proto = _hardswish_matmul_model(weight)
+    path = tmp_path / "ext.onnx"
+    onnx.save(proto, str(path), save_as_external_data=True, all_tensors_to_one_file=True, location="ext.data", size_threshold=0)
+    monkeypatch.setattr(modelio, "EXTERNAL_DATA_THRESHOLD", 64)  # leave them in their file, as above 1.5 GiB
+    model, _ = modelio.load_onnx(path)
+    assert modelio.reads_external_files(model)
+    monkeypatch.chdir(tmp_path.parent)  # a reference resolved against the working folder would not be found
+    result = create_pass("fuse", {"only": ["hardswish"]}).apply(model, Context(backend=get_backend("cpu")))
+    assert result.model.opset_imports[""] == 14 and "HardSwish" in {n.op_type for n in result.model.graph}
+    kept = result.model.graph.initializers["w"].const_value
+    assert isinstance(kept, ir.ExternalTensor) and np.array_equal(kept.numpy(), weight)
+
+
+def test_no_opset_upgrade_through_protobuf_for_big_weights_in_memory(monkeypatch):
+    import onnxsmith.passes.fuse.fuse_pass as fuse_pass
+
+    monkeypatch.setattr(fuse_pass, "UPGRADE_MAX_BYTES", 0)
+    model = ir.from_proto(_hardswish_matmul_model(np.ones((8, 8), np.float32)))
+    result = create_pass("fuse", {"only": ["hardswish"]}).apply(model, Context(backend=get_backend("cpu")))
+    assert result.model.opset_imports[""] == 13 and "HardSwish" not in {n.op_type for n in result.model.graph}
+    assert "copy the weights through protobuf" in result.notes[0] and len(result.warnings) == 1
 
 
 def test_no_opset_warning_where_the_model_has_no_blocked_pattern():
