@@ -243,7 +243,7 @@ def test_a_fusion_an_old_opset_blocks_is_a_warning_where_the_upgrade_is_off(opse
 
 
 def test_an_upgrade_the_converter_cannot_do_is_a_warning_and_the_model_stays_as_it_was(monkeypatch):
-    import onnxsmith.passes.fuse.fuse_pass as fuse_pass
+    from onnxsmith.passes.fuse import fuse_pass
 
     def refuse(model, version):
         raise RuntimeError("No Adapter For HardSigmoid\nmore lines")
@@ -282,7 +282,7 @@ def test_the_opset_upgrade_keeps_weights_in_external_files_readable_from_their_f
 
 
 def test_no_opset_upgrade_through_protobuf_for_big_weights_in_memory(monkeypatch):
-    import onnxsmith.passes.fuse.fuse_pass as fuse_pass
+    from onnxsmith.passes.fuse import fuse_pass
 
     monkeypatch.setattr(fuse_pass, "UPGRADE_MAX_BYTES", 0)
     model = ir.from_proto(_hardswish_matmul_model(np.ones((8, 8), np.float32)))

@@ -164,8 +164,8 @@ def _upgrade(model: ir.Model, blocked: list[tuple[FuseRule, int]], counts: Count
     opset, version = _opset(model), max(rule.min_opset for rule, _ in blocked)
     names = ", ".join(f"'{rule.name}' ({matches} match(es))" for rule, matches in blocked)
     if _bytes_in_memory(model) > UPGRADE_MAX_BYTES:
-        return blocked, [f"opset not upgraded for {names}: the version converter would copy the weights through protobuf "
-                         f"(above {UPGRADE_MAX_BYTES >> 20} MiB in memory)"]
+        return blocked, [(f"opset not upgraded for {names}: the version converter would copy the weights through protobuf "
+                          f"(above {UPGRADE_MAX_BYTES >> 20} MiB in memory)")]
     try:
         converted = convert_opset(model, version)
     except Exception as e:  # noqa: BLE001 (the converter raises RuntimeError or bare C++ errors: a warning, not a failure)
@@ -174,8 +174,8 @@ def _upgrade(model: ir.Model, blocked: list[tuple[FuseRule, int]], counts: Count
     # before opset 13 becomes Flatten, Softmax, Reshape): upgrade only for patterns that remain
     infer_shapes(converted)
     if not _blocked_matches(converted, [rule for rule, _ in blocked]):
-        return [], [f"opset not upgraded for {names}: after the conversion to {version} the patterns are gone "
-                    "(the converter rewrites old op forms)"]
+        return [], [(f"opset not upgraded for {names}: after the conversion to {version} the patterns are gone "
+                     "(the converter rewrites old op forms)")]
     replace_model(model, converted)
     counts["opset_upgraded_to"] = version
     return [], [f"converted from ai.onnx opset {opset} to {version} to run rule(s) {names}, which need it"]
