@@ -147,6 +147,18 @@ def conv_affine(per_channel: bool):
     return build
 
 
+def affine_conv(scale_first: bool, pads: int):
+    """Mul(scalar) + Add(scalar) in front of a Conv: foldable into its weights and bias only
+    without padding (padded zeros would stand for the offset). PP-LCNetV3 (Paddle) writes the
+    Mul with the scale first."""
+    def build():
+        mul = N("Mul", ["s", "x"] if scale_first else ["x", "s"], ["m"])
+        nodes = [mul, N("Add", ["m", "o"], ["a"]), N("Conv", ["a", "w", "b"], ["y"], pads=[pads] * 4)]
+        return make(nodes, X4, {"y": None}, [const("s", np.float32([1.7])), const("o", np.float32([0.3])),
+                                              const("w", rand(4, 3, 1 + 2 * pads, 1 + 2 * pads)), const("b", rand(4))])
+    return build
+
+
 def gemm_affine(per_column: bool):
     def build():
         operand = rand(5) if per_column else rand(2, 5)
@@ -359,7 +371,10 @@ CASES: dict[str, list[Case]] = {
                   Case("into ConvTranspose", conv_transpose_bn, True, ("ConvTranspose",)),
                   Case("the Conv weight is shared", conv_bn(shared_weight=True), False, reason="used by another node")],
     "conv-affine": [Case("per-channel Mul", conv_affine(per_channel=True), True, ("Conv",)),
-                    Case("spatially varying Mul", conv_affine(per_channel=False), False, reason="not a per-channel constant")],
+                    Case("spatially varying Mul", conv_affine(per_channel=False), False, reason="not a per-channel constant"),
+                    Case("scalar affine before an unpadded Conv", affine_conv(scale_first=False, pads=0), True, ("Conv",)),
+                    Case("the same, scale first (Paddle)", affine_conv(scale_first=True, pads=0), True, ("Conv",)),
+                    Case("scalar affine before a padded Conv", affine_conv(scale_first=True, pads=1), False)],
     "gemm-affine": [Case("per-column Add", gemm_affine(per_column=True), True, ("Gemm",)),
                     Case("full-matrix Add", gemm_affine(per_column=False), False, reason="not a per-channel constant")],
     "pad-conv": [Case("constant zero Pad", pad_conv("constant"), True, ("Conv",)),

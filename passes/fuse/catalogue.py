@@ -80,7 +80,8 @@ NEUTRAL_RULES: tuple[FuseRule, ...] = (
     FuseRule("batchnorm", "fold BatchNormalization into the preceding Conv, ConvTranspose or Gemm",
              (oss.fuse_batchnorm_into_conv_rule, oss.fuse_batchnorm_into_conv_transpose_rule, oss.fuse_batchnorm_into_gemm_rule)),
     FuseRule("conv-affine", "fold a per-channel constant Mul/Add around a Conv into its weights and bias",
-             _rules(oss.affine_conv_fusion_rule, oss.conv_affine_fusion_rule, rules_neutral.conv_affine_rules)),
+             # commuted: Paddle writes Mul(scale, x) (PP-LCNetV3's learnable affine after HardSwish)
+             _rules(oss.affine_conv_fusion_rule.commute(), oss.conv_affine_fusion_rule.commute(), rules_neutral.conv_affine_rules)),
     FuseRule("gemm-affine", "fold a constant per-column Mul/Add after a Gemm into its weights and bias",
              _rules(rules_neutral.gemm_affine_rules)),
     FuseRule("pad-conv", "fold a constant zero Pad into the following Conv's pads",
