@@ -12,11 +12,18 @@ compiled graph's ``originalLayersNames`` say which nodes each layer fused. A lay
 frontend made while translating a node (a contrib op such as Attention becomes a Gemm, a
 split and a fused subgraph named ``Add_825``, ``VariadicSplit_466``...) has no name of the
 model; it is found by the first layers downstream of it that have one.
+
+OpenVINO cannot stop a running inference: ``InferRequest.cancel()`` left a Loop that never
+ends running (OpenVINO 2026.4). So before OpenVINO first runs a model that has a Loop, the
+model runs once on ONNX Runtime CPU with the same feed under the run time limit
+(core/runtime.py): one that never ends is refused there, as an input error. A model ONNX
+Runtime cannot run is left to OpenVINO, unchecked.
 """
 
 from __future__ import annotations
 
 import functools
+import logging
 import re
 import tempfile
 import time
@@ -27,11 +34,15 @@ import numpy as np
 import onnx_ir as ir
 
 from onnxsmith.backend import Backend, Capabilities, register_backend
+from onnxsmith.errors import InputError
 from onnxsmith.flops import TensorInfo
 from onnxsmith.graph_stats import all_nodes
 from onnxsmith.profile import KernelRun, Measurement, Profile, build_profile, peak_rss_mb
+from onnxsmith.runtime import make_session
 
 __all__ = ["OpenVINOBackend", "precision_ran"]
+
+logger = logging.getLogger(__name__)
 
 DEVICE = "CPU"
 _CONFIG = {"PERFORMANCE_HINT": "LATENCY"}
@@ -75,7 +86,7 @@ class OpenVINOBackend(Backend):
 
     def create_session(self, model: ir.Model, *, optimize: bool = True) -> _OpenVINOSession:
         # OpenVINO has no switch to turn its graph transformations off; ``optimize`` cannot apply.
-        return _OpenVINOSession(_compile(model, None, self.config()))
+        return _OpenVINOSession(_compile(model, None, self.config()), model)
 
     def config(self) -> dict[str, str]:
         """The compile properties of this target: latency hint, inference precision, threads."""
@@ -89,6 +100,7 @@ class OpenVINOBackend(Backend):
         compiled = _compile(model, feeds[0], {**self.config(), "PERF_COUNT": "YES"})
         session_ms = (time.perf_counter() - start) * 1000.0
         request = compiled.create_infer_request()
+        _stop_endless_runs_first(model, feeds[0])
         layers = _runtime_layers(compiled)
         per_run: list[dict[int, float]] = []
         names: dict[int, tuple[str, str, str]] = {}
@@ -126,13 +138,17 @@ def precision_ran(compiled: Any) -> str:
 class _OpenVINOSession:
     """An OpenVINO compiled model behind the ``Session.run`` interface the tool uses."""
 
-    def __init__(self, compiled: Any) -> None:
+    def __init__(self, compiled: Any, model: ir.Model) -> None:
         self._compiled = compiled
         self._request = compiled.create_infer_request()
         self._names = [output.get_any_name() for output in compiled.outputs]
         self.precision = precision_ran(compiled)
+        self._unchecked: ir.Model | None = model  # until its first run (_stop_endless_runs_first)
 
     def run(self, output_names: list[str] | None, feed: dict[str, np.ndarray]) -> list[np.ndarray]:
+        if self._unchecked is not None:
+            _stop_endless_runs_first(self._unchecked, feed)
+            self._unchecked = None
         results = self._request.infer(feed)
         by_name = {key.get_any_name(): value for key, value in results.items()}
         return [np.asarray(by_name[n]) for n in (output_names or self._names)]
@@ -152,6 +168,19 @@ def _compile(model: ir.Model, feed: dict[str, np.ndarray] | None, config: dict[s
             ov_model.reshape({port.get_any_name(): list(feed[port.get_any_name()].shape)
                               for port in ov_model.inputs if port.get_any_name() in feed})
         return core.compile_model(ov_model, DEVICE, config)
+
+
+def _stop_endless_runs_first(model: ir.Model, feed: dict[str, np.ndarray]) -> None:
+    """Run a model that has a Loop once on ONNX Runtime CPU under the run time limit, which
+    raises InputError for one that never ends; OpenVINO could not be stopped (module doc)."""
+    if not any(node.op_type == "Loop" for node in all_nodes(model)):
+        return
+    try:
+        make_session(model, optimize=False).run(None, feed)
+    except InputError:
+        raise
+    except Exception as e:  # noqa: BLE001 (ONNX Runtime cannot run it: OpenVINO may; nothing to check with)
+        logger.debug("no time-limited check before OpenVINO runs the model: ONNX Runtime cannot run it: %s", e)
 
 
 def _large(model: ir.Model) -> bool:

@@ -98,6 +98,21 @@ def test_a_model_that_never_ends_is_stopped_after_the_run_timeout(tmp_path):
     assert not out.parent.exists()
 
 
+def test_a_model_that_never_ends_is_stopped_before_openvino_runs_it(tmp_path):
+    """OpenVINO cannot stop a running inference, so a model with a Loop runs once on ONNX
+    Runtime under the time limit first; without that, ``profile --backend openvino`` hung."""
+    from onnxsmith.backend import available_backends
+
+    ok, why = available_backends()["openvino"]().available()
+    if not ok:
+        pytest.skip(why)
+    source = tmp_path / "forever.onnx"
+    _endless_loop_model(source)
+    result = run_cli("profile", str(source), "--backend", "openvino", "--runs", "2", "--run-timeout", "2")
+    assert result.code == 2, result.stderr
+    assert "ran longer than 2 s on one input and was stopped" in result.stderr
+
+
 def test_axes_given_as_an_input_go_back_to_the_attribute_an_old_opset_expects():
     nodes = [helper.make_node("Constant", [], ["axes"], value=numpy_helper.from_array(np.array([0], np.int64))),
              helper.make_node("Unsqueeze", ["x", "axes"], ["y"]), helper.make_node("ReduceMean", ["y", "axes"], ["z"], keepdims=0)]
