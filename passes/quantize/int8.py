@@ -22,8 +22,9 @@
    (by sensitivity alone), time both on the target, keep the one faster in most rounds.
 5. Check with ONNX Runtime's optimized graph that integer kernels really run.
 6. Where the speed was timed here, time the int8 model against the float one end to end,
-   and hand back the float model (with a warning) unless int8 was faster in most rounds:
-   int8 costs accuracy, so it must buy speed on the target.
+   and hand back the float model (with a warning) unless int8 was faster in most rounds (of
+   one run, or of a second that confirms a verdict against it): int8 costs accuracy, so it
+   must buy speed on the target.
 """
 
 from __future__ import annotations
@@ -234,12 +235,26 @@ def _no_faster_than_float(model: ir.Model, quantized: ir.Model, ctx: Context, no
     int8 is not worth its error where it was not faster in most rounds, else None. Per-layer
     gains do not always add up end to end: Q/DQ around float ops, layout changes and kernel
     dispatch are outside every layer's timing (on a 2-core Xeon with VNNI, three zoo models
-    ran 0.86x-0.97x of float in int8 before this check)."""
-    # int8 first: the verification of the timed plan may have just made (and kept) its session
-    stats = measure_interleaved({"int8": ctx.measure.session(quantized, ctx.backend),
-                                 "float": ctx.measure.session(model, ctx.backend)},
-                                ctx.calibration.feeds()[0], rounds=VERIFY_ROUNDS)
+    ran 0.86x-0.97x of float in int8 before this check).
+
+    A verdict against int8 is confirmed by a second run, and int8 is kept if that one finds it
+    faster: a burst of load on a shared machine can slow one session's rounds (PP-OCRv4 rec,
+    1.5x faster in int8 before and after, once measured 1.01x and lost its int8), while int8
+    that is no faster wins three quarters of the rounds of neither run."""
+    sessions = {"int8": ctx.measure.session(quantized, ctx.backend),  # first: the timed plan's check may have just made it
+                "float": ctx.measure.session(model, ctx.backend)}
+    feed = ctx.calibration.feeds()[0]
+    stats = measure_interleaved(sessions, feed, rounds=VERIFY_ROUNDS)
     slower = int8_not_faster(stats["float"], stats["int8"], ctx.backend.name)
+    if slower is not None:
+        first = f"int8 {stats['int8'].median_ms:.3f} ms against {stats['float'].median_ms:.3f} ms"
+        stats = measure_interleaved(sessions, feed, rounds=VERIFY_ROUNDS)
+        slower = int8_not_faster(stats["float"], stats["int8"], ctx.backend.name)
+        if slower is None:
+            notes.append(f"end to end on {ctx.backend.name}, a first run found int8 no faster ({first}); a second found it "
+                         "faster, so it is kept")
+        else:
+            slower += f", twice (first run: {first})"
     if slower is None:
         notes.append(f"verified end to end on {ctx.backend.name}: int8 {stats['int8'].median_ms:.3f} ms against float's "
                      f"{stats['float'].median_ms:.3f} ms, faster in three quarters of {stats['int8'].rounds} rounds or more")
