@@ -10,7 +10,6 @@ from __future__ import annotations
 import copy
 import dataclasses
 import logging
-import math
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -35,7 +34,7 @@ from onnxsmith.report import OutputReport, PassRecord, Report, Summary
 from onnxsmith.shape_inference import relax_contradicted_output_shapes
 from onnxsmith.sources import load_source, source_reads
 from onnxsmith.task_choice import AUTO, DRIFT, MetricChoice, choose_metric
-from onnxsmith.task_metrics import MASK_INPUT, TASK_METRICS, has_padding
+from onnxsmith.task_metrics import MASK_INPUT, has_padding
 
 __all__ = ["Built", "OptimizeOptions", "Prepared", "build", "optimize", "planned_paths", "prepare", "report_path_for", "write"]
 
@@ -126,11 +125,17 @@ def prepare(source: str, output: Path, recipe: Recipe, options: OptimizeOptions,
     model = load_source(source, options.input_shapes)
     inputs = model_inputs(model.ir)
     pinned = {name: shape for p in passes for name, shape in p.input_shapes().items()}
-    calibration, evaluation = _datasets(recipe, inputs, options.input_shapes, pinned)
+    calibration, evaluation, data = _datasets(recipe, inputs, options.input_shapes, pinned)
     measure = Measurements()
     reference = _reference_outputs(measure, model, evaluation)
     model.notes.extend(relax_contradicted_output_shapes(model.ir, reference))
     choice = choose_metric(recipe.accuracy.metric, recipe.accuracy.max_drift, model.ir, reference, evaluation.feeds())
+    needed = choice.samples_needed()
+    if (needed is not None and len(evaluation) < needed and data is not None and len(data) > len(evaluation)
+            and recipe.calibration.eval_samples is None):  # a held-out size the user chose is theirs
+        choice = choice.judging_near_misses(len(data), len(evaluation))
+        evaluation = data
+        reference = _reference_outputs(measure, model, evaluation)
     return Prepared(source, model, calibration, evaluation, reference, choice, measure, costs)
 
 
@@ -310,8 +315,9 @@ def _datasets(
     inputs: list[InputSpec],
     input_shapes: list[tuple[int, ...]] | None,
     pinned: dict[str, tuple[int | None, ...]],
-) -> tuple[Dataset | None, Dataset]:
-    """(calibration or None, held-out evaluation) from the recipe's calibration settings.
+) -> tuple[Dataset | None, Dataset, Dataset | None]:
+    """(calibration or None, held-out evaluation, all the data given or None) from the
+    recipe's calibration settings.
 
     Random feeds take their shapes from --input-shape, else from dims a pass pins.
     """
@@ -324,7 +330,7 @@ def _datasets(
     }
     shapes.update(_shapes_by_name(inputs, input_shapes))
     if spec.data is None:
-        return None, random_dataset(inputs, samples=RANDOM_EVAL_SAMPLES, shapes=shapes, seed=recipe.seed)
+        return None, random_dataset(inputs, samples=RANDOM_EVAL_SAMPLES, shapes=shapes, seed=recipe.seed), None
     if spec.data == "random":
         data = random_dataset(inputs, samples=spec.samples or 16, shapes=shapes, seed=recipe.seed)
     else:
@@ -332,7 +338,7 @@ def _datasets(
         data = load_dataset(spec.data, inputs, samples=spec.samples, images=images)
     if len(data) == 0:
         raise DataError(f"calibration data {spec.data} holds no samples", "give at least one sample")
-    return split_dataset(data, eval_samples=spec.eval_samples, seed=recipe.seed)
+    return (*split_dataset(data, eval_samples=spec.eval_samples, seed=recipe.seed), data)
 
 
 def _shapes_by_name(inputs: list[InputSpec], input_shapes: list[tuple[int, ...]] | None) -> dict[str, tuple[int, ...]]:
@@ -386,12 +392,11 @@ def _warnings(evaluation: Dataset, records: list[PassRecord], choice: MetricChoi
     warnings = []
     metric = choice.name
     lossy = any(r.modified and not r.exact for r in records)
-    task = TASK_METRICS.get(metric)
-    # no changed sample among n bounds the true share of changed samples only below 3/n (95%, the rule of three)
-    if lossy and task is not None and task.counts_samples and choice.budget and 3 / len(evaluation) > choice.budget:
-        warnings.append(f"{len(evaluation)} held-out samples cannot show that the {metric} budget {choice.budget:g} holds: "
+    needed = choice.samples_needed()
+    if lossy and needed is not None and len(evaluation) < needed:
+        warnings.append(f"{len(evaluation)} samples cannot show that the {metric} budget {choice.budget:g} holds: "
                         f"with no sample changed, up to {3 / len(evaluation):.0%} of new inputs may still change; give "
-                        f"at least {math.ceil(3 / choice.budget)} held-out samples (a larger --calib, or calibration.eval_samples)")
+                        f"at least {needed} samples (a larger --calib)")
     if evaluation.random:
         warnings.append(
             "evaluation used RANDOM inputs: drift and accuracy numbers do not describe real data; pass --calib PATH"

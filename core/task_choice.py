@@ -24,6 +24,8 @@ overrides the budget. The choice and its reason go into the report.
 
 from __future__ import annotations
 
+import dataclasses
+import math
 from dataclasses import dataclass
 
 import numpy as np
@@ -31,7 +33,7 @@ import onnx_ir as ir
 
 from onnxsmith.metrics import DEFAULT_DRIFT_BUDGET, DriftMetric, load_metric
 from onnxsmith.runtime import Outputs
-from onnxsmith.task_metrics import MASK_INPUT, TASK_METRICS, image_detections, yolo_attributes_first
+from onnxsmith.task_metrics import MASK_INPUT, TASK_METRICS, NEAR_MISS_FACTOR, counting_near_misses, image_detections, yolo_attributes_first
 
 __all__ = ["AUTO", "DRIFT", "MetricChoice", "choose_metric", "recognise_task"]
 
@@ -53,6 +55,24 @@ class MetricChoice:
     budget: float
     budget_from: str  # "recipe" or "metric default"
     reason: str
+
+    def samples_needed(self) -> int | None:
+        """How many evaluation samples a counting metric needs before "no sample changed" shows
+        its budget holds (the rule of three: none changed in n bounds the share below 3/n at
+        95%); None for a metric that does not count samples, or a zero budget."""
+        task = TASK_METRICS.get(self.name)
+        if task is None or not task.counts_samples or not self.budget:
+            return None
+        return math.ceil(3 / self.budget)
+
+    def judging_near_misses(self, samples: int, held_out: int) -> MetricChoice:
+        """This choice on ``samples`` real samples (``held_out`` of them held out, the rest
+        calibration), counting near misses (task_metrics.counting_near_misses): how the
+        guard judges a counting metric with too few held-out samples to show its budget."""
+        return dataclasses.replace(self, metric=counting_near_misses(self.metric), reason=(
+            f"{self.reason}; {held_out} held-out samples cannot show a {self.name} budget of {self.budget:g}, so it is judged "
+            f"on all {samples} real samples (the calibration ones too) and a sample that {NEAR_MISS_FACTOR:g} times the error "
+            "would change counts as changed"))
 
     def describe(self) -> dict[str, object]:
         """The report's ``accuracy`` section."""

@@ -18,7 +18,7 @@ from onnxsmith.detections import yolo_decode
 from onnxsmith.metrics import DEFAULT_DRIFT_BUDGET, default_drift
 from onnxsmith.runtime import make_session, run_all
 from onnxsmith.task_choice import choose_metric, recognise_task
-from onnxsmith.task_metrics import TASK_METRICS, ctc_greedy_paths, ctc_text_disagreement, detection_disagreement
+from onnxsmith.task_metrics import TASK_METRICS, counting_near_misses, ctc_greedy_paths, ctc_text_disagreement, detection_disagreement
 
 RNG = np.random.default_rng(0)
 
@@ -215,21 +215,36 @@ def test_metric_drift_restores_the_per_channel_drift_and_a_recipe_budget_is_repo
                         "budget": 0.5, "budget_from": "recipe"}
 
 
-@pytest.mark.parametrize("budget, warned", [(None, True), ("0.9", False)])
-def test_a_counting_budget_that_too_few_held_out_samples_cannot_show_is_a_warning(tmp_path, budget, warned):
-    """cnn.npz's held-out quarter is a few samples: no changed top-1 among them cannot show a
-    0.01 budget holds (rule of three: 3/n), and the report says how many samples would."""
+@pytest.mark.parametrize("budget, judged_on_all", [(None, True), ("0.9", False)])
+def test_a_counting_budget_that_the_held_out_samples_cannot_show_is_judged_on_all_samples_and_warned(tmp_path, budget, judged_on_all):
+    """cnn.npz's held-out quarter is 4 of 16 samples: no changed top-1 among them cannot show a
+    0.01 budget holds (rule of three: 3/n), so the guard judges all 16 (near misses counted),
+    and the report says so and how many samples would show it. A budget of 0.9 needs only 4."""
     args = ["optimize", str(FIXTURES / "cnn.onnx"), "-o", str(tmp_path / "c.onnx"), "--calib", str(FIXTURES / "cnn.npz"),
             "--passes", "quantize{mode=int8,skip_slow=false,guard=false}", "--latency-rounds", "0", "--json"]
     result = run_cli(*args, *(["--max-drift", budget] if budget else []))
     assert result.code == 0, result.stderr
     report = result.json()
-    assert report["accuracy"]["metric"] == "top1"
-    held_out = report["data"]["evaluation"]["samples"]
-    found = [w for w in report["warnings"] if "held-out samples cannot show" in w]
-    if warned:
-        assert found == [f"{held_out} held-out samples cannot show that the top1 budget 0.01 holds: with no sample changed, "
-                         f"up to {3 / held_out:.0%} of new inputs may still change; give at least 300 held-out samples "
-                         "(a larger --calib, or calibration.eval_samples)"]
+    accuracy, samples = report["accuracy"], report["data"]["evaluation"]["samples"]
+    assert accuracy["metric"] == "top1"
+    found = [w for w in report["warnings"] if "cannot show that the top1 budget" in w]
+    if judged_on_all:
+        assert samples == 16
+        assert "4 held-out samples cannot show a top1 budget of 0.01, so it is judged on all 16 real samples" in accuracy["reason"]
+        assert found == ["16 samples cannot show that the top1 budget 0.01 holds: with no sample changed, up to 19% of new "
+                         "inputs may still change; give at least 300 samples (a larger --calib)"]
     else:
+        assert samples == 4 and "judged on all" not in accuracy["reason"]
         assert not found
+
+
+def test_near_misses_count_a_sample_that_twice_the_error_would_change():
+    """Row 0 is a near miss: the candidate keeps its class with a margin of 0.1 left of 0.3, and
+    twice its error would flip it; row 1's error is far from its margin."""
+    judged = counting_near_misses(TASK_METRICS["top1"].function)
+    reference = [{"p": np.array([[0.65, 0.35], [0.9, 0.1]], np.float32)}]
+    near = [{"p": np.array([[0.55, 0.45], [0.89, 0.11]], np.float32)}]
+    assert TASK_METRICS["top1"].function(reference, near, []) == 0.0
+    assert judged(reference, near, []) == 0.5
+    assert judged(reference, [{"p": np.array([[0.62, 0.38], [0.9, 0.1]], np.float32)}], []) == 0.0
+    assert judged(reference, [{"p": np.array([[0.4, 0.6], [0.9, 0.1]], np.float32)}], []) == 0.5  # a real change still counts
