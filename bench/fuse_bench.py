@@ -442,8 +442,14 @@ def target_verdicts(case: Case, v: dict[str, Variant], timings: list[Timing]) ->
 
 
 def machine_facts() -> list[str]:
-    import onnxslim
+    """The CPU and the versions that every bench table names (onnxslim only where installed:
+    the benches that do not run it need only the project's own dependencies)."""
+    try:
+        import onnxslim
 
+        slim = f"onnxslim {onnxslim.__version__}, "
+    except ImportError:
+        slim = ""
     cpu = "unknown"
     try:
         for line in Path("/proc/cpuinfo").read_text().splitlines():
@@ -456,7 +462,7 @@ def machine_facts() -> list[str]:
 
     return [
         f"CPU: {cpu} ({detect_cpu().isa}), {os.cpu_count()} logical cores (nproc {len(os.sched_getaffinity(0))})",
-        f"Python {platform.python_version()}, onnxruntime {ort.__version__}, onnxslim {onnxslim.__version__}, "
+        f"Python {platform.python_version()}, onnxruntime {ort.__version__}, {slim}"
         f"onnx {onnx.__version__}, onnxsmith {_onnxsmith_version()}",
     ]
 
