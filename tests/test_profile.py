@@ -100,6 +100,20 @@ def test_runs_are_split_at_model_run_and_warmup_is_dropped():
     assert corrected.mean_overhead_ms == pytest.approx((0.015 + 0.010 + 0.015 + 0.055) / 4)  # taken off, per timed event
 
 
+def test_the_per_section_overhead_is_taken_off_only_where_it_stands_out_of_the_noise():
+    """The parallel probe's cost less the serial one's counts only above twice its standard
+    error: a difference the samples' spread could make would move every parallel kernel by noise."""
+    quiet = ort_profiler.median_estimate([0.0085, 0.0086, 0.0084, 0.0086, 0.0085, 0.0087, 0.0084, 0.0085, 0.0086])
+    serial = ort_profiler.median_estimate([0.0033, 0.0032, 0.0033, 0.0034, 0.0033, 0.0033, 0.0032, 0.0033, 0.0034])
+    assert quiet.ms == pytest.approx(0.0085) and 0 < quiet.error_ms < 0.0001
+    assert ort_profiler.section_overhead(serial, quiet) == pytest.approx(0.0052)
+    noisy = ort_profiler.median_estimate([-0.02, 0.03, 0.0085, -0.01, 0.045, 0.0, 0.02, -0.015, 0.03])
+    assert noisy.ms == pytest.approx(0.0085) and noisy.error_ms > 0.005
+    assert ort_profiler.section_overhead(serial, noisy) == 0.0
+    # one preempted sample does not widen the error (median absolute deviation, not the standard deviation)
+    assert ort_profiler.median_estimate([0.0085, 0.0086, 0.0084, 0.0086, 0.0085, 0.0087, 0.0084, 0.0085, 0.9]).error_ms < 0.0001
+
+
 def test_coverage_is_the_share_of_each_run_its_kernels_took_less_the_profilers_cost():
     """Coverage compares a run's kernels with that run's own model_run event (one clock), so it
     cannot pass 1, whatever the plain session's latency or the overhead estimate."""
