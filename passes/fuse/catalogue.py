@@ -32,7 +32,7 @@ from onnxscript.rewriter.rules import common as oss
 # pinned below the next minor version in pyproject.toml for this import.
 from onnxscript.rewriter.rules.fusion import _layer_norm
 
-from onnxsmith.passes.fuse import rules_flatten, rules_neutral, rules_ort
+from onnxsmith.passes.fuse import rules_flatten, rules_layernorm, rules_neutral, rules_ort
 
 __all__ = ["BACKEND_RULES", "NEUTRAL_RULES", "RULES", "TRANSFORMER_RULES", "FuseRule"]
 
@@ -98,7 +98,8 @@ NEUTRAL_RULES: tuple[FuseRule, ...] = (
     FuseRule("optional-bias", "drop all-zero Conv/Gemm biases",
              (oss.remove_optional_bias_from_conv_rule, oss.remove_optional_bias_from_conv_transpose_rule, oss.remove_optional_bias_from_gemm_rule), explain=False),
     FuseRule("layernorm", "ReduceMean/Sub/Pow/Sqrt/Div arithmetic into LayerNormalization",
-             _rules(_layer_norm.layer_normalization_rules), needs_ops=("LayerNormalization",), min_opset=17),
+             _rules(_layer_norm.layer_normalization_rules[0], rules_layernorm.layer_norm_axes_attribute_rule,
+                    _layer_norm.layer_normalization_rules[1]), needs_ops=("LayerNormalization",), min_opset=17),
 )
 
 # Transformer blocks into ONNX Runtime contrib ops, in the order onnxscript's
