@@ -131,12 +131,22 @@ def prepare(source: str, output: Path, recipe: Recipe, options: OptimizeOptions,
     model.notes.extend(relax_contradicted_output_shapes(model.ir, reference))
     choice = choose_metric(recipe.accuracy.metric, recipe.accuracy.max_drift, model.ir, reference, evaluation.feeds())
     needed = choice.samples_needed()
-    if (needed is not None and len(evaluation) < needed and data is not None and len(data) > len(evaluation)
-            and recipe.calibration.eval_samples is None):  # a held-out size the user chose is theirs
-        choice = choice.judging_near_misses(len(data), len(evaluation))
-        evaluation = data
-        reference = _reference_outputs(measure, model, evaluation)
+    if (needed is not None and len(evaluation) < needed and data is not None and calibration is not None
+            and len(data) > len(evaluation) and recipe.calibration.eval_samples is None):  # a held-out size the user chose is theirs
+        judged = _with_calibration_samples(data, evaluation, calibration, needed)
+        choice = choice.judging_near_misses(len(judged), len(evaluation))
+        evaluation, reference = judged, _reference_outputs(measure, model, judged)
     return Prepared(source, model, calibration, evaluation, reference, choice, measure, costs)
+
+
+def _with_calibration_samples(data: Dataset, evaluation: Dataset, calibration: Dataset, needed: int) -> Dataset:
+    """The held-out samples and as many calibration ones as it takes to reach ``needed`` (all
+    where there are fewer), in the data's order: a counting metric's judgement, bounded so a
+    large --calib does not multiply the cost of every guard probe."""
+    index = {data.position(i): i for i in range(len(data))}
+    held = [index[evaluation.position(i)] for i in range(len(evaluation))]
+    extra = [index[calibration.position(i)] for i in range(min(len(calibration), needed - len(held)))]
+    return data.take(sorted(held + extra))
 
 
 def build(prepared: Prepared, recipe: Recipe, instruments: tuple[Instrument, ...] = ()) -> Built:

@@ -67,11 +67,11 @@ class MetricChoice:
 
     def judging_near_misses(self, samples: int, held_out: int) -> MetricChoice:
         """This choice on ``samples`` real samples (``held_out`` of them held out, the rest
-        calibration), counting near misses (task_metrics.counting_near_misses): how the
+        calibration ones, up to samples_needed), counting near misses (task_metrics.counting_near_misses): how the
         guard judges a counting metric with too few held-out samples to show its budget."""
         return dataclasses.replace(self, metric=counting_near_misses(self.metric), reason=(
             f"{self.reason}; {held_out} held-out samples cannot show a {self.name} budget of {self.budget:g}, so it is judged "
-            f"on all {samples} real samples (the calibration ones too) and a sample that {NEAR_MISS_FACTOR:g} times the error "
+            f"on {samples} real samples (calibration ones too) and a sample that {NEAR_MISS_FACTOR:g} times the error "
             "would change counts as changed"))
 
     def describe(self) -> dict[str, object]:
