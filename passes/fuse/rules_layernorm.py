@@ -46,9 +46,6 @@ class LayerNormAxesAttribute(LayerNormFusion):
                 return result.fail("ReduceMean is not over the last axis alone", node)
         return super().check(context, x, epsilon, **rest)
 
-    def rewrite(self, op, x, scale, epsilon, **rest):
-        return super().rewrite(op, x, scale, epsilon)
-
 
 def _last_axis_only(axes: list[int], shape: ir.Shape | None) -> bool:
     if axes == [-1]:
