@@ -34,6 +34,9 @@ MASK_INPUT = "attention_mask"
 DETECTION_BAND = (0.15, 0.2, 0.25, 0.3, 0.35)  # score thresholds around the usual 0.25 (detection_disagreement)
 NEAR_MISS_FACTOR = 2.0  # counting_near_misses: a sample this multiple of the candidate's error would change counts as changed
 
+# (reference, candidate, feeds) -> drift; metrics.DriftMetric, which cannot be imported here (metrics.py imports this module)
+TaskFunction = Callable[[list[Outputs], list[Outputs], list[dict[str, np.ndarray]]], float]
+
 
 def mean_pool(hidden: np.ndarray, mask: np.ndarray | None) -> np.ndarray:
     """Mean of ``hidden`` [batch, seq, dim] over the positions where ``mask`` [batch, seq] is
@@ -164,8 +167,7 @@ def detection_disagreement(reference: list[Outputs], candidate: list[Outputs], f
     return _worst("detection-f1", "[batch, 4 + classes, boxes]", reference, names, drift)
 
 
-def counting_near_misses(function: Callable[[list[Outputs], list[Outputs], list[dict[str, np.ndarray]]], float]
-                         ) -> Callable[[list[Outputs], list[Outputs], list[dict[str, np.ndarray]]], float]:
+def counting_near_misses(function: TaskFunction) -> TaskFunction:
     """A counting metric that also counts near misses: a sample changes if the candidate
     changes it, or if the candidate's error made NEAR_MISS_FACTOR times larger would.
 
@@ -214,7 +216,7 @@ def has_padding(feeds: list[dict[str, np.ndarray]]) -> bool:
 class TaskMetric:
     """A task metric, the budget it gets by default, and what its drift means."""
 
-    function: Callable[[list[Outputs], list[Outputs], list[dict[str, np.ndarray]]], float]
+    function: TaskFunction
     budget: float
     meaning: str
     counts_samples: bool = False  # drift = the share of evaluation samples that changed
