@@ -41,7 +41,8 @@ class Capabilities:
     # break its fast paths; fuse avoids forming them (catalogue.FuseRule.makes / avoids). An
     # entry "Op:variant" names one slow use of an op (Softmax:inner-axis: over an axis not last)
     slow_ops: frozenset[str] = frozenset()
-    # int8: the op types it runs in integer kernels when wrapped in QDQ, and the activation type it prefers
+    # int8: the op types it runs in integer kernels when wrapped in QDQ, and the activation scheme it
+    # prefers (qdq_writer.ACTIVATION_SCHEMES)
     int8_ops: tuple[str, ...] = ()
     int8_activations: str = "uint8"
     # fp16/bf16: op types it has kernels for in that precision (ai.onnx ops by name, others as

@@ -73,7 +73,7 @@ class SmoothPass(Pass):
         calibration = ctx.require_calibration(self.name)
         capabilities = ctx.backend.capabilities if ctx.backend is not None else None
         records = smooth_model(model, calibration.feeds(), alpha=self.alpha, search=self.search, exclude=self.exclude,
-                               symmetric=capabilities is not None and capabilities.int8_activations == "int8", measure=ctx.measure)
+                               symmetric=capabilities is not None and capabilities.int8_activations != "uint8", measure=ctx.measure)
         counts = {
             "groups_smoothed": len(records),
             "layers_smoothed": sum(len(r["layers"]) for r in records),

@@ -368,6 +368,28 @@ def test_uint8_activations_are_asymmetric_and_int8_symmetric():
     assert int8["x_scale"] == np.float32(6 / 254) and int8["x_zero"].dtype == np.int8 and int8["x_zero"] == 0
     widened = range_params(2.0, 4.0, IntType(np.uint8, symmetric=False))  # 0 is always in the range
     assert widened.scale == np.float32(4 / 255) and widened.zero_point == 0
+    by_sign = _written(model, activations="symmetric")  # x reaches -1: symmetric int8, as "int8" writes it
+    assert by_sign["x_scale"] == int8["x_scale"] and by_sign["x_zero"].dtype == np.int8 and by_sign["x_zero"] == 0
+
+
+def test_symmetric_activations_are_uint8_where_never_negative_and_clip_as_relu_did():
+    """OpenVINO's scheme: zero point 0 everywhere, uint8 for a range that starts at 0, so a
+    Relu or Clip(0, hi) still folds into the Q before it; ONNX Runtime's reference run of the
+    QDQ graph stays within a few steps of the float model."""
+    model, feeds = _pipeline_model()
+    ranges, options = _planned(model, feeds, default_op_types(None), heads=False, min_intensity=0.0)
+    written = write_qdq(model, ranges, activations="symmetric", per_channel=True, **options).model
+    ops = [n.op_type for n in written.graph]
+    assert "Relu" not in ops and "Clip" not in ops
+    zero_points = {n.inputs[0].name: _const(n.inputs[2]) for n in written.graph if n.op_type == "QuantizeLinear"}
+    assert all(z == 0 for z in zero_points.values())
+    assert zero_points["a1_QuantizeLinear_Input"].dtype == np.uint8  # Relu's range: unsigned, clips at 0
+    assert zero_points["x"].dtype == np.int8  # the input reaches below 0
+    expected = run_all(make_session(model, optimize=False), feeds)
+    got = run_all(make_session(written, optimize=False), feeds)
+    for e, g in zip(expected, got, strict=True):
+        for name in e:
+            assert np.abs(g[name] - e[name]).max() <= 0.05 * np.abs(e[name]).max(), name
 
 
 def test_weights_are_symmetric_int8_with_7_bits_on_request_and_int32_biases():

@@ -136,6 +136,27 @@ def test_mse_range_clips_what_silu_flattens():
     assert hi_silu > 5.0 and hi_id > 5.0
 
 
+def test_mse_by_sign_keeps_uint8_where_the_negative_side_is_flattened_and_int8_where_it_is_not():
+    """Zero point 0 in either type: a hardswish input whose negative values are all below -3
+    (where hardswish is 0) keeps all 256 levels for its positive side as uint8 [0, hi]; a
+    signed tensor read as is goes symmetric int8."""
+    from onnxsmith.passes.quantize.range_search import mse_range
+
+    rng = np.random.default_rng(0)
+    skewed = np.concatenate([np.abs(rng.normal(3.0, 1.5, 180_000)), rng.uniform(-30.0, -3.0, 20_000)])
+    hist, _ = np.histogram(skewed, bins=2048, range=(skewed.min(), skewed.max()))
+    def hardswish(x):
+        return x * np.clip(x + 3, 0, 6) / 6
+
+    lo, hi = mse_range(hist.astype(float), skewed.min(), skewed.max(), hardswish, by_sign=True)
+    assert lo == 0.0 and hi > 5.0
+    assert mse_range(hist.astype(float), skewed.min(), skewed.max(), None, by_sign=True)[0] < -5.0  # read as is
+    signed = rng.normal(0.0, 1.0, 200_000)
+    hist, _ = np.histogram(signed, bins=2048, range=(signed.min(), signed.max()))
+    lo, hi = mse_range(hist.astype(float), signed.min(), signed.max(), None, by_sign=True)
+    assert lo == -hi and 2.0 < hi < 6.0
+
+
 def test_reader_functions_find_silu_and_stop_at_other_inputs():
     import onnx_ir as ir
     from onnx import TensorProto, helper

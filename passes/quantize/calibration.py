@@ -50,23 +50,25 @@ def collect_ranges(
     *,
     method: Method,
     percentile: float = 99.999,
-    symmetric: bool = False,
+    activations: str = "uint8",
 ) -> dict[str, TensorRange]:
-    """Per tensor name, the range int8 quantization should cover (``symmetric``: int8
-    activations, a range symmetric around 0; used by mse). Measured through ``measure``,
-    which caches the statistics and the ranges by the model's weights and the feeds."""
-    return measure.memo("calibration", model, feeds, lambda: _ranges(measure, model, tensors, feeds, method, percentile, symmetric),
-                        tuple(tensors), method, percentile, symmetric)
+    """Per tensor name, the range int8 quantization should cover, for ``activations`` in
+    the writer's schemes (qdq_writer.ACTIVATION_SCHEMES; mse fits its range to the scheme).
+    Measured through ``measure``, which caches the statistics and the ranges by the model's
+    weights and the feeds."""
+    return measure.memo("calibration", model, feeds, lambda: _ranges(measure, model, tensors, feeds, method, percentile, activations),
+                        tuple(tensors), method, percentile, activations)
 
 
 def _ranges(measure: Measurements, model: ir.Model, tensors: list[str], feeds, method: Method, percentile: float,
-            symmetric: bool) -> dict[str, TensorRange]:
+            activations: str) -> dict[str, TensorRange]:
     if method == "minmax":
         return {n: TensorRange(*lo_hi) for n, lo_hi in measure.reduce(model, dict.fromkeys(tensors, MinMax()), feeds).items()}
     if method == "mse":
         histograms = measure.reduce(model, dict.fromkeys(tensors, Histogram(BINS)), feeds)
         readers = reader_functions(model, tensors)
-        return {n: TensorRange(*mse_range(counts, low, high, readers.get(n), symmetric=symmetric))
+        return {n: TensorRange(*mse_range(counts, low, high, readers.get(n), symmetric=activations == "int8",
+                                               by_sign=activations == "symmetric"))
                 for n, (low, high, counts) in histograms.items()}
     ranges = {}
     for n, (low, high, counts) in measure.reduce(model, dict.fromkeys(tensors, Histogram(BINS, absolute=True)), feeds).items():

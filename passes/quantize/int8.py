@@ -123,7 +123,7 @@ def prepare_int8(options: QuantizePass, model: ir.Model, ctx: Context) -> Int8Bu
     if products:
         notes.append(f"{products} MatMul(s) of two activations left float (attention scores)")
     ranges = collect_ranges(ctx.measure, work, plan.tensors, calibration.feeds(), method=options.calibration,
-                            percentile=options.percentile, symmetric=activations == "int8")
+                            percentile=options.percentile, activations=activations)
     reduce_range = bool(capabilities and capabilities.int8_reduce_range and activations == "uint8")
     corrections: dict[str, np.ndarray] = {}
     unwritable: dict[str, str] = {}

@@ -9,8 +9,8 @@ reader shares it. The rules, per kind of node (ONNX Runtime's operators/*.py):
    the weight becomes int8 data, per channel along the output channels (Conv axis 0,
    ConvTranspose axis 1, Gemm axis 0 with transB and 1 without, MatMul its last axis); the
    bias becomes int32 with scale = input scale x weight scale (qdq_params.py, rule 5).
-2. Relu and Clip after a quantized tensor: with asymmetric activations, when that tensor
-   has no other reader, the producer writes the activation's output itself and the
+2. Relu and Clip after a quantized tensor: with asymmetric activations (or zero point 0 and
+   a range that starts at 0: uint8 by sign), when that tensor has no other reader, the producer writes the activation's output itself and the
    activation goes; the Q/DQ on that output, quantized from its range (0 at the bottom),
    clips as Relu/Clip did. Otherwise the activation stays, between two Q/DQ pairs, and its
    input takes its output's range.
@@ -56,6 +56,14 @@ class QdqOptions:
     activations: IntType
     weights: IntType
     float_output_ops: frozenset[str] = frozenset()
+    # zero point 0 in the type the range calls for: uint8 where it starts at 0, else symmetric int8
+    activations_by_sign: bool = False
+
+    def activation_type(self, low: float) -> IntType:
+        """The integer type of an activation (or a generic op's constant) whose range starts at ``low``."""
+        if not self.activations_by_sign:
+            return self.activations
+        return IntType(np.uint8, symmetric=False) if low >= 0 else IntType(np.int8, symmetric=True)
 
 
 @dataclass(frozen=True)
@@ -233,7 +241,9 @@ class _Selector:
         x, y = node.inputs[0], node.outputs[0]
         if not self._follows_quantized(x):
             return None
-        if not self.options.activations.symmetric and self._can_remove(x, y):
+        clips_at_bottom = not self.options.activations.symmetric or (
+            self.options.activations_by_sign and y.name in self.ranges and self.ranges[y.name].low >= 0)
+        if clips_at_bottom and self._can_remove(x, y):
             self._remove(node)
             del self.selection.tensors[x]
             if self._quantized_output(node):
@@ -285,12 +295,14 @@ class _Selector:
         if problem:
             return problem
         # constants in the activation type, from their own values, as ONNX Runtime does (reduced range included)
-        kind = IntType(self.options.activations.dtype, self.options.activations.symmetric, self.options.weights.reduce_range)
         for value in floats:
             if not _constant(value):
                 self._quantize_activation(value)
             elif value not in self.selection.tensors:
-                self.selection.tensors[value] = Quantized(weight_params(value.const_value.numpy(), kind, None), constant=True)
+                data = value.const_value.numpy()
+                own = self.options.activation_type(float(data.min()) if data.size else 0.0)
+                kind = IntType(own.dtype, own.symmetric, self.options.weights.reduce_range)
+                self.selection.tensors[value] = Quantized(weight_params(data, kind, None), constant=True)
         return None
 
     # --- tensors -------------------------------------------------------------------------
@@ -323,7 +335,7 @@ class _Selector:
         if value in self.selection.tensors:
             return self.selection.tensors[value].params
         found = self.ranges[value.name]
-        return range_params(found.low, found.high, self.options.activations)
+        return range_params(found.low, found.high, self.options.activation_type(found.low))
 
 
 def _constant(value: ir.Value) -> bool:

@@ -43,11 +43,15 @@ from onnxsmith.passes.quantize.qdq_params import IntType, QuantParams, quantize,
 from onnxsmith.passes.quantize.qdq_select import Bias, QdqOptions, Quantized, select_qdq
 from onnxsmith.shape_inference import infer_shapes
 
-__all__ = ["MIN_PER_CHANNEL_OPSET", "MIN_QDQ_OPSET", "QdqResult", "write_qdq"]
+__all__ = ["ACTIVATION_SCHEMES", "MIN_PER_CHANNEL_OPSET", "MIN_QDQ_OPSET", "QdqResult", "write_qdq"]
 
 MIN_QDQ_OPSET = 10  # QuantizeLinear / DequantizeLinear
 MIN_PER_CHANNEL_OPSET = 13  # DequantizeLinear's axis
 _TYPES = {"int8": np.int8, "uint8": np.uint8}
+# how activations are written: uint8 asymmetric (ONNX Runtime CPU's u8s8 kernels), int8 symmetric,
+# or zero point 0 in the type the range calls for, uint8 where it starts at 0 (OpenVINO: a
+# nonzero zero point leaves a Convert + Subtract on every activation, NNCF writes it this way)
+ACTIVATION_SCHEMES = ("uint8", "int8", "symmetric")
 
 
 @dataclass
@@ -69,11 +73,12 @@ def write_qdq(
     weights: str = "int8",
 ) -> QdqResult:
     """A copy of ``model`` with int8 QDQ around the nodes of ``op_types`` (nodes named in
-    ``exclude`` stay float), activations quantized from ``ranges`` as ``activations``
-    (uint8: asymmetric, int8: symmetric), weights symmetric (``reduce_range``: 7 bits),
-    per channel or not; outputs of ``float_output_ops`` stay float."""
-    if activations not in _TYPES or weights not in _TYPES:
-        raise ValueError(f"activations and weights are int8 or uint8, not {activations!r} and {weights!r}")
+    ``exclude`` stay float), activations quantized from ``ranges`` as ``activations`` (one of
+    ACTIVATION_SCHEMES), weights symmetric (``reduce_range``: 7 bits), per channel or not;
+    outputs of ``float_output_ops`` stay float."""
+    if activations not in ACTIVATION_SCHEMES or weights not in _TYPES:
+        raise ValueError(f"activations are one of {', '.join(ACTIVATION_SCHEMES)} and weights int8 or uint8, "
+                         f"not {activations!r} and {weights!r}")
     opset = model.opset_imports.get("", model.opset_imports.get("ai.onnx", 0))
     needed = MIN_PER_CHANNEL_OPSET if per_channel else MIN_QDQ_OPSET
     if opset < needed:
@@ -81,9 +86,9 @@ def write_qdq(
                          f"{opset}: convert it first (qdq.upgrade_for_per_channel)")
     options = QdqOptions(
         op_types=frozenset(op_types), exclude=frozenset(exclude), per_channel=per_channel,
-        activations=IntType(_TYPES[activations], symmetric=activations == "int8"),
+        activations=IntType(np.uint8 if activations == "uint8" else np.int8, symmetric=activations != "uint8"),
         weights=IntType(_TYPES[weights], symmetric=True, reduce_range=reduce_range),
-        float_output_ops=frozenset(float_output_ops),
+        float_output_ops=frozenset(float_output_ops), activations_by_sign=activations == "symmetric",
     )
     work = model.clone()
     infer_shapes(work, strict=False)  # which tensors are float

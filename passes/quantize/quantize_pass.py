@@ -50,7 +50,7 @@ class QuantizePass(Pass):
     calibration: Method = dataclasses.field(default="mse", metadata={"doc": "int8: how activation ranges are chosen (mse: least error as the tensor's reader sees it)"})
     percentile: float = dataclasses.field(default=99.999, metadata={"doc": "int8: for calibration=percentile"})
     per_channel: bool = dataclasses.field(default=True, metadata={"doc": "int8/dynamic: one weight scale per output channel"})
-    activations: Literal["auto", "uint8", "int8"] = dataclasses.field(default="auto", metadata={"doc": "int8: activation type (auto: the backend's)"})
+    activations: Literal["auto", "uint8", "int8", "symmetric"] = dataclasses.field(default="auto", metadata={"doc": "int8: activations as uint8 asymmetric, int8 symmetric, or symmetric with uint8 where never negative (auto: the backend's)"})
     ops: tuple[str, ...] = dataclasses.field(default=(), metadata={"doc": "op types to quantize (default: the mode's and backend's; int8: given, every layer of them)"})
     all_ops: bool = dataclasses.field(default=False, metadata={"doc": "int8: also the backend's other int8 ops (Add, Mul, Concat, Sigmoid, pooling...), each timed and guarded like a layer"})
     exclude: tuple[str, ...] = dataclasses.field(default=(), metadata={"doc": "node names to keep in float"})

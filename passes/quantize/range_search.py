@@ -14,6 +14,9 @@ where f is the float function between the tensor and the next quantized value: t
 elementwise ops that read only it (reader_functions), or the identity. Rounding inside the
 range is uniform noise scaled by f's slope; clipping costs the squared distance after f.
 0 stays inside the range (int8 zero points must be exact); symmetric int8 uses lo = -hi.
+With ``by_sign`` (zero point 0 in either type: OpenVINO's preference), the range is the
+better of [0, hi] in uint8 and [-t, t] in int8: a tensor whose negative tail matters little
+to its reader (a hardswish input) keeps all 256 levels for its positive side.
 """
 
 from __future__ import annotations
@@ -39,8 +42,9 @@ _CANDIDATES = 256  # clip points tried on each side
 
 
 def mse_range(hist: np.ndarray, low: float, high: float, f: Function | None, *, levels: int = 255,
-              symmetric: bool = False) -> tuple[float, float]:
-    """The [lo, hi] within [low, high] (``hist``: equal bins over it) minimising E; 0 inside."""
+              symmetric: bool = False, by_sign: bool = False) -> tuple[float, float]:
+    """The [lo, hi] within [low, high] (``hist``: equal bins over it) minimising E; 0 inside.
+    ``symmetric``: lo = -hi; ``by_sign``: lo = 0 (uint8) or lo = -hi (int8), whichever errs less."""
     bins = len(hist)
     width = (high - low) / bins
     if width <= 0 or hist.sum() == 0:
@@ -61,11 +65,16 @@ def mse_range(hist: np.ndarray, low: float, high: float, f: Function | None, *, 
         last = np.clip(np.ceil((hi - low) / width).astype(int), 0, bins)
         return np.maximum(prefix[last] - prefix[first], 0.0)
 
-    if symmetric:
+    if symmetric or by_sign:
         t = np.linspace(0.0, max(abs(low), abs(high)), _CANDIDATES + 1)[1:]
-        errors = clipped(-t, True) + clipped(t, False) + inside(-t, t) * (2 * t / levels) ** 2 / 12.0
-        best = float(t[int(np.argmin(errors))])
-        return -best, best
+        errors = clipped(-t, True) + clipped(t, False) + inside(-t, t) * (2 * t / (levels - 1)) ** 2 / 12.0
+        best = int(np.argmin(errors))
+        if not by_sign or high <= 0:
+            return -float(t[best]), float(t[best])
+        highs = np.linspace(0.0, high, _CANDIDATES + 1)[1:]
+        unsigned = clipped(np.zeros(1), True) + clipped(highs, False) + inside(np.zeros_like(highs), highs) * (highs / levels) ** 2 / 12.0
+        top = int(np.argmin(unsigned))
+        return (0.0, float(highs[top])) if unsigned[top] <= errors[best] else (-float(t[best]), float(t[best]))
     lows = np.linspace(low, 0.0, _CANDIDATES + 1) if low < 0 else np.array([0.0])
     highs = np.linspace(0.0, high, _CANDIDATES + 1)[1:] if high > 0 else np.array([0.0])
     below, above = clipped(lows, True), clipped(highs, False)
