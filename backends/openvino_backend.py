@@ -88,8 +88,8 @@ class OpenVINOBackend(Backend):
             return False, f"OpenVINO sees no {DEVICE} device"
         return True, ""
 
-    def create_session(self, model: ir.Model, *, optimize: bool = True) -> _OpenVINOSession:
-        # OpenVINO has no switch to turn its graph transformations off; ``optimize`` cannot apply.
+    def create_session(self, model: ir.Model, *, optimize: bool = True, checking: bool = False) -> _OpenVINOSession:
+        # OpenVINO has no switch to turn its graph transformations off; ``optimize`` and ``checking`` cannot apply.
         return _OpenVINOSession(_compile(model, None, self.config()), model)
 
     def config(self) -> dict[str, str]:

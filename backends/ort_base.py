@@ -64,8 +64,8 @@ class OrtBackend(Backend):
     def providers(self) -> list[str | tuple[str, dict[str, Any]]]:
         return [(self.provider, self.provider_options()), *self.fallbacks]
 
-    def create_session(self, model: ir.Model, *, optimize: bool = True):
-        return make_session(model, optimize=optimize, providers=self.providers(), threads=self.target.threads)
+    def create_session(self, model: ir.Model, *, optimize: bool = True, checking: bool = False):
+        return make_session(model, optimize=optimize, providers=self.providers(), threads=self.target.threads, lean=checking)
 
     def profile(self, model: ir.Model, feeds: list[dict[str, np.ndarray]], *, runs: int = 20, warmup: int = 3) -> Profile:
         from onnxsmith.backends.ort_profiler import profile_session

@@ -94,8 +94,10 @@ class Backend(abc.ABC):
         """(True, "") when usable here, else (False, why not and what to install)."""
 
     @abc.abstractmethod
-    def create_session(self, model: ir.Model, *, optimize: bool = True) -> Session:
-        """A session that runs ``model`` on this backend, with its graph optimizations on by default."""
+    def create_session(self, model: ir.Model, *, optimize: bool = True, checking: bool = False) -> Session:
+        """A session that runs ``model`` on this backend, with its graph optimizations on by
+        default. ``checking``: its outputs are compared, it is not timed, so the backend may
+        trade speed for memory (ONNX Runtime does for big models, runtime.make_session's ``lean``)."""
 
     def run_all(self, model: ir.Model, feeds: list[dict[str, np.ndarray]]) -> list[dict[str, np.ndarray]]:
         """``model``'s outputs on every feed as this backend computes them (its kernels, its

@@ -15,7 +15,9 @@ smooth, channel statistics, layer error, refit) and the pipeline's verification 
   for folds no statistic covers (refit's normal equations, a layer's shadow error).
 - ``outputs(model, feeds, backend)`` and ``session(model, backend)``: a model's outputs as
   a backend computes them, and the session itself, kept (a few, least recently used first
-  out) so the guard's last probe, the pipeline's check and the latency timing share them.
+  out) so the guard's last probe, the pipeline's check and the latency timing share them;
+  a big model's outputs come from a session of its own that reads our weights in place
+  (runtime.make_session's ``lean``), not from the one it is timed in.
 
 Tensors are exposed one way: made graph outputs of the model for the time it takes to
 serialize it into a session, in chunks whose outputs for one feed stay under ``max_bytes``
@@ -37,6 +39,7 @@ import onnx_ir as ir
 from onnxsmith.blas import one_blas_thread
 from onnxsmith.graph_stats import all_nodes
 from onnxsmith.runtime import Outputs, make_session, named_outputs
+from onnxsmith.shared_weights import sharing_pays
 from onnxsmith.statistics import ErrorEnergy, PairedStatistic, Statistic
 
 if TYPE_CHECKING:
@@ -164,7 +167,7 @@ class Measurements:
         digest = model_digest(model)
 
         def compute() -> list[Outputs]:
-            session = self._session(model, digest, backend)
+            session = self._session(model, digest, backend, checking=True)
             names = [v.name for v in model.graph.outputs]
             self.counts["runs"] += len(feeds)
             return [named_outputs(session, names, feed) for feed in feeds]
@@ -179,12 +182,16 @@ class Measurements:
 
     # --- internals ----------------------------------------------------------------------
 
-    def _session(self, model: ir.Model, digest: str, backend: Backend | None) -> Session:
+    def _session(self, model: ir.Model, digest: str, backend: Backend | None, *, checking: bool = False) -> Session:
+        checking = checking and sharing_pays(model)  # only a big model's checking session differs from its timed one
+
         def create() -> Session:
             self.counts["sessions"] += 1
-            return backend.create_session(model) if backend is not None else make_session(model, optimize=False)
+            if backend is None:
+                return make_session(model, optimize=False)
+            return backend.create_session(model, checking=checking)
 
-        return self._kept(self._sessions, ("session", digest, _name(backend)), KEPT_SESSIONS, create)
+        return self._kept(self._sessions, ("session", digest, _name(backend), checking), KEPT_SESSIONS, create)
 
     def _exposed_session(self, model: ir.Model, names: list[str], *, optimize: bool = False,
                          backend: Backend | None = None) -> Session:

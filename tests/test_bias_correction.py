@@ -99,3 +99,53 @@ def test_corrected_bias_replaces_the_float_one_without_leaving_it_behind(tmp_pat
     assert "b" not in corrected.graph.initializers and "b" in model.graph.initializers
     bias = corrected.graph.node(0).inputs[2].const_value.numpy()
     np.testing.assert_allclose(bias, model.graph.initializers["b"].const_value.numpy() - 0.25, rtol=1e-6)
+
+
+def _dequantized(name: str, weight: np.ndarray, axis: int) -> tuple[list, np.ndarray]:
+    """A per-channel int8 DequantizeLinear of ``weight`` along ``axis`` (initializers, node) and its values."""
+    others = tuple(i for i in range(weight.ndim) if i != axis)
+    scale = (np.abs(weight).max(axis=others) / 127).astype(np.float32)
+    shape = [1] * weight.ndim
+    shape[axis] = -1
+    q = np.round(weight / scale.reshape(shape)).astype(np.int8)
+    inits = [numpy_helper.from_array(q, f"{name}_q"), numpy_helper.from_array(scale, f"{name}_s"),
+             numpy_helper.from_array(np.zeros(scale.shape, np.int8), f"{name}_z")]
+    node = helper.make_node("DequantizeLinear", [f"{name}_q", f"{name}_s", f"{name}_z"], [f"{name}_dq"], axis=axis)
+    return [inits, node], q.astype(np.float64) * scale.reshape(shape).astype(np.float64)
+
+
+def test_shifts_computed_block_by_block_equal_the_whole_weight_formula(monkeypatch):
+    """A grouped Conv (per-channel along axis 0) and a Gemm with transB: the shift, computed a
+    few rows at a time, is dW . E[x] over the whole weight (groups reading their own inputs)."""
+    from onnxsmith.passes.quantize import bias_correction
+
+    monkeypatch.setattr(bias_correction, "_BLOCK_VALUES", 20)  # a few output channels per block
+    rng = np.random.default_rng(3)
+    conv_w = rng.normal(0, 0.5, (8, 3, 3, 3)).astype(np.float32)  # 2 groups of 3 inputs -> 4 outputs each
+    gemm_w = rng.normal(0, 0.5, (5, 6)).astype(np.float32)  # transB: [N=5, K=6]
+    (conv_inits, conv_dq), conv_deq = _dequantized("cw", conv_w, 0)
+    (gemm_inits, gemm_dq), gemm_deq = _dequantized("gw", gemm_w, 0)
+
+    def model(conv_weight: str, gemm_weight: str, extra_nodes: list, extra_inits: list) -> ir.Model:
+        nodes = [*extra_nodes,
+                 helper.make_node("Conv", ["x", conv_weight, "cb"], ["c"], name="conv", group=2, pads=[1, 1, 1, 1]),
+                 helper.make_node("Gemm", ["v", gemm_weight, "gb"], ["g"], name="gemm", transB=1, alpha=0.5)]
+        graph = helper.make_graph(
+            nodes, "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 6, 4, 4]),
+                         helper.make_tensor_value_info("v", TensorProto.FLOAT, [2, 6])],
+            [helper.make_tensor_value_info("c", TensorProto.FLOAT, None), helper.make_tensor_value_info("g", TensorProto.FLOAT, None)],
+            [numpy_helper.from_array(np.zeros(8, np.float32), "cb"), numpy_helper.from_array(np.zeros(5, np.float32), "gb"),
+             *extra_inits])
+        return ir.from_proto(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], ir_version=8))
+
+    float_model = model("cw", "gw", [], [numpy_helper.from_array(conv_w, "cw"), numpy_helper.from_array(gemm_w, "gw")])
+    quantized = model("cw_dq", "gw_dq", [conv_dq, gemm_dq], [*conv_inits, *gemm_inits])
+    feeds = [{"x": rng.normal(1, 1, (1, 6, 4, 4)).astype(np.float32), "v": rng.normal(1, 1, (2, 6)).astype(np.float32)}
+             for _ in range(3)]
+    corrections = bias_corrections(Measurements(), float_model, quantized, ["conv", "gemm"], feeds)
+    x_mean = np.concatenate([f["x"] for f in feeds]).mean(axis=(0, 2, 3))
+    v_mean = np.concatenate([f["v"] for f in feeds]).mean(axis=0)
+    delta = conv_deq - conv_w.astype(np.float64)
+    expected_conv = [np.sum(delta[o] * x_mean[(o // 4) * 3:(o // 4) * 3 + 3, None, None]) for o in range(8)]
+    np.testing.assert_allclose(corrections["conv"], expected_conv, rtol=1e-6, atol=1e-9)
+    np.testing.assert_allclose(corrections["gemm"], 0.5 * (gemm_deq - gemm_w.astype(np.float64)) @ v_mean, rtol=1e-6, atol=1e-9)

@@ -21,21 +21,21 @@ from onnxsmith.statistics import ChannelSums
 
 __all__ = ["apply_bias_corrections", "bias_corrections"]
 
+_BLOCK_VALUES = 1 << 22  # weight values per block of the shift's float64 arithmetic (32 MB)
+
 
 def bias_corrections(
     measure: Measurements, float_model: ir.Model, quantized: ir.Model, layers: list[str], feeds: list[dict[str, np.ndarray]]
 ) -> dict[str, np.ndarray]:
     """Per layer name (of ``float_model``), the shift to subtract from its bias."""
     nodes = {n.name: n for n in float_model.graph if n.name in layers}
-    quantized_weights = _dequantized_weights(quantized, nodes)
-    eligible = {name: node for name, node in nodes.items() if name in quantized_weights and _bias_target(node) is not None}
+    dequantizers = _weight_dequantizers(quantized, nodes)
+    eligible = {name: node for name, node in nodes.items() if name in dequantizers and _bias_target(node) is not None}
     requests = {node.inputs[0].name: ChannelSums(1 if node.op_type == "Conv" else -1) for node in eligible.values()}
     means = {name: stats.mean for name, stats in measure.reduce(float_model, requests, feeds).items()}
     corrections = {}
     for name, node in eligible.items():
-        weight = node.inputs[1].const_value.numpy().astype(np.float64)
-        delta = quantized_weights[name].astype(np.float64) - weight
-        shift = _output_shift(node, delta, means[node.inputs[0].name])
+        shift = _output_shift(node, dequantizers[name], means[node.inputs[0].name])
         if shift is not None and np.any(shift):
             corrections[name] = shift
     return corrections
@@ -90,46 +90,67 @@ def _bias_target(node: ir.Node) -> tuple[ir.Node, int] | None:
     return None
 
 
-def _output_shift(node: ir.Node, delta: np.ndarray, mean: np.ndarray) -> np.ndarray | None:
-    """dW . E[x]: the mean change of the layer's output per output channel."""
-    if node.op_type == "Conv":
-        out_channels, in_per_group = delta.shape[:2]
-        groups = max(1, mean.size // in_per_group)
-        per_out_group = out_channels // groups
-        shift = np.empty(out_channels)
-        for g in range(groups):
-            x = mean[g * in_per_group : (g + 1) * in_per_group]
-            rows = delta[g * per_out_group : (g + 1) * per_out_group]
-            shift[g * per_out_group : (g + 1) * per_out_group] = np.tensordot(rows, x, axes=([1], [0])).reshape(rows.shape[0], -1).sum(axis=1)
-        return shift
-    if node.op_type == "Gemm":
-        attrs = node.attributes
-        if attrs.get_int("transA", 0):
-            return None
-        matrix = delta.T if attrs.get_int("transB", 0) else delta
-        return attrs.get_float("alpha", 1.0) * (mean @ matrix)
-    if node.op_type == "MatMul":
-        return mean @ delta
-    return None
+def _output_shift(node: ir.Node, dequantize: ir.Node, mean: np.ndarray) -> np.ndarray | None:
+    """dW . E[x]: the mean change of the layer's output per output channel, dW read from the
+    quantized model's DequantizeLinear ``dequantize``. In float64, a block of the weight's
+    first axis at a time: a 1 GB weight whole took 9 GB of float64 copies at once."""
+    attrs = node.attributes
+    if node.op_type == "Gemm" and attrs.get_int("transA", 0):
+        return None
+    if node.op_type not in ("Conv", "Gemm", "MatMul"):
+        return None
+    weight = node.inputs[1].const_value.numpy()
+    rows_out = node.op_type == "Conv" or (node.op_type == "Gemm" and attrs.get_int("transB", 0))  # axis 0: output channels
+    shift = np.zeros(weight.shape[0] if rows_out else weight.shape[1])
+    step = max(1, _BLOCK_VALUES // max(1, weight.size // max(1, weight.shape[0])))
+    for start in range(0, weight.shape[0], step):
+        rows = slice(start, min(weight.shape[0], start + step))
+        delta = _dequantized_rows(dequantize, rows, weight.ndim) - weight[rows].astype(np.float64)
+        if node.op_type == "Conv":
+            shift[rows] = _conv_shift(delta, mean, rows, weight.shape)
+        elif rows_out:  # Gemm with transB: delta is [N, K]
+            shift[rows] = delta @ mean
+        else:  # MatMul, Gemm: delta is [K, N]
+            shift += mean[rows] @ delta
+    return shift * attrs.get_float("alpha", 1.0) if node.op_type == "Gemm" else shift
 
 
-def _dequantized_weights(quantized: ir.Model, nodes: dict[str, ir.Node]) -> dict[str, np.ndarray]:
-    """The weights as the quantized model computes with them (DequantizeLinear of int8)."""
-    weights = {}
+def _conv_shift(delta: np.ndarray, mean: np.ndarray, rows: slice, shape: tuple[int, ...]) -> np.ndarray:
+    """The shift of output channels ``rows`` of a (grouped) Conv: each reads its group's input means."""
+    out_channels, in_per_group = shape[:2]
+    groups = max(1, mean.size // in_per_group)
+    group_of_row = np.arange(rows.start, rows.stop) // (out_channels // groups)
+    inputs = mean.reshape(groups, in_per_group)[group_of_row]  # [rows, in_per_group]
+    return np.einsum("oik,oi->o", delta.reshape(delta.shape[0], in_per_group, -1), inputs)
+
+
+def _weight_dequantizers(quantized: ir.Model, nodes: dict[str, ir.Node]) -> dict[str, ir.Node]:
+    """Per layer of ``nodes``, the DequantizeLinear of int8 constants its weight is read through in ``quantized``."""
+    found = {}
     for node in quantized.graph:
         if node.name not in nodes or len(node.inputs) < 2 or node.inputs[1] is None:
             continue
         dq = node.inputs[1].producer()
         if dq is None or dq.op_type != "DequantizeLinear" or any(v is None or v.const_value is None for v in dq.inputs[:2]):
             continue
-        q = dq.inputs[0].const_value.numpy().astype(np.float64)
-        scale = dq.inputs[1].const_value.numpy().astype(np.float64)
-        zero = dq.inputs[2].const_value.numpy().astype(np.float64) if len(dq.inputs) > 2 and dq.inputs[2] is not None else 0.0
-        axis = dq.attributes.get_int("axis", 1)
-        if np.ndim(scale) == 1 and scale.size > 1:
-            shape = [1] * q.ndim
-            shape[axis] = scale.size
-            scale = scale.reshape(shape)
-            zero = np.reshape(zero, shape) if np.ndim(zero) else zero
-        weights[node.name] = (q - zero) * scale
-    return weights
+        found[node.name] = dq
+    return found
+
+
+def _dequantized_rows(dq: ir.Node, rows: slice, rank: int) -> np.ndarray:
+    """Rows ``rows`` (first axis) of the weight as the quantized model computes with it, in float64."""
+    q = dq.inputs[0].const_value.numpy()[rows].astype(np.float64)
+    scale = dq.inputs[1].const_value.numpy().astype(np.float64)
+    zero = dq.inputs[2].const_value.numpy().astype(np.float64) if len(dq.inputs) > 2 and dq.inputs[2] is not None else 0.0
+    if np.ndim(scale) == 1 and scale.size > 1:
+        axis = dq.attributes.get_int("axis", 1) % rank
+        shape = [1] * rank
+        shape[axis] = scale.size
+        scale = scale.reshape(shape)
+        zero = np.reshape(zero, shape) if np.ndim(zero) else zero
+        if axis == 0:
+            scale = scale[rows]
+            zero = zero[rows] if np.ndim(zero) else zero
+    q -= zero
+    q *= scale
+    return q
