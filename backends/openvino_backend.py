@@ -71,9 +71,9 @@ class OpenVINOBackend(Backend):
             int8_ops=("Conv", "ConvTranspose", "MatMul", "Gemm", "Add", "Mul", "Concat", "MaxPool", "AveragePool",
                       "ReduceMean", "Interpolate", "Resize"),
             # asymmetric uint8: "symmetric" (NNCF's scheme) removes the Convert + Subtract that undo
-            # zero points (a third of PP-OCRv4 det's all-int8 time), but OpenVINO then breaks det's
-            # FPN output where ONNX Runtime runs the same QDQ graph within 0.06 drift, and the guard
-            # keeps det float (docs/benchmarks.md "## OpenVINO int8: activation zero points")
+            # zero points (a third of PP-OCRv4 det's all-int8 time), but OpenVINO then empties det's
+            # output map where ONNX Runtime, running the same QDQ graph, stays at 5.5% error, and
+            # --auto's det int8 fell to 1.03x (docs/benchmarks.md "## OpenVINO int8: activation zero points")
             int8_activations="uint8",
             notes=("bf16 runs natively on CPUs with AMX/AVX512-BF16 (--inference-precision bf16); elsewhere OpenVINO "
                    "computes in fp32",),

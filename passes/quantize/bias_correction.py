@@ -100,9 +100,11 @@ def _output_shift(node: ir.Node, dequantize: ir.Node, mean: np.ndarray) -> np.nd
     if node.op_type not in ("Conv", "Gemm", "MatMul"):
         return None
     weight = node.inputs[1].const_value.numpy()
+    if weight.size == 0:
+        return None
     rows_out = node.op_type == "Conv" or (node.op_type == "Gemm" and attrs.get_int("transB", 0))  # axis 0: output channels
     shift = np.zeros(weight.shape[0] if rows_out else weight.shape[1])
-    step = max(1, _BLOCK_VALUES // max(1, weight.size // max(1, weight.shape[0])))
+    step = max(1, _BLOCK_VALUES // (weight.size // weight.shape[0]))  # rows per block
     for start in range(0, weight.shape[0], step):
         rows = slice(start, min(weight.shape[0], start + step))
         delta = _dequantized_rows(dequantize, rows, weight.ndim) - weight[rows].astype(np.float64)

@@ -9,10 +9,10 @@ reader shares it. The rules, per kind of node (ONNX Runtime's operators/*.py):
    the weight becomes int8 data, per channel along the output channels (Conv axis 0,
    ConvTranspose axis 1, Gemm axis 0 with transB and 1 without, MatMul its last axis); the
    bias becomes int32 with scale = input scale x weight scale (qdq_params.py, rule 5).
-2. Relu and Clip after a quantized tensor: with asymmetric activations (or zero point 0 and
-   a range that starts at 0: uint8 by sign), when that tensor has no other reader, the producer writes the activation's output itself and the
-   activation goes; the Q/DQ on that output, quantized from its range (0 at the bottom),
-   clips as Relu/Clip did. Otherwise the activation stays, between two Q/DQ pairs, and its
+2. Relu and Clip after a quantized tensor: with asymmetric activations (or zero point 0
+   and a range that starts at 0: uint8 by sign), when that tensor has no other reader, the
+   producer writes the activation's output itself and the activation goes; the Q/DQ on that
+   output, quantized from its range (0 at the bottom), clips as Relu/Clip did. Otherwise the activation stays, between two Q/DQ pairs, and its
    input takes its output's range.
 3. Shared scale (MaxPool, Resize, Reshape, Transpose, Squeeze, Unsqueeze, Flatten, Slice,
    AveragePool, TopK) after a quantized tensor: the output reuses the input's scale and zero
