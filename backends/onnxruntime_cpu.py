@@ -34,7 +34,7 @@ class OrtCpuBackend(OrtBackend):
             # of the float NCHWc one. Kept on every target for now: the layers it keeps float are
             # also the ones int8 hurts most (on AVX-512 VNNI, YOLOv8n's held-out F1 fell to 0.94
             # without it under the default budget); per-layer timing on the target replaces it.
-            # With the timing alone (this rule off) on the same VNNI EPYC, PP-OCRv4 det's int8 ran
+            # With the timing alone (this rule off) on the same VNNI EPYC (one run each), PP-OCRv4 det's int8 ran
             # 1.50x over float against the default's 1.72x (39 layers int8, 23 kept float by the
             # guard, against 17 and 0): the rule still pays there.
             int8_slow_small_layers=True,
