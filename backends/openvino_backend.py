@@ -92,6 +92,13 @@ class OpenVINOBackend(Backend):
         # OpenVINO has no switch to turn its graph transformations off; ``optimize`` and ``checking`` cannot apply.
         return _OpenVINOSession(_compile(model, None, self.config()), model)
 
+    def as_is_session(self, model: ir.Model) -> _OpenVINOSession:
+        """``model`` compiled as OpenVINO compiles it when told nothing (its default precision on
+        this CPU, bf16 where the CPU runs it natively): the baseline of a user who runs the
+        model as it is, and of issue 16's target for this backend."""
+        config = {key: value for key, value in self.config().items() if key != "INFERENCE_PRECISION_HINT"}
+        return _OpenVINOSession(_compile(model, None, config), model)
+
     def config(self) -> dict[str, str]:
         """The compile properties of this target: latency hint, inference precision, threads."""
         config = {**_CONFIG, "INFERENCE_PRECISION_HINT": _HINTS[self.target.precision]}

@@ -58,6 +58,18 @@ def test_openvino_runs_the_onnx_model_like_onnxruntime():
         np.testing.assert_allclose(session.run(None, feed)[0], expected[0], rtol=1e-4, atol=1e-4)
 
 
+def test_openvino_as_is_runs_at_its_own_default_precision_and_the_target_at_fp32():
+    """The baseline of a user who runs the model as it is: no precision hint, so OpenVINO's
+    default for this CPU (bf16 where it is native), while a session for the target keeps fp32."""
+    import openvino as ov
+
+    backend = _usable("openvino")
+    model, _ = load_onnx(FIXTURES / "cnn.onnx")
+    default = ov.Core().get_property("CPU", "INFERENCE_PRECISION_HINT").get_type_name()
+    assert backend.as_is_session(model).precision == {"f32": "fp32", "bf16": "bf16", "f16": "fp16"}[default]
+    assert backend.create_session(model).precision == "fp32"
+
+
 def test_openvino_profile_reports_exec_types_per_layer():
     backend = _usable("openvino")
     model, _ = load_onnx(FIXTURES / "cnn.onnx")
