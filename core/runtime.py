@@ -169,7 +169,8 @@ def _lean_options(options: ort.SessionOptions) -> None:
     model's weight Casts make), and in priority order, so a weight's Cast runs just before
     its reader instead of all of them first. For a 1 GB fp16 model of two MatMuls, the peak
     of creating the session and running it: 2.2 GB, against 5.6 GB with the arena and the
-    default order, and 4.9 GB more than the model for an optimized session of its own copy."""
+    default order (at the basic level), and 4.9 GB more than the model for an optimized
+    session of its own copy."""
     options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_EXTENDED
     options.enable_cpu_mem_arena = False
     options.execution_order = ort.ExecutionOrder.PRIORITY_BASED

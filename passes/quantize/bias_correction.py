@@ -97,8 +97,6 @@ def _output_shift(node: ir.Node, dequantize: ir.Node, mean: np.ndarray) -> np.nd
     attrs = node.attributes
     if node.op_type == "Gemm" and attrs.get_int("transA", 0):
         return None
-    if node.op_type not in ("Conv", "Gemm", "MatMul"):
-        return None
     weight = node.inputs[1].const_value.numpy()
     if weight.size == 0:
         return None
