@@ -19,11 +19,12 @@ class OrtCpuBackend(OrtBackend):
             precisions=("fp32", "int8"),
             quant_format="qdq",
             # ONNX Runtime's CPU QDQ fusions (QLinearConv, QLinearMatMul/MatMulIntegerToFloat,
-            # QGemm, QLinearAdd/Mul/Concat/Pool/Sigmoid/LeakyRelu/Softmax) and the data
-            # movement ops its QDQ propagation passes through.
+            # QGemm, QLinearAdd/Mul/Concat/Pool/Sigmoid/LeakyRelu/Softmax), the data movement
+            # ops its QDQ propagation passes through, and HardSwish/HardSigmoid as the
+            # QLinearAdd + QLinearMul the QDQ writer makes of them (hard_activations.py).
             int8_ops=("Conv", "MatMul", "Gemm", "Add", "Mul", "Concat", "MaxPool", "AveragePool", "GlobalAveragePool",
                       "Resize", "Sigmoid", "LeakyRelu", "Softmax", "Transpose", "Reshape", "Squeeze", "Unsqueeze",
-                      "Split", "Gather", "Pad", "Slice", "Flatten"),
+                      "Split", "Gather", "Pad", "Slice", "Flatten", "HardSwish", "HardSigmoid"),
             int8_activations="uint8",  # u8s8: what MLAS's VNNI/AVX2 integer GEMMs are fastest with
             # DynamicQuantizeMatMul and DynamicQuantizeLSTM beat float; ConvInteger is 2-6x slower
             # than the float Conv, so dynamic int8 leaves convolutions alone; QAttention in place

@@ -125,6 +125,7 @@ def prepare_int8(options: QuantizePass, model: ir.Model, ctx: Context) -> Int8Bu
     ranges = collect_ranges(ctx.measure, work, plan.tensors, calibration.feeds(), method=options.calibration,
                             percentile=options.percentile, activations=activations)
     reduce_range = bool(capabilities and capabilities.int8_reduce_range and activations == "uint8")
+    hard_activations = bool(capabilities and "HardSwish" in capabilities.int8_ops)
     corrections: dict[str, np.ndarray] = {}
     unwritable: dict[str, str] = {}
 
@@ -134,7 +135,8 @@ def prepare_int8(options: QuantizePass, model: ir.Model, ctx: Context) -> Int8Bu
         if corrections:
             source = apply_bias_corrections(work, {k: v for k, v in corrections.items() if k not in excluded})
         result = quantize_qdq(source, ranges, op_types=op_types, exclude=excluded, per_channel=options.per_channel,
-                              activations=activations, reduce_range=reduce_range, float_output_ops=plan.float_output_ops)
+                              activations=activations, reduce_range=reduce_range, float_output_ops=plan.float_output_ops,
+                              integer_hard_activations=hard_activations)
         unwritable.update(result.skipped)
         return result.model
 

@@ -46,13 +46,14 @@ def quantize_qdq(
     reduce_range: bool = False,
     float_output_ops: Sequence[str] = (),
     weights: str = "int8",
+    integer_hard_activations: bool = False,
 ) -> QdqResult:
     """``model`` with int8 QDQ around the chosen ops; nodes named in ``exclude``, and those that
     cannot be written (``skipped``, with the reason; also logged), stay float. ``reduce_range``:
     7-bit weights, for x86 without VNNI, where u8 x s8 products saturate int16 pairs."""
     result = write_qdq(model, ranges, op_types=op_types, exclude=exclude, per_channel=per_channel,
                        activations=activations, reduce_range=reduce_range, float_output_ops=float_output_ops,
-                       weights=weights)
+                       weights=weights, integer_hard_activations=integer_hard_activations)
     for name, reason in result.skipped.items():
         logger.info("int8 QDQ: %s stays float: %s", name, reason)
     return result

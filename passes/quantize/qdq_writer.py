@@ -39,6 +39,7 @@ import onnx_ir.passes.common as common_passes
 
 from onnxsmith.layer_map import QDQ_RENAMED_SUFFIX
 from onnxsmith.passes.quantize.calibration import TensorRange
+from onnxsmith.passes.quantize.hard_activations import rewrite_hard_activations
 from onnxsmith.passes.quantize.qdq_params import IntType, QuantParams, quantize, quantize_bias
 from onnxsmith.passes.quantize.qdq_select import Bias, QdqOptions, Quantized, select_qdq
 from onnxsmith.shape_inference import infer_shapes
@@ -71,11 +72,13 @@ def write_qdq(
     reduce_range: bool = False,
     float_output_ops: Sequence[str] = (),
     weights: str = "int8",
+    integer_hard_activations: bool = False,
 ) -> QdqResult:
     """A copy of ``model`` with int8 QDQ around the nodes of ``op_types`` (nodes named in
     ``exclude`` stay float), activations quantized from ``ranges`` as ``activations`` (one of
     ACTIVATION_SCHEMES), weights symmetric (``reduce_range``: 7 bits), per channel or not;
-    outputs of ``float_output_ops`` stay float."""
+    outputs of ``float_output_ops`` stay float. ``integer_hard_activations``: HardSwish and
+    HardSigmoid between int8 tensors in ops the backend has integer kernels for (hard_activations.py)."""
     if activations not in ACTIVATION_SCHEMES or weights not in _TYPES:
         raise ValueError(f"activations are one of {', '.join(ACTIVATION_SCHEMES)} and weights int8 or uint8, "
                          f"not {activations!r} and {weights!r}")
@@ -100,6 +103,8 @@ def write_qdq(
     for bias in selection.biases:
         writer.write_bias(bias, selection.tensors[bias.input].params, selection.tensors[bias.weight].params)
     writer.drop_unread([*selection.removed, *selection.tensors, *(b.value for b in selection.biases)])
+    if integer_hard_activations:
+        rewrite_hard_activations(work.graph)
     common_passes.TopologicalSortPass()(work)
     return QdqResult(work, selection.skipped)
 
