@@ -77,6 +77,15 @@ class CpuWithoutSlowOps(OrtCpuBackend):
         return dataclasses.replace(super().declared_capabilities(), slow_ops=frozenset())
 
 
+class CpuWithSlowOneChannelConvTranspose(OrtCpuBackend):
+    """ONNX Runtime CPU as if its ConvTranspose of one output channel were slow, as OpenVINO's
+    is: runs the rule that avoids it, and checks its outputs, on every machine."""
+
+    def declared_capabilities(self) -> Capabilities:
+        caps = super().declared_capabilities()
+        return dataclasses.replace(caps, slow_ops=caps.slow_ops | {"ConvTranspose:one-output-channel"})
+
+
 def run_fuse(proto: onnx.ModelProto, feeds: dict[str, np.ndarray], backend: str | Backend | None = "cpu", **options) -> Fused:
     """Run ``fuse`` with ``options`` on a copy of ``proto``; compare outputs with the original."""
     model = ir.from_proto(proto)

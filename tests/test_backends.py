@@ -58,6 +58,25 @@ def test_openvino_runs_the_onnx_model_like_onnxruntime():
         np.testing.assert_allclose(session.run(None, feed)[0], expected[0], rtol=1e-4, atol=1e-4)
 
 
+def test_openvino_outputs_are_found_by_the_graph_output_name_where_openvino_merges_tensor_names():
+    """OpenVINO fuses Conv -> DepthToSpace -> Add -> Sigmoid and names the output port after
+    any of the merged tensors ('a' here): the session must still answer for 'y'."""
+    import onnx_ir as ir
+    from onnx import TensorProto, helper, numpy_helper
+
+    backend = _usable("openvino")
+    nodes = [helper.make_node("Conv", ["x", "w"], ["c"]), helper.make_node("DepthToSpace", ["c"], ["d"], blocksize=2, mode="CRD"),
+             helper.make_node("Add", ["d", "b"], ["a"]), helper.make_node("Sigmoid", ["a"], ["y"])]
+    inits = [numpy_helper.from_array(np.full((4, 3, 1, 1), 0.1, np.float32), "w"),
+             numpy_helper.from_array(np.ones((1, 1, 1, 1), np.float32), "b")]
+    graph = helper.make_graph(nodes, "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 3, 4, 4])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 1, 8, 8])], inits)
+    model = ir.from_proto(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], ir_version=8))
+    x = np.ones((1, 3, 4, 4), np.float32)
+    (y,) = backend.create_session(model).run(["y"], {"x": x})
+    np.testing.assert_allclose(y, np.full((1, 1, 8, 8), 1 / (1 + np.exp(-1.3)), np.float32), rtol=1e-5)
+
+
 def test_openvino_as_is_runs_at_its_own_default_precision_and_the_target_at_fp32():
     """The baseline of a user who runs the model as it is: no precision hint, so OpenVINO's
     default for this CPU (bf16 where it is native), while a session for the target keeps fp32."""

@@ -20,7 +20,7 @@ import pytest
 from onnx import TensorProto, helper
 
 import fuse_helpers
-from fuse_helpers import CpuWithoutSlowOps, const, make, rand, run_fuse
+from fuse_helpers import CpuWithSlowOneChannelConvTranspose, CpuWithoutSlowOps, const, make, rand, run_fuse
 from onnxsmith.passes.fuse.catalogue import RULES
 
 MS = "com.microsoft"
@@ -349,6 +349,15 @@ def softmax(axis: int, op_type: str = "Softmax", opset: int = 17):
     return build
 
 
+def conv_transpose(c_out: int, kernel: int, stride: int, bias: bool = True):
+    def build():
+        inputs = ["x", "w", "b"] if bias else ["x", "w"]
+        inits = [const("w", rand(3, c_out, kernel, kernel)), *([const("b", rand(c_out))] if bias else [])]
+        return make([N("ConvTranspose", inputs, ["y"], kernel_shape=[kernel, kernel], strides=[stride, stride])], X4,
+                    {"y": None}, inits)
+    return build
+
+
 def transposed_matmul(perm: list[int]):
     def build():
         a, b = ([4, 3], [4, 5]) if len(perm) == 2 else ([2, 4, 3], [4, 3, 5])
@@ -431,6 +440,16 @@ CASES: dict[str, list[Case]] = {
                          ("Reshape", "Gemm", "Reshape", "Add", "LayerNormalization", "Reshape")),
                     Case("the skip broadcasts ([1, 5, 16])", residual([1, 5, 16]), False),
                     Case("a backend whose SkipLayerNormalization is fast", residual([2, 5, 16]), False, backend=CpuWithoutSlowOps)],
+    "convtranspose-depth-to-space": [
+        Case("one output channel, kernel = stride = 2, bias", conv_transpose(1, 2, 2), True, ("Conv", "DepthToSpace"),
+             backend=CpuWithSlowOneChannelConvTranspose),
+        Case("kernel = stride = 3, no bias", conv_transpose(1, 3, 3, bias=False), True, ("Conv", "DepthToSpace"),
+             backend=CpuWithSlowOneChannelConvTranspose),
+        Case("four output channels", conv_transpose(4, 2, 2), False, reason="output channels",
+             backend=CpuWithSlowOneChannelConvTranspose),
+        Case("kernel 3, stride 2: blocks overlap", conv_transpose(1, 3, 2), False, reason="not one square block",
+             backend=CpuWithSlowOneChannelConvTranspose),
+        Case("a backend whose ConvTranspose is not slow", conv_transpose(1, 2, 2), False)],
 }
 
 PARAMS = [pytest.param(rule, case, id=f"{rule}: {case.label}") for rule, cases in CASES.items() for case in cases]

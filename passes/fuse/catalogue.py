@@ -133,6 +133,10 @@ BACKEND_RULES: tuple[FuseRule, ...] = (
     FuseRule("residual-2d", "residual Add + LayerNormalization of 3-D tensors computed on their 2-D view, "
              "where the backend's SkipLayerNormalization (which its runtime would form) is slow",
              (rules_flatten.residual_layernorm_2d_rule,), min_opset=17, avoids=("SkipLayerNormalization",), explain=False),
+    FuseRule("convtranspose-depth-to-space", "a ConvTranspose of one output channel with kernel = stride as a 1x1 Conv "
+             "and DepthToSpace, where the backend's ConvTranspose of one output channel is slow",
+             (rules_neutral.conv_transpose_depth_to_space_rule,), min_opset=11,
+             avoids=("ConvTranspose:one-output-channel",)),
 )
 
 RULES: dict[str, FuseRule] = {r.name: r for r in (*NEUTRAL_RULES, *TRANSFORMER_RULES, *BACKEND_RULES)}

@@ -12,6 +12,11 @@ Each rule is exact (the replacement computes the same values):
    conv-affine rules need a scalar Mul and a scalar Add together, and a Conv bias).
 5. ``Where(c, [k], x)`` -> ``Where(c, k, x)``: a one-element constant branch as a scalar
    (what onnxscript's attention patterns expect).
+6. ``ConvTranspose(x, W, B)`` with kernel = stride and no padding, one output channel ->
+   ``DepthToSpace(Conv1x1(x, W', B'))``: each input pixel writes its own k x k block, so the
+   block is k*k output channels of a 1x1 convolution, put in place by DepthToSpace (CRD).
+   For backends whose blocked layouts pad one output channel to a full SIMD block
+   (``avoids``: OpenVINO's ``ConvTranspose:one-output-channel``).
 """
 
 from __future__ import annotations
@@ -20,7 +25,7 @@ import numpy as np
 import onnx_ir as ir
 from onnxscript.rewriter import MatchResult, RewriteRuleClassBase
 
-__all__ = ["conv_affine_rules", "gemm_affine_rules", "pad_zero_rule", "reshape_same_shape_rule", "squeeze_unsqueeze_rules",
+__all__ = ["conv_affine_rules", "conv_transpose_depth_to_space_rule", "gemm_affine_rules", "pad_zero_rule", "reshape_same_shape_rule", "squeeze_unsqueeze_rules",
            "where_scalar_rules"]
 
 
@@ -258,9 +263,55 @@ class GemmAdd(_ChannelAffine):
     producer_op, combine = "Gemm", "Add"
 
 
+class ConvTransposeAsDepthToSpace(RewriteRuleClassBase):
+    """Rule 6 of the module docstring. With k = kernel = stride and no padding, output pixel
+    (k*i + a, k*j + b) of channel o reads input pixel (i, j) alone, with weight W[:, o, a, b]:
+    a 1x1 convolution whose output channel o*k*k + a*k + b is that block entry, which
+    DepthToSpace in CRD mode moves to its place."""
+
+    def pattern(self, op, x, w):
+        return op.ConvTranspose(x, w, _allow_other_inputs=True, _allow_other_attributes=True, _outputs=["out"])
+
+    def check(self, context, x, w, out) -> MatchResult:
+        result = MatchResult()
+        node = out.producer()
+        weight = w.const_value
+        if weight is None or len(weight.shape) != 4:
+            return result.fail("the weight is not a constant of rank 4 (a 2-D ConvTranspose)")
+        bias = node.inputs[2] if len(node.inputs) > 2 else None
+        if bias is not None and bias.const_value is None:
+            return result.fail("the bias is not a constant")
+        attributes = node.attributes
+        kernel, strides = list(weight.shape[2:]), list(attributes.get_ints("strides", [1, 1]))
+        if kernel[0] != kernel[1] or strides != kernel:
+            return result.fail(f"kernel {kernel} and strides {strides} are not one square block")
+        if attributes.get_int("group", 1) != 1 or weight.shape[1] != 1:
+            return result.fail(f"{weight.shape[1]} output channels in {attributes.get_int('group', 1)} group(s); only one is slow")
+        if any(attributes.get_ints("pads", [0] * 4)) or any(attributes.get_ints("output_padding", [0, 0])):
+            return result.fail("padded or output-padded")
+        if list(attributes.get_ints("dilations", [1, 1])) != [1, 1] or "output_shape" in attributes:
+            return result.fail("dilated, or an explicit output_shape")
+        if attributes.get_string("auto_pad", "NOTSET") not in ("NOTSET", "VALID"):
+            return result.fail("auto_pad SAME pads the output")
+        return result
+
+    def rewrite(self, op, x, w, out):
+        node = out.producer()
+        weight = w.const_value.numpy()
+        c_in, c_out, k, _ = weight.shape
+        as_1x1 = np.ascontiguousarray(weight.transpose(1, 2, 3, 0).reshape(c_out * k * k, c_in, 1, 1))
+        inputs = [x, op.initializer(ir.tensor(as_1x1), name=w.name + "_1x1")]
+        bias = node.inputs[2] if len(node.inputs) > 2 else None
+        if bias is not None:
+            repeated = np.repeat(bias.const_value.numpy().reshape(-1), k * k)
+            inputs.append(op.initializer(ir.tensor(np.ascontiguousarray(repeated)), name=bias.name + "_1x1"))
+        return op.DepthToSpace(op.Conv(*inputs, kernel_shape=[1, 1]), blocksize=k, mode="CRD")
+
+
 squeeze_unsqueeze_rules = [SqueezePair.rule("Unsqueeze", "Squeeze"), SqueezePair.rule("Squeeze", "Unsqueeze")]
 pad_zero_rule = PadOfZeros.rule()
 reshape_same_shape_rule = ReshapeToSameShape.rule()
 where_scalar_rules = [WhereScalarOperand.rule(1), WhereScalarOperand.rule(2)]
 conv_affine_rules = [*ConvMul.rule().commute(), *ConvAdd.rule().commute()]
 gemm_affine_rules = [*GemmMul.rule().commute(), *GemmAdd.rule().commute()]
+conv_transpose_depth_to_space_rule = ConvTransposeAsDepthToSpace.rule()
