@@ -16,9 +16,13 @@ import onnxruntime as ort
 import pytest
 from onnx import TensorProto, helper, numpy_helper
 
+from onnxsmith.backend import get_backend
+from onnxsmith.context import Context
+from onnxsmith.data import Dataset
 from onnxsmith.passes.quantize.calibration import TensorRange
 from onnxsmith.passes.quantize.hard_activations import rewrite_hard_activations
 from onnxsmith.passes.quantize.qdq_writer import write_qdq
+from onnxsmith.registry import create_pass
 from onnxsmith.runtime import make_session, run_all, save_runtime_graph
 
 X_RANGE = (-5.0, 7.0)
@@ -103,21 +107,27 @@ def test_a_hard_activation_on_int8_data_or_as_a_graph_output_is_left_alone():
     assert "HardSwish" in {n.op_type for n in as_output.graph}
 
 
-def test_the_writer_rewrites_only_when_asked():
-    """Conv -> HardSwish -> Conv with both convolutions int8: the HardSwish sits between two int8
-    tensors; write_qdq turns it into integer ops with integer_hard_activations only."""
+def _conv_hardswish_conv() -> ir.Model:
     rng = np.random.default_rng(0)
     nodes = [helper.make_node("Conv", ["x", "w1", "b1"], ["c1"], name="conv1", pads=[1, 1, 1, 1]),
              helper.make_node("HardSwish", ["c1"], ["h"], name="hs"),
-             helper.make_node("Conv", ["h", "w2", "b2"], ["y"], name="conv2")]
+             helper.make_node("Conv", ["h", "w2", "b2"], ["c2"], name="conv2"),
+             helper.make_node("Relu", ["c2"], ["y"], name="relu")]  # so that conv2 is no output head of the int8 plan
     inits = {"w1": rng.normal(0, 0.3, (8, 3, 3, 3)), "b1": rng.normal(0, 0.1, 8),
              "w2": rng.normal(0, 0.3, (4, 8, 1, 1)), "b2": rng.normal(0, 0.1, 4)}
     graph = helper.make_graph(nodes, "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 3, 8, 8])],
                               [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 4, 8, 8])],
                               [numpy_helper.from_array(v.astype(np.float32), n) for n, v in inits.items()])
-    model = ir.from_proto(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], ir_version=8))
+    return ir.from_proto(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], ir_version=8))
+
+
+def test_the_writer_rewrites_only_when_asked():
+    """Conv -> HardSwish -> Conv with both convolutions int8: the HardSwish sits between two int8
+    tensors; write_qdq turns it into integer ops with integer_hard_activations only."""
+    rng = np.random.default_rng(1)
+    model = _conv_hardswish_conv()
     ranges = {"x": TensorRange(-1.0, 1.0), "c1": TensorRange(-4.0, 6.0), "h": TensorRange(-0.375, 6.0),
-              "y": TensorRange(-3.0, 3.0)}
+              "c2": TensorRange(-3.0, 3.0)}
     options = {"op_types": ["Conv"], "exclude": [], "per_channel": True, "activations": "uint8"}
     plain = write_qdq(model, ranges, **options).model
     rewritten = write_qdq(model, ranges, **options, integer_hard_activations=True).model
@@ -128,3 +138,15 @@ def test_the_writer_rewrites_only_when_asked():
     y_plain = run_all(make_session(plain), [{"x": x}])[0]["y"]
     y_rewritten = run_all(make_session(rewritten), [{"x": x}])[0]["y"]
     assert np.abs(y_plain - y_rewritten).max() <= 3 * 6.0 / 255  # y's step is 6/255; a step of h moves y a little less
+
+
+@pytest.mark.parametrize("hard_activations", [True, False])
+def test_the_int8_pass_on_onnx_runtime_writes_integer_hardswish_unless_told_not_to(hard_activations):
+    model = _conv_hardswish_conv()
+    x = np.random.default_rng(2).uniform(-1, 1, (16, 1, 3, 8, 8)).astype(np.float32)
+    options = {"guard": False, "skip_slow": False, "hard_activations": hard_activations}
+    result = create_pass("quantize", options).run(model, Context(backend=get_backend("cpu"), calibration=Dataset({"x": x}, "x.npz")))
+    assert result.counts["layers_quantized"] == 2
+    assert ("HardSwish" in {n.op_type for n in result.model.graph}) is not hard_activations
+    # ONNX Runtime's integer kernels: two QLinearConv, and QLinearAdd + QLinearMul for the HardSwish
+    assert result.counts["int8_kernels"] == (4 if hard_activations else 2)

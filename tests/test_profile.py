@@ -177,6 +177,30 @@ def test_end_to_end_time_comes_from_a_plain_session_run_interleaved_with_the_pro
     assert measured.kernel_overhead_ms > 0
 
 
+def test_a_big_model_is_profiled_in_one_session_that_also_gives_its_end_to_end_time(monkeypatch, caplog):
+    """Above the size where sessions share weights (lowered to 0 here), one profiled session:
+    every run of it but the first is in the trace, warm-up dropped, and timed end to end."""
+    created = []
+    real = ort_profiler.make_session
+
+    def counting(model, **kwargs):
+        if model.graph.name != "calibration":
+            created.append(kwargs.get("session_options"))
+        return real(model, **kwargs)
+
+    monkeypatch.setattr(ort_profiler, "make_session", counting)
+    monkeypatch.setattr(ort_profiler, "SHARE_FROM_MODEL_BYTES", 0)
+    model, _ = load_onnx(FIXTURES / "cnn.onnx")
+    with caplog.at_level("WARNING"):
+        measured = ort_profiler.profile_session(model, [_cnn_batch(2)], backend="cpu", providers=["CPUExecutionProvider"],
+                                                runs=4, warmup=2)
+    assert len(created) == 1 and created[0].enable_profiling
+    assert "timed runs" not in caplog.text  # the first run, before the loop, counted as warm-up
+    assert len(measured.e2e_ms) == 4 and all(len(k.times_ms) == 4 for k in measured.kernels)
+    per_run = [sum(k.times_ms[i] for k in measured.kernels) for i in range(4)]
+    assert all(0 < kernels <= e2e for kernels, e2e in zip(per_run, measured.e2e_ms, strict=True))  # its kernels, in its time
+
+
 def _coverage_profile(model, feeds, attempts: int = 3):
     """A cpu profile, measured again (up to ``attempts`` times) while its coverage misses the
     target: on a loaded shared machine one measurement can be off, while a broken trace

@@ -125,7 +125,7 @@ def prepare_int8(options: QuantizePass, model: ir.Model, ctx: Context) -> Int8Bu
     ranges = collect_ranges(ctx.measure, work, plan.tensors, calibration.feeds(), method=options.calibration,
                             percentile=options.percentile, activations=activations)
     reduce_range = bool(capabilities and capabilities.int8_reduce_range and activations == "uint8")
-    hard_activations = bool(capabilities and "HardSwish" in capabilities.int8_ops)
+    hard_activations = bool(options.hard_activations and capabilities and "HardSwish" in capabilities.int8_ops)
     corrections: dict[str, np.ndarray] = {}
     unwritable: dict[str, str] = {}
 

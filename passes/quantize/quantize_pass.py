@@ -57,6 +57,7 @@ class QuantizePass(Pass):
     guard: bool = dataclasses.field(default=True, metadata={"doc": "keep sensitive layers in float to meet the budget"})
     skip_slow: bool = dataclasses.field(default=True, metadata={"doc": "int8: keep float the layers int8 would slow down on the target (not with ops)"})
     speed: Literal["measured", "rules"] = dataclasses.field(default="measured", metadata={"doc": "int8: which layers int8 slows down: the rules measured on AVX2 (depthwise, little arithmetic per value moved) and, with measured, every other layer timed in float and int8 on the target backend (or read from --costs; rules alone when the target is another machine without one)"})
+    hard_activations: bool = dataclasses.field(default=True, metadata={"doc": "int8: HardSwish/HardSigmoid between int8 tensors as integer Add and Mul where the backend runs those (one more rounding, the HardSigmoid's 1/255)"})
     bias_correction: bool = dataclasses.field(default=True, metadata={"doc": "int8: cancel the mean output shift of int8 weights (dW . E[x])"})
     keep_io_types: bool = dataclasses.field(default=True, metadata={"doc": "fp16/bf16: model inputs and outputs stay float32"})
     block: int = dataclasses.field(default=32, metadata={"doc": "int4: weights per scale along the reduction axis (16..256, power of 2)"})
