@@ -193,6 +193,7 @@ def quantize_int8(options: QuantizePass, model: ir.Model, ctx: Context) -> PassR
 
     provider = getattr(ctx.backend, "provider", None)
     if provider is not None:
+        ctx.measure.release_sessions()  # the kept one holds a copy of the weights; the check makes another
         kernel_counts, fallbacks = integer_kernel_check(quantized, provider)
         counts.update(kernel_counts)
         notes.extend(f"runs as float after DequantizeLinear on {provider}: {name}" for name in fallbacks[:10])
