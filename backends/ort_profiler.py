@@ -384,8 +384,8 @@ def profile_session(
         e2e: list[float] = []
         for i in range(warmup + runs):
             feed = feeds[i % len(feeds)]
-            pair = (plain, profiled) if i % 2 == 0 else (profiled, plain)
-            for session in pair[:1] if one_session else pair:
+            order = (plain,) if one_session else (plain, profiled) if i % 2 == 0 else (profiled, plain)
+            for session in order:
                 begin = time.perf_counter()
                 session.run(None, feed)
                 if session is plain and i >= warmup:

@@ -69,6 +69,7 @@ def test_hard_activation_between_uint8_tensors_runs_in_integer_kernels_within_on
     before = model.clone()
     assert rewrite_hard_activations(model.graph) == 1
     assert op not in {n.op_type for n in model.graph}
+    assert next(n for n in model.graph if n.name == "q_a").inputs[0].name == "a"  # the tensor keeps its name
 
     kernels = _runtime_ops(model, tmp_path)
     assert kernels["HardSigmoid"] == kernels["HardSwish"] == kernels["Mul"] == kernels["Add"] == 0, kernels

@@ -25,8 +25,8 @@ import numpy as np
 import onnx_ir as ir
 from onnxscript.rewriter import MatchResult, RewriteRuleClassBase
 
-__all__ = ["conv_affine_rules", "conv_transpose_depth_to_space_rule", "gemm_affine_rules", "pad_zero_rule", "reshape_same_shape_rule", "squeeze_unsqueeze_rules",
-           "where_scalar_rules"]
+__all__ = ["conv_affine_rules", "conv_transpose_depth_to_space_rule", "gemm_affine_rules", "pad_zero_rule",
+           "reshape_same_shape_rule", "squeeze_unsqueeze_rules", "where_scalar_rules"]
 
 
 def _axes(node: ir.Node) -> list[int] | None:

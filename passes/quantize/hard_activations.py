@@ -78,6 +78,8 @@ class _Rewrite:
         for use in list(old.uses()):
             use.node.replace_input_with(use.idx, result)
         self.graph.remove(self.node, safe=True)
+        # the result takes the activation's name: comparisons and the guard find tensors by name
+        result.name, old.name = old.name, self._fresh(f"{old.name}_replaced")
 
     def _constant(self, what: str, value: float) -> ir.Value:
         """``value`` as uint8 255 (or 0, if negative) with zero point 0 (or 255), read through DQ."""
