@@ -21,6 +21,7 @@ import numpy as np
 import onnx_ir as ir
 import onnx_ir.passes.common as common_passes
 
+from onnxsmith.graph_names import GraphNames
 from onnxsmith.passes.quantize.float16_plan import Plan, fits
 
 __all__ = ["RewriteStats", "apply_plan"]
@@ -59,8 +60,7 @@ class _Rewriter:
         self.low_values: set[ir.Value] = set()
         self.down: dict[ir.Value, ir.Value] = {}
         self.up: dict[ir.Value, ir.Value] = {}
-        self.names = {v.name for n in self.graph for v in [*n.inputs, *n.outputs] if v is not None}
-        self.names |= {v.name for v in self.graph.inputs} | set(self.graph.initializers) | {n.name for n in self.graph}
+        self.names = GraphNames(self.graph)
         self.casts: set[ir.Node] = set()
 
     def outputs_low(self) -> None:
@@ -122,10 +122,10 @@ class _Rewriter:
     def _float_output(self, index: int, value: ir.Value) -> None:
         """Graph output ``index`` becomes a float32 Cast of ``value``, under its name."""
         name = value.name
-        value.name = self._fresh(f"{name}_{self.plan.precision}")
+        value.name = self.names.fresh(f"{name}_{self.plan.precision}")
         cast = self._cast_node(value, ir.DataType.FLOAT)
         cast.outputs[0].name = name
-        self.names.add(name)
+        self.names.taken.add(name)
         self.graph.outputs[index] = cast.outputs[0]
 
     def _low_slot(self, node: ir.Node, index: int) -> bool:
@@ -135,12 +135,12 @@ class _Rewriter:
     def _cast(self, value: ir.Value, dtype: ir.DataType, cache: dict[ir.Value, ir.Value]) -> ir.Value:
         if value not in cache:
             cast = self._cast_node(value, dtype)
-            cast.outputs[0].name = self._fresh(f"{value.name}_{'fp32' if dtype == ir.DataType.FLOAT else self.plan.precision}")
+            cast.outputs[0].name = self.names.fresh(f"{value.name}_{'fp32' if dtype == ir.DataType.FLOAT else self.plan.precision}")
             cache[value] = cast.outputs[0]
         return cache[value]
 
     def _cast_node(self, value: ir.Value, dtype: ir.DataType) -> ir.Node:
-        cast = ir.node("Cast", [value], {"to": dtype}, name=self._fresh(f"{value.name}_cast"))
+        cast = ir.node("Cast", [value], {"to": dtype}, name=self.names.fresh(f"{value.name}_cast"))
         cast.outputs[0].dtype = dtype
         if value.shape is not None:
             cast.outputs[0].shape = value.shape
@@ -150,17 +150,10 @@ class _Rewriter:
         return cast
 
     def _initializer(self, name: str, array: np.ndarray) -> ir.Value:
-        name = self._fresh(name)
+        name = self.names.fresh(name)
         value = ir.Value(name=name, const_value=ir.tensor(array.astype(self.low.numpy()), name=name))
         value.dtype = self.low
         value.shape = ir.Shape(array.shape)
         self.graph.register_initializer(value)
         self.low_values.add(value)
         return value
-
-    def _fresh(self, base: str) -> str:
-        name, k = base, 1
-        while name in self.names:
-            name, k = f"{base}_{k}", k + 1
-        self.names.add(name)
-        return name

@@ -24,6 +24,8 @@ from __future__ import annotations
 import numpy as np
 import onnx_ir as ir
 
+from onnxsmith.graph_names import GraphNames
+
 __all__ = ["rewrite_hard_activations"]
 
 _STEPS = 255
@@ -32,8 +34,7 @@ _STEPS = 255
 def rewrite_hard_activations(graph: ir.Graph) -> int:
     """Rewrite every HardSwish and HardSigmoid of ``graph`` whose input is a uint8
     DequantizeLinear and whose output only QuantizeLinear nodes read; returns how many."""
-    names = {n.name for n in graph} | {v.name for n in graph for v in n.outputs} | {v.name for v in graph.inputs}
-    names |= set(graph.initializers)
+    names = GraphNames(graph)
     rewritten = 0
     for node in list(graph):
         if node.op_type not in ("HardSwish", "HardSigmoid") or node.domain not in ("", "ai.onnx"):
@@ -64,7 +65,7 @@ def _reads(dequantize: ir.Node) -> ir.DataType | None:
 class _Rewrite:
     """The integer form of one HardSwish / HardSigmoid node, put in its place."""
 
-    def __init__(self, graph: ir.Graph, names: set[str], node: ir.Node) -> None:
+    def __init__(self, graph: ir.Graph, names: GraphNames, node: ir.Node) -> None:
         self.graph, self.names, self.node = graph, names, node
 
     def write(self, alpha: float, beta: float) -> None:
@@ -79,7 +80,7 @@ class _Rewrite:
             use.node.replace_input_with(use.idx, result)
         self.graph.remove(self.node, safe=True)
         # the result takes the activation's name: comparisons and the guard find tensors by name
-        result.name, old.name = old.name, self._fresh(f"{old.name}_replaced")
+        result.name, old.name = old.name, self.names.fresh(f"{old.name}_replaced")
 
     def _constant(self, what: str, value: float) -> ir.Value:
         """``value`` as uint8 255 (or 0, if negative) with zero point 0 (or 255), read through DQ."""
@@ -95,24 +96,17 @@ class _Rewrite:
         return self._initializer(what, np.array(value, np.float32))
 
     def _initializer(self, what: str, array: np.ndarray) -> ir.Value:
-        name = self._fresh(f"{self.node.name}_{what}")
+        name = self.names.fresh(f"{self.node.name}_{what}")
         value = ir.Value(name=name, shape=ir.Shape(array.shape), type=ir.TensorType(ir.DataType.from_numpy(array.dtype)),
                          const_value=ir.tensor(array, name=name))
         self.graph.register_initializer(value)
         return value
 
     def _op(self, op_type: str, inputs: list[ir.Value], dtype: ir.DataType = ir.DataType.FLOAT) -> ir.Value:
-        node = ir.node(op_type, inputs, name=self._fresh(f"{self.node.name}_{op_type}"))
+        node = ir.node(op_type, inputs, name=self.names.fresh(f"{self.node.name}_{op_type}"))
         output = node.outputs[0]
-        output.name = self._fresh(f"{node.name}_output")
+        output.name = self.names.fresh(f"{node.name}_output")
         output.type = ir.TensorType(dtype)
         output.shape = inputs[0].shape  # elementwise, or a scalar constant's DQ
         self.graph.insert_before(self.node, node)
         return output
-
-    def _fresh(self, base: str) -> str:
-        name, i = base, 1
-        while name in self.names:
-            name, i = f"{base}_{i}", i + 1
-        self.names.add(name)
-        return name

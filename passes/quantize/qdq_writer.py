@@ -37,6 +37,7 @@ import numpy as np
 import onnx_ir as ir
 import onnx_ir.passes.common as common_passes
 
+from onnxsmith.graph_names import GraphNames
 from onnxsmith.layer_map import QDQ_RENAMED_SUFFIX
 from onnxsmith.passes.quantize.calibration import TensorRange
 from onnxsmith.passes.quantize.hard_activations import rewrite_hard_activations
@@ -115,8 +116,7 @@ class _Writer:
 
     def __init__(self, graph: ir.Graph) -> None:
         self.graph = graph
-        self.names = {v.name for n in graph for v in [*n.inputs, *n.outputs] if v is not None}
-        self.names |= {v.name for v in graph.inputs} | set(graph.initializers) | {n.name for n in graph}
+        self.names = GraphNames(graph)
         self.params: dict[ir.Value, tuple[ir.Value, ir.Value]] = {}  # tensor -> its scale and zero point
 
     def write(self, value: ir.Value, tensor: Quantized, *, activation_name: bool = False) -> None:
@@ -169,7 +169,7 @@ class _Writer:
     def _take_output_name(self, value: ir.Value, dequantized: ir.Value) -> None:
         """The DequantizeLinear output takes ``value``'s name (and its place among the graph outputs)."""
         name = value.name
-        value.name = self._fresh(f"{name}{QDQ_RENAMED_SUFFIX}")
+        value.name = self.names.fresh(f"{name}{QDQ_RENAMED_SUFFIX}")
         for i, output in enumerate(self.graph.outputs):
             if output is value:
                 self.graph.outputs[i] = dequantized
@@ -177,27 +177,20 @@ class _Writer:
 
     def _node(self, op_type: str, inputs: list[ir.Value], base: str, dtype: ir.DataType, shape: ir.Shape | None,
               axis: int | None = None) -> ir.Value:
-        node = ir.node(op_type, inputs, {"axis": axis} if axis is not None else None, name=self._fresh(f"{base}_{op_type}"))
+        node = ir.node(op_type, inputs, {"axis": axis} if axis is not None else None, name=self.names.fresh(f"{base}_{op_type}"))
         output = node.outputs[0]
-        output.name = self._fresh(f"{base}_{op_type}_Output")
+        output.name = self.names.fresh(f"{base}_{op_type}_Output")
         output.type = ir.TensorType(dtype)
         output.shape = shape
         self.graph.append(node)
         return output
 
     def _initializer(self, base: str, array: np.ndarray) -> ir.Value:
-        name = self._fresh(base)
+        name = self.names.fresh(base)
         tensor = ir.tensor(np.asarray(array), name=name)
         value = ir.Value(name=name, shape=ir.Shape(tensor.shape), type=ir.TensorType(tensor.dtype), const_value=tensor)
         self.graph.register_initializer(value)
         return value
-
-    def _fresh(self, base: str) -> str:
-        name, i = base, 1
-        while name in self.names:
-            name, i = f"{base}_{i}", i + 1
-        self.names.add(name)
-        return name
 
 
 def _dtype(params: QuantParams) -> ir.DataType:
