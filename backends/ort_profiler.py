@@ -44,10 +44,9 @@ import onnx_ir as ir
 import onnxruntime as ort
 
 from onnxsmith.flops import TensorInfo
-from onnxsmith.modelio import model_bytes
 from onnxsmith.profile import KernelRun, Measurement, peak_rss_mb
 from onnxsmith.runtime import make_session
-from onnxsmith.shared_weights import SHARE_FROM_MODEL_BYTES
+from onnxsmith.shared_weights import sharing_pays
 
 __all__ = ["Estimate", "OverheadProbe", "ProfilerOverhead", "RuntimeGraph", "TraceRuns", "iter_trace_events", "kernel_runs_from_trace",
            "median_estimate", "profile_session", "section_overhead"]
@@ -361,12 +360,12 @@ def profile_session(
     :class:`OverheadProbe` sampled after every round, whose estimate is taken off every
     kernel event.
 
-    A model whose weights take SHARE_FROM_MODEL_BYTES or more gets the profiled session
-    alone, its end-to-end time included: each session holds its own optimized copy of the
-    weights, and at that size a run takes long enough for the profiler's microseconds per
-    kernel to vanish in it (a 2 GB model's int8 build peaked at 4x its size with both).
+    A big model (one whose checking sessions share its weights, shared_weights.sharing_pays)
+    gets the profiled session alone, its end-to-end time included: each session holds its
+    own optimized copy of the weights, and at that size a run takes long enough for the
+    profiler's microseconds per kernel to vanish in it.
     """
-    one_session = model_bytes(model) >= SHARE_FROM_MODEL_BYTES
+    one_session = sharing_pays(model)
     with tempfile.TemporaryDirectory(prefix="onnxsmith-profile-") as tmp:
         probe = OverheadProbe(Path(tmp))
         options = ort.SessionOptions()

@@ -178,7 +178,7 @@ def test_end_to_end_time_comes_from_a_plain_session_run_interleaved_with_the_pro
 
 
 def test_a_big_model_is_profiled_in_one_session_that_also_gives_its_end_to_end_time(monkeypatch, caplog):
-    """Above the size where sessions share weights (lowered to 0 here), one profiled session:
+    """A model big enough for sessions to share its weights (any model, here): one profiled session:
     every run of it but the first is in the trace, warm-up dropped, and timed end to end."""
     created = []
     real = ort_profiler.make_session
@@ -189,7 +189,7 @@ def test_a_big_model_is_profiled_in_one_session_that_also_gives_its_end_to_end_t
         return real(model, **kwargs)
 
     monkeypatch.setattr(ort_profiler, "make_session", counting)
-    monkeypatch.setattr(ort_profiler, "SHARE_FROM_MODEL_BYTES", 0)
+    monkeypatch.setattr(ort_profiler, "sharing_pays", lambda model: True)
     model, _ = load_onnx(FIXTURES / "cnn.onnx")
     with caplog.at_level("WARNING"):
         measured = ort_profiler.profile_session(model, [_cnn_batch(2)], backend="cpu", providers=["CPUExecutionProvider"],

@@ -12,8 +12,8 @@ reader shares it. The rules, per kind of node (ONNX Runtime's operators/*.py):
 2. Relu and Clip after a quantized tensor: with asymmetric activations (or zero point 0
    and a range that starts at 0: uint8 by sign), when that tensor has no other reader, the
    producer writes the activation's output itself and the activation goes; the Q/DQ on that
-   output, quantized from its range (0 at the bottom), clips as Relu/Clip did. Otherwise the activation stays, between two Q/DQ pairs, and its
-   input takes its output's range.
+   output, quantized from its range (0 at the bottom), clips as Relu/Clip did. Otherwise the
+   activation stays, between two Q/DQ pairs, and its input takes its output's range.
 3. Shared scale (MaxPool, Resize, Reshape, Transpose, Squeeze, Unsqueeze, Flatten, Slice,
    AveragePool, TopK) after a quantized tensor: the output reuses the input's scale and zero
    point, so ONNX Runtime runs the op on the int8 data with nothing to requantize.
