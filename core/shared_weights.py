@@ -52,10 +52,13 @@ def weights_shared_source(model: ir.Model) -> Iterator[tuple[str, dict[str, np.n
         try:
             for name, value in model.graph.initializers.items():
                 tensor = value.const_value
-                if tensor is None or tensor.dtype not in _SHAREABLE or tensor.nbytes < MIN_SHARED_BYTES:
+                if tensor is None:
                     continue
-                array = np.asarray(tensor.numpy())
-                if not array.flags.c_contiguous:
+                array = np.asarray(tensor.numpy()) if tensor.dtype in _SHAREABLE and tensor.nbytes >= MIN_SHARED_BYTES else None
+                if array is None or not array.flags.c_contiguous:
+                    if isinstance(tensor, ir.ExternalTensor):  # its file is not beside the temporary model: inline it
+                        swapped.append((value, tensor))
+                        value.const_value = ir.Tensor(tensor.numpy(), name=name)
                     continue
                 shared[name] = array
                 swapped.append((value, tensor))

@@ -57,6 +57,22 @@ def test_a_big_model_s_reference_session_reads_the_weights_in_place_and_computes
     np.testing.assert_allclose(session.run(None, feed)[0], expected, rtol=0, atol=2e-6 * np.abs(expected).max())
 
 
+def test_a_model_read_from_files_keeps_its_small_external_tensors_in_the_session(tmp_path, monkeypatch):
+    # a model whose weights stay in their files (a big one, loaded) keeps its small tensors
+    # (the bias) there too: the session's temporary model file must carry them inline
+    path = tmp_path / "model.onnx"
+    ir.save(_two_matmuls(), path, external_data="model.onnx.data", size_threshold_bytes=0)
+    model = ir.load(path)
+    assert sharing_pays(model)  # it reads external files
+    monkeypatch.setattr(shared_weights, "MIN_SHARED_BYTES", 4096)
+    feed = {"x": np.random.default_rng(1).standard_normal((2, 256), dtype=np.float32)}
+    expected = make_session(_two_matmuls(), optimize=False).run(None, feed)[0]
+    session = make_session(model, optimize=False)
+    assert sorted(session.onnxsmith_shared_weights[0]) == ["w0", "w1"]
+    np.testing.assert_allclose(session.run(None, feed)[0], expected, rtol=0, atol=2e-6 * np.abs(expected).max())
+    assert isinstance(model.graph.initializers["bias"].const_value, ir.ExternalTensor)  # left as it was
+
+
 def _fits_whole(array: np.ndarray, precision: str) -> bool:
     """The check as it was, over the whole weight at once (float64 copies of all of it)."""
     ref = np.asarray(array, dtype=np.float64)

@@ -43,7 +43,7 @@ from onnxsmith.passes.quantize.bias_correction import apply_bias_corrections, bi
 from onnxsmith.passes.quantize.calibration import collect_ranges
 from onnxsmith.passes.quantize.guard import guard_budget
 from onnxsmith.passes.quantize.int8_plan import FOLLOW_OPS, WEIGHTED_OPS, Int8Plan, default_op_types, other_int8_ops, plan_int8
-from onnxsmith.passes.quantize.kernels import integer_kernel_check
+from onnxsmith.passes.quantize.kernels import integer_kernel_check, reads_int8_weight
 from onnxsmith.passes.quantize.layer_speed import SpeedTable, costs_table, measure_layer_speed
 from onnxsmith.passes.quantize.qdq import quantize_qdq, upgrade_for_per_channel
 from onnxsmith.passes.quantize.unfuse import unfuse_for_int8
@@ -194,10 +194,10 @@ def quantize_int8(options: QuantizePass, model: ir.Model, ctx: Context) -> PassR
     provider = getattr(ctx.backend, "provider", None)
     if provider is not None:
         ctx.measure.release_sessions()  # the kept one holds a copy of the weights; the check makes another
-        kernel_counts, fallbacks = integer_kernel_check(quantized, provider)
+        kernel_counts, fallbacks = integer_kernel_check(quantized, provider, ctx.calibration.feeds()[0])
         counts.update(kernel_counts)
         notes.extend(f"runs as float after DequantizeLinear on {provider}: {name}" for name in fallbacks[:10])
-    int8_layers = {n.name for n in quantized.graph if n.op_type in WEIGHTED_OPS and _int8_weight(n)}
+    int8_layers = {n.name for n in quantized.graph if n.op_type in WEIGHTED_OPS and reads_int8_weight(n)}
     kept_names = {name for name, _ in kept}
     int8_layers |= {n.name for n in prepared.plan.layers if n.op_type not in WEIGHTED_OPS  # rule 6's ops: by the plan
                     and n.name not in kept_names and n.name not in prepared.unwritable}
@@ -351,12 +351,3 @@ def _layers(prepared: Int8Build, guarded: dict[str, float], int8_layers: set[str
             row["reason"] = "not in the quantized op set, or its weight is not a constant"
         rows.append(row)
     return rows
-
-
-def _int8_weight(node: ir.Node) -> bool:
-    """Whether the layer's weight (input 1) is int8 data read through DequantizeLinear; a layer
-    kept in float may still read a dequantized activation on input 0, so that input is no sign."""
-    weight = node.inputs[1] if len(node.inputs) > 1 else None
-    producer = weight.producer() if weight is not None else None
-    return (producer is not None and producer.op_type == "DequantizeLinear"
-            and producer.inputs[0] is not None and producer.inputs[0].const_value is not None)
