@@ -3,7 +3,7 @@
 
     python bench/int8_variants_bench.py [--models ppocr_det,...] [--backend cpu] [--rounds N] [--no-doc]
 
-For every model of tests/tasks.py, four int8 recipes are built through ``onnxsmith.optimize``
+For every model of tests/tasks.py, the int8 recipes below are built through ``onnxsmith.optimize``
 with the default budget (the task metric of the model's signature), 16 calibration samples
 of which a quarter is held out for the guard:
 
@@ -14,10 +14,13 @@ of which a quarter is held out for the guard:
 - ``all-ops``: ``quantize{all_ops=true}``: the default plus the backend's other int8 ops
   (Add, Mul, Concat, Sigmoid, pooling...) as layers, each timed and guarded;
 - ``own-opset``: the default on ``fuse{upgrade_opset=false}``: without the opset upgrade
-  fuse makes where a newer op unlocks a fusion (HardSwish on the PP-OCR models).
+  fuse makes where a newer op unlocks a fusion (HardSwish on the PP-OCR models);
+- ``every-layer`` and ``every-op``: every planned layer (and every op the backend has int8
+  kernels for) in int8, no speed choice, no guard: what int8 could buy on this CPU if
+  accuracy did not count, the ceiling against which the default's speed is judged.
 
 The task score is measured on 32 other held-out samples (every held-out line for the OCR
-models) against ONNX Runtime fp32; latency: the fp32 model and the four artifacts on the
+models) against ONNX Runtime fp32; latency: the fp32 model and the artifacts on the
 backend, interleaved in one run (median), speedup = fp32 / variant. The table goes to the
 section "## int8 variants on ONNX Runtime CPU" of docs/benchmarks.md.
 """
@@ -25,6 +28,7 @@ section "## int8 variants on ONNX Runtime CPU" of docs/benchmarks.md.
 from __future__ import annotations
 
 import argparse
+import math
 import shlex
 import sys
 import tempfile
@@ -54,14 +58,16 @@ VARIANTS = {
     "dense": "fuse,quantize{mode=int8,skip_slow=false}",
     "all-ops": "fuse,quantize{mode=int8,all_ops=true}",
     "own-opset": "fuse{upgrade_opset=false},quantize{mode=int8}",
+    "every-layer": "fuse,quantize{mode=int8,skip_slow=false,guard=false}",
+    "every-op": "fuse,quantize{mode=int8,skip_slow=false,guard=false,all_ops=true}",
 }
 CALIBRATION = 16
 EVALUATION = 32
 ROUNDS = 21
 
 
-def bench_model(name: str, backend_name: str, rounds: int, work: Path) -> list[str]:
-    """One table row per variant of ``name``."""
+def bench_model(name: str, backend_name: str, rounds: int, work: Path) -> tuple[list[str], dict[str, float]]:
+    """One table row per variant of ``name``, and each variant's speedup over fp32."""
     task = tasks.get_task(name)
     src = task.model_path()
     calib = tasks.save_npz(task.calibration(CALIBRATION), work / f"{name}.calib.npz")
@@ -89,8 +95,8 @@ def bench_model(name: str, backend_name: str, rounds: int, work: Path) -> list[s
                           f"{task.metric} {scores[task.metric]:.3f} {'✓' if task.passed(scores) else '✗'} (≥ {task.bound:g}) | "
                           "{speedup} | " + f"{seconds:.0f} |")
     stats = measure_interleaved(sessions, task.timed(), rounds=rounds)
-    fp32 = stats["fp32"].median_ms
-    return [cell.replace("{speedup}", f"{fp32 / stats[v].median_ms:.2f}x" if v in stats else "") for v, cell in cells.items()]
+    speedups = {v: stats["fp32"].median_ms / stats[v].median_ms for v in cells if v in stats}
+    return [cell.replace("{speedup}", f"{speedups[v]:.2f}x" if v in speedups else "") for v, cell in cells.items()], speedups
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -103,10 +109,17 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     rows = ["| model | variant | layers int8 / planned | task score (bound) | speedup vs fp32 | build s |", "|---|---|---|---|---|---|"]
     began = time.perf_counter()
+    speedups: dict[str, list[float]] = {}
     with tempfile.TemporaryDirectory() as tmp:
         for name in args.models.split(","):
-            rows.extend(bench_model(name, args.backend, args.rounds, Path(tmp)))
+            model_rows, model_speedups = bench_model(name, args.backend, args.rounds, Path(tmp))
+            rows.extend(model_rows)
+            for variant, speedup in model_speedups.items():
+                speedups.setdefault(variant, []).append(speedup)
             print("\n".join(rows), flush=True)
+    models = len(args.models.split(","))
+    rows.extend(f"| geometric mean | {variant} | | | {math.exp(sum(map(math.log, values)) / len(values)):.2f}x | |"
+                for variant, values in speedups.items() if len(values) == models > 1)
     command = "python bench/int8_variants_bench.py " + shlex.join(argv if argv is not None else sys.argv[1:])
     publish(SECTION, command, time.perf_counter() - began,
             f"Backend {args.backend}. Variants: " + "; ".join(f"{v} `{p}`" for v, p in VARIANTS.items()) + ". Default budget "

@@ -15,7 +15,7 @@ from conftest import FIXTURES, fixture_feeds, run_cli
 from onnxsmith.backend import get_backend
 from onnxsmith.context import Context
 from onnxsmith.data import Dataset
-from onnxsmith.passes.quantize.layer_speed import LayerSpeed, SpeedTable, _by_layer, _qdq_owners, measure_layer_speed
+from onnxsmith.passes.quantize.layer_speed import LayerSpeed, SpeedTable, _by_layer, _fastest_block, _qdq_owners, measure_layer_speed
 from onnxsmith.registry import create_pass
 from onnxsmith.sources import load_source
 from onnxsmith.target import detect_cpu, load_target
@@ -81,6 +81,26 @@ def test_measured_speeds_cover_every_planned_layer_and_both_runs():
     wanted = set(layers)
     assert set(_by_layer(backend.profile(float_model, feeds, runs=2), wanted, {})[0]) == wanted
     assert set(_by_layer(backend.profile(quantized, feeds, runs=2), wanted, _qdq_owners(quantized, wanted))[0]) == wanted
+
+
+def test_the_two_models_are_profiled_in_alternating_blocks_and_each_layer_keeps_its_fastest(monkeypatch):
+    model = load_source(str(FIXTURES / "cnn.onnx")).ir
+    quantized = _cnn_int8("guard=false,skip_slow=false").model
+    layers = [n.name for n in model.graph if n.op_type == "Conv"]
+    backend, feeds = get_backend("cpu"), fixture_feeds("cnn", count=2)
+    profiled, profile = [], backend.profile
+
+    def recording(candidate, *args, **kwargs):
+        profiled.append("float" if candidate is model else "int8")
+        return profile(candidate, *args, **kwargs)
+
+    monkeypatch.setattr(backend, "profile", recording)
+    table = measure_layer_speed(backend, model, quantized, layers, feeds, runs=6)
+    assert profiled == ["float", "int8", "float", "int8"]  # a burst of load cannot spoil both blocks of one model
+    assert set(table.layers) == set(layers)
+    # per layer, the block where it ran fastest, with that block's noise
+    assert _fastest_block([({"a": 2.0, "b": 1.0}, {"a": 0.2, "b": 0.1}), ({"a": 1.5, "b": 3.0}, {"a": 0.5, "b": 0.9})]) == (
+        {"a": 1.5, "b": 1.0}, {"a": 0.5, "b": 0.1})
 
 
 def test_the_int8_plan_keeps_float_exactly_the_layers_measured_no_faster():
