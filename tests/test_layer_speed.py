@@ -162,6 +162,34 @@ def test_int8_is_kept_only_where_it_beat_the_float_model_end_to_end(monkeypatch,
         assert all(row["precision"] == "fp32" and row["reason"].startswith("planned int8, but no faster") for row in rows)
 
 
+@pytest.mark.parametrize("moved_gain", [-0.5, -0.001], ids=["clearly-slower", "within-noise"])
+def test_layers_timed_slower_together_beyond_their_noise_are_not_verified_end_to_end(monkeypatch, moved_gain):
+    """With the clock fixed: half the layers pay, the other half measure ``moved_gain`` ms each
+    (noise 0.01 ms). Clearly slower together, they are not admitted for an end-to-end check
+    (no guard of the full plan, no timing of it); within the noise, the check runs."""
+    from onnxsmith.latency import LatencyStats
+    from onnxsmith.passes.quantize import int8
+
+    def half_pays(backend, float_model, int8_model, layers, feeds, **_):
+        return SpeedTable({name: LayerSpeed(1.0, 0.5 if i % 2 else 1.0 - moved_gain, 0.01) for i, name in enumerate(layers)},
+                          float_ms=4.0, int8_ms=3.0)
+
+    compared: list[frozenset] = []
+
+    def timed(sessions, feed, *, rounds, **_):
+        compared.append(frozenset(sessions))
+        return {name: LatencyStats(10.0, 10.0, rounds, (10.0,) * rounds) for name in sessions}
+
+    monkeypatch.setattr(int8, "measure_layer_speed", half_pays)
+    monkeypatch.setattr(int8, "measure_interleaved", timed)
+    result = _cnn_int8("guard=false")
+    skipped = [note for note in result.notes if note.startswith("not verified end to end")]
+    if moved_gain < -0.01:
+        assert skipped and frozenset({"timed", "full"}) not in compared
+    else:
+        assert not skipped and frozenset({"timed", "full"}) in compared
+
+
 def test_building_for_another_cpu_uses_the_rules_not_this_machines_timing():
     other = "avx2" if load_target().cpu.int8_dot else "avx512-vnni"
     result = _cnn_int8("guard=false", target=other)

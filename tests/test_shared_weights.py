@@ -4,6 +4,7 @@ our arrays in place, and weight checks that work in chunks."""
 from __future__ import annotations
 
 import os
+from pathlib import Path
 
 import numpy as np
 import onnx_ir as ir
@@ -12,6 +13,7 @@ from onnx import TensorProto, helper, numpy_helper
 
 from onnxsmith import shared_weights
 from onnxsmith.passes.quantize import float16_plan
+from onnxsmith.modelio import session_source
 from onnxsmith.runtime import make_session
 from onnxsmith.shared_weights import sharing_pays, weights_shared_source
 
@@ -98,3 +100,21 @@ def test_fits_in_chunks_decides_as_the_whole_weight_check_did(monkeypatch, value
     monkeypatch.setattr(float16_plan, "_FIT_CHUNK", 7)
     assert float16_plan.fits(values, "fp16") == _fits_whole(values, "fp16") == fits_fp16
     assert float16_plan.fits(values.reshape(-1, 1), "bf16") == _fits_whole(values, "bf16")
+
+
+def test_a_session_source_unmaps_the_weights_it_wrote_and_they_map_again_when_read(tmp_path):
+    path = tmp_path / "model.onnx"
+    ir.save(_two_matmuls(), path, external_data="model.onnx.data", size_threshold_bytes=0)
+    model = ir.load(path)
+    w0, w1 = (model.graph.initializers[name].const_value for name in ("w0", "w1"))
+    expected = w0.numpy().copy()
+    held = w1.numpy()  # a live view (as a session reading weights in place holds): its map must stay open
+    with session_source(model) as source:
+        assert w0.raw is None  # written to the session's file: no longer mapped here
+        assert w1.raw is not None
+        session = make_session(model)  # loads from a file of its own, reads nothing of ours
+        assert Path(source).exists()
+    np.testing.assert_array_equal(w0.numpy(), expected)  # mapped again on the next read
+    np.testing.assert_array_equal(held, w1.numpy())
+    feed = {"x": np.ones((2, 256), np.float32)}
+    assert session.run(None, feed)[0].shape == (2, 256)

@@ -71,6 +71,11 @@ class SpeedTable:
     float_ms: float
     int8_ms: float
 
+    def gain_of(self, names: set[str]) -> tuple[float, float]:
+        """The summed gain of the layers ``names`` in int8, and their summed noise (ms)."""
+        speeds = [speed for name, speed in self.layers.items() if name in names]
+        return sum(s.gain_ms for s in speeds), sum(s.noise_ms for s in speeds)
+
     def predict_ms(self, int8_layers: set[str]) -> float:
         """End-to-end time predicted with ``int8_layers`` in int8 and the rest float."""
         return self.float_ms - sum(speed.gain_ms for name, speed in self.layers.items() if name in int8_layers)
