@@ -175,3 +175,48 @@ def test_all_ops_quantizes_the_add_and_sigmoid_as_layers_of_their_own(tmp_path):
     assert {"QLinearConv", "QLinearAdd", "QLinearSigmoid"} <= kernels, kernels
     without = create_pass("quantize", {"guard": False, "skip_slow": False}).run(model, ctx)
     assert {row["layer"] for row in without.layers} == {"conv1", "conv2", "head"}
+
+
+def test_a_layer_s_own_error_is_its_output_against_the_float_layer_on_the_input_it_gets():
+    """The Add's own error: its output in the quantized model (every op int8) against an Add
+    run in float on what reaches it there: conv2's output before its quantization, and conv1's
+    Relu as quantized (the Relu is folded into that quantization, so the tensor before it is
+    no Relu output). Computed here by hand with two plain ONNX Runtime sessions."""
+    from onnxsmith.measure import Measurements
+    from onnxsmith.passes.quantize.guard import own_error_sensitivity
+
+    model = _residual_block()
+    rng = np.random.default_rng(3)
+    feeds = [{"x": rng.normal(0, 1, (1, 8, 16, 16)).astype(np.float32)} for _ in range(4)]
+    data = Dataset({"x": np.stack([f["x"] for f in feeds])}, "random")
+    options = {"guard": False, "skip_slow": False, "all_ops": True}
+    result = create_pass("quantize", options).run(model, Context(backend=get_backend("cpu"), calibration=data))
+    layers = [n for n in model.graph if n.name in ("conv1", "conv2", "add")]
+    own = own_error_sensitivity(Measurements(), result.model, layers, feeds)
+
+    exposed = result.model.clone()
+    values = {v.name: v for node in exposed.graph for v in node.outputs}
+    add = next(n for n in exposed.graph if n.name == "add")
+    assert [v.name for v in add.inputs] == ["c2_DequantizeLinear_Output", "r1"]  # r1: conv1's Relu, dequantized
+    exposed.graph.outputs.extend([values["c2"], values["r1"], add.outputs[0]])
+    session = make_session(exposed, optimize=False)
+    names = [o.name for o in session.get_outputs()]
+    runs = [dict(zip(names, session.run(None, feed), strict=True)) for feed in feeds]
+    reference = [run["c2"] + run["r1"] for run in runs]
+    noise = sum(float(((run[add.outputs[0].name] - ref) ** 2).sum()) for run, ref in zip(runs, reference, strict=True))
+    signal = sum(float((ref ** 2).sum()) for ref in reference)
+    assert own["add"] == pytest.approx(np.sqrt(noise / signal), rel=1e-4)
+    assert own["conv1"] > 0 and own["conv2"] > 0
+    assert {v.name for v in result.model.graph.outputs} == {"y"}  # the quantized model is left as it was
+
+
+def test_the_guard_keeps_the_second_opinion_only_where_it_meets_the_budget_and_gives_up_less():
+    from onnxsmith.passes.quantize.guard import GuardResult, gives_up_less
+
+    first = GuardResult(None, 0.0, [("a", 0.1), ("b", 0.1), ("c", 0.1)])
+    fewer = GuardResult(None, 0.01, [("d", 0.2)])
+    assert gives_up_less(fewer, first, 0.02, None)  # one layer float instead of three
+    assert not gives_up_less(GuardResult(None, 0.03, [("d", 0.2)]), first, 0.02, None)  # over the budget
+    gains = {"a": 0.01, "b": 0.01, "c": 0.01, "d": 0.5}
+    assert not gives_up_less(fewer, first, 0.02, gains)  # d alone buys more than a, b and c together
+    assert gives_up_less(first, fewer, 0.02, gains)
