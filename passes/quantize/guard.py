@@ -36,8 +36,8 @@ from onnxsmith.measure import Measurements
 from onnxsmith.metrics import DEFAULT_DRIFT_BUDGET
 from onnxsmith.passes.quantize.range_search import read_value
 
-__all__ = ["DEFAULT_BUDGET", "GuardResult", "give_back", "gives_up_less", "guard_budget", "layer_sensitivity", "own_error_sensitivity",
-           "relative_errors", "search_float_layers"]
+__all__ = ["DEFAULT_BUDGET", "GuardResult", "give_back", "gives_up_less", "guard_budget", "layer_sensitivity",
+           "own_error_sensitivity", "relative_errors", "search_float_layers"]
 
 DEFAULT_BUDGET = DEFAULT_DRIFT_BUDGET  # what the guard allows when the context sets no budget (library use)
 REFINE_PROBES = 4  # give-back probes after the bisection
@@ -98,8 +98,9 @@ def guard_budget(
 
     result, searched = search(layer_sensitivity(ctx.measure, float_model, quantized, layers, calibration.feeds()))
     how = "sensitive"
-    if len(result.kept_float) > 1:
-        other, other_searched = search(own_error_sensitivity(ctx.measure, quantized, layers, calibration.feeds()))
+    own_errors = own_error_sensitivity(ctx.measure, quantized, layers, calibration.feeds()) if len(result.kept_float) > 1 else {}
+    if own_errors:
+        other, other_searched = search(own_errors)
         other.probes += result.probes
         if gives_up_less(other, result, budget, gains):
             result, searched, how = other, other_searched, "sensitive by their own error"
