@@ -34,7 +34,7 @@ import statistics
 import tempfile
 import time
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, NamedTuple, TextIO
 
@@ -112,6 +112,9 @@ def iter_trace_events(stream: TextIO) -> Iterator[dict[str, Any]]:
         buffer += chunk
 
 
+_ORT_DTYPE_NAMES = {1: "float", 2: "uint8", 3: "int8", 6: "int32", 7: "int64", 10: "float16", 11: "double", 16: "bfloat16"}
+
+
 @dataclass
 class RuntimeGraph:
     """What the runtime graph says about a node: domain, outputs, weights, consumers."""
@@ -121,17 +124,20 @@ class RuntimeGraph:
     outputs: dict[str, list[str]]
     params: dict[str, int]
     consumers: dict[str, list[str]]  # tensor -> nodes reading it
+    inputs: dict[str, list[TensorInfo | None]] = field(default_factory=dict)  # per node input: the initializer's, else None
 
 
 def _runtime_graph(path: Path) -> RuntimeGraph:
     proto = onnx.load(str(path), load_external_data=False)
     sizes = {t.name: math.prod(t.dims) for t in proto.graph.initializer}
+    constants = {t.name: TensorInfo(tuple(t.dims), _ORT_DTYPE_NAMES.get(t.data_type, "float")) for t in proto.graph.initializer}
     graph = RuntimeGraph({}, {}, {}, {}, {})
     for node in proto.graph.node:
         graph.domain[node.name] = node.domain
         graph.op[node.name] = node.op_type
         graph.outputs[node.name] = [o for o in node.output if o]
         graph.params[node.name] = sum(sizes.get(i, 0) for i in node.input)
+        graph.inputs[node.name] = [constants.get(i) for i in node.input if i]
         for name in node.input:
             graph.consumers.setdefault(name, []).append(node.name)
     return graph
@@ -221,13 +227,28 @@ def _kernel(node: str, args: dict[str, Any], graph: RuntimeGraph | None) -> Kern
         op_type=op,
         kernel=f"{domain}::{op}" if domain not in ("", "ai.onnx") else op,
         provider=args.get("provider", "?"),
-        inputs=_tensors(args.get("input_type_shape", [])),
+        inputs=_with_prepacked(_tensors(args.get("input_type_shape", [])), graph.inputs.get(node) if graph else None),
         outputs=_tensors(args.get("output_type_shape", [])),
         params=graph.params.get(node, 0) if graph else 0,
         times_ms=[],
         seeds=seeds,
         fallback_seeds=fallback,
     )
+
+
+def _with_prepacked(traced: list[TensorInfo], declared: list[TensorInfo | None] | None) -> list[TensorInfo]:
+    """The kernel's inputs in the node's order. ORT's trace leaves out the weights a kernel
+    pre-packed (a QLinearConv's W): they are put back from the runtime graph where the
+    traced entries, read in order, do not have the initializer's shape."""
+    if not declared or len(traced) >= len(declared):
+        return traced
+    out, pending = [], list(traced)
+    for constant in declared:
+        if constant is not None and (not pending or pending[0].shape != constant.shape) and len(out) + len(pending) < len(declared):
+            out.append(constant)
+        elif pending:
+            out.append(pending.pop(0))
+    return out + pending
 
 
 def _tensors(entries: list[dict[str, list[int]]]) -> list[TensorInfo]:

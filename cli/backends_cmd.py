@@ -8,10 +8,9 @@ from onnxsmith.cli.options import JsonFlag
 def backends(json_output: JsonFlag = False) -> None:
     """List the runtime backends, available or not (with the reason), and what each runs fast."""
     from rich.markup import escape
-    from rich.table import Table
 
     from onnxsmith.backend import available_backends
-    from onnxsmith.cli.console import print_json, stdout
+    from onnxsmith.cli.console import folding_table, print_json, stdout
 
     rows = []
     for name, cls in available_backends().items():
@@ -33,7 +32,7 @@ def backends(json_output: JsonFlag = False) -> None:
     if json_output:
         print_json(rows)
         return
-    table = Table("backend", "available", "precisions", "quant", "N:M", "ops", "what it is / why not")
+    table = folding_table("backend", "available", "precisions", "quant", "N:M", "ops", "what it is / why not")
     for row in rows:
         table.add_row(row["name"], "yes" if row["available"] else "[red]no[/red]", ", ".join(row["precisions"]), row["quant_format"],
                       "yes" if row["gains_from_nm_sparsity"] else "-", str(row["ops"]),

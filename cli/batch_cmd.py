@@ -21,7 +21,7 @@ def batch(
     inference_precision: PrecisionOpt = None,
     calib: Annotated[str | None, typer.Option("--calib", help="Calibration/evaluation data for every model (a manifest can set its own).")] = None,
     max_drift: Annotated[float | None, typer.Option("--max-drift", help="A model whose output drift exceeds this fails.")] = None,
-    min_speedup: Annotated[float | None, typer.Option("--min-speedup", help="A model whose artifact is not this many times faster than the original fails (its artifact is still written).")] = None,
+    min_speedup: Annotated[float | None, typer.Option("--min-speedup", help="A model whose artifact is not this many times faster than the original in most of at least 9 interleaved rounds fails (its artifact is still written).")] = None,
     max_size: Annotated[str | None, typer.Option("--max-size", help="A model whose artifact exceeds this size, e.g. 25MB, fails (its artifact is still written).")] = None,
     executor: Annotated[Literal["local", "ray"], typer.Option("--executor", help="Worker processes here, or Ray tasks.")] = "local",
     workers: Annotated[int | None, typer.Option("--workers", "-j", min=1, help="Models at once (default: the CPU count; Ray: the cluster's CPUs).")] = None,
@@ -29,9 +29,9 @@ def batch(
     timeout: Annotated[float, typer.Option("--timeout", min=0, help="Seconds one model may take (0: no limit).")] = 3600.0,
     memory_limit: Annotated[int | None, typer.Option("--memory-limit", min=0, help="MiB of address space per worker (default: RAM / workers; 0: no limit).")] = None,
     retries: Annotated[int, typer.Option("--retries", min=0, help="Extra attempts for a worker that crashed or was lost.")] = 1,
-    resume: Annotated[bool, typer.Option("--resume/--no-resume", help="Skip models the ledger has done with the same model and recipe.", metavar="")] = True,
+    resume: Annotated[bool, typer.Option("--resume/--no-resume", help="Skip models the ledger has done with the same model and recipe.")] = True,
     latency_rounds: Annotated[int, typer.Option("--latency-rounds", min=0, help="Interleaved timing rounds per model (0 skips timing).")] = 15,
-    allow_failures: Annotated[bool, typer.Option("--allow-failures", help="Exit 0 even when some models failed (else exit 6).", metavar="")] = False,
+    allow_failures: Annotated[bool, typer.Option("--allow-failures", help="Exit 0 even when some models failed (else exit 6).")] = False,
     json_output: JsonFlag = False,
 ) -> None:
     """Convert every model of SOURCE with one recipe: isolated workers, a resumable ledger, a summary."""

@@ -6,12 +6,12 @@ from types import TracebackType
 
 from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn, TimeRemainingColumn
-from rich.table import Table
 
 from onnxsmith.batch import BatchSummary, ModelResult
 from onnxsmith.batch.jobs import Job
-from onnxsmith.cli.console import stderr, stdout
+from onnxsmith.cli.console import folding_table, stderr, stdout
 from onnxsmith.cli.render import human_bytes
+from onnxsmith.latency import ratio_with_spread
 
 
 class BatchProgress:
@@ -68,13 +68,13 @@ class BatchProgress:
 
 def batch_summary(summary: BatchSummary) -> None:
     """The per-model table and the counts, on stdout."""
-    table = Table("model", "status", "size before → after", "latency ratio", "drift", "seconds",
+    table = folding_table("model", "status", "size before → after", "latency ratio (IQR)", "drift", "seconds",
                   title=f"Batch summary ({summary.outdir})", title_justify="left")
     style = {"ok": "green", "failed": "red", "skipped": "dim"}
     for m in summary.models:
         n = m.numbers
         size = f"{human_bytes(n.get('bytes_before'))} → {human_bytes(n.get('bytes_after'))}" if n.get("bytes_after") is not None else ""
-        ratio = f"{n['latency_ratio']:.2f}x" if n.get("latency_ratio") is not None else ""
+        ratio = ratio_with_spread(n.get("latency_ratio"), n.get("latency_ratio_p25"), n.get("latency_ratio_p75"))
         drift = f"{n['drift']:.3g}" if n.get("drift") is not None else ""
         seconds = f"{m.seconds:.1f}" if m.seconds is not None else ""
         table.add_row(escape(m.path), f"[{style[m.status]}]{m.status}[/]", size, ratio, drift, seconds)

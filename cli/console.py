@@ -16,8 +16,9 @@ from typing import Any
 
 from rich.console import Console, ConsoleOptions, RenderableType, RenderHook, RenderResult
 from rich.segment import Segment
+from rich.table import Column, Table
 
-__all__ = ["clean", "print_json", "stderr", "stdout"]
+__all__ = ["clean", "folding_table", "print_json", "stderr", "stdout"]
 
 _CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f]")  # C0 but tab and newline, DEL, C1
 
@@ -47,6 +48,12 @@ stdout = Console(highlight=False)
 stderr = Console(stderr=True, highlight=False)
 for _console in (stdout, stderr):
     _console.push_render_hook(_CleanHook())
+
+
+def folding_table(*headers: str, **options: Any) -> Table:
+    """A rich Table whose cells fold onto another line where they do not fit, instead of being
+    cut off with an ellipsis: on an 80-column terminal or in a pipe every name stays whole."""
+    return Table(*(Column(header, overflow="fold") for header in headers), **options)
 
 
 def print_json(data: Any) -> None:

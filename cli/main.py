@@ -11,8 +11,20 @@ import sys
 from typing import Annotated
 
 import typer
+from typer.core import TyperOption
 
 from onnxsmith.cli import backends_cmd, batch_cmd, inspect_cmd, optimize_cmd, passes_cmd, profile_cmd, recipe_cmd, target_cmd
+
+_type_label = TyperOption.display_type_rich
+
+
+def _flag_without_type(self: TyperOption, ctx) -> str | None:
+    """typer labels every flag's column ``<bool>``, its own --help and --install-completion
+    included, though a flag takes no value: show nothing there, as click does."""
+    return None if self.is_flag and self.metavar is None else _type_label(self, ctx)
+
+
+TyperOption.display_type_rich = _flag_without_type  # typer has no setting for it (0.29)
 
 app = typer.Typer(
     name="onnxsmith",
@@ -42,8 +54,8 @@ def _version(value: bool) -> None:
 
 @app.callback()
 def main(
-    version: Annotated[bool, typer.Option("--version", callback=_version, is_eager=True, help="Show the version and exit.", metavar="")] = False,
-    debug: Annotated[bool, typer.Option("--debug", help="Show tracebacks and debug logs.", metavar="")] = False,
+    version: Annotated[bool, typer.Option("--version", callback=_version, is_eager=True, help="Show the version and exit.")] = False,
+    debug: Annotated[bool, typer.Option("--debug", help="Show tracebacks and debug logs.")] = False,
 ) -> None:
     """onnxsmith: load a model, run a pass pipeline, write a verified artifact and a report."""
     logging.basicConfig(level=logging.DEBUG if debug else logging.WARNING, format="%(levelname)s %(name)s: %(message)s")

@@ -28,16 +28,16 @@ def optimize(
     image_size: Annotated[str | None, typer.Option("--image-size", help="HxW that calibration images are resized to.")] = None,
     input_shape: Annotated[list[str] | None, typer.Option("--input-shape", help="Input shape, e.g. 1x3x224x224; repeat per input, in order.")] = None,
     max_drift: Annotated[float | None, typer.Option("--max-drift", help="Fail (exit 4) when the output drift exceeds this; the artifact is not written.")] = None,
-    min_speedup: Annotated[float | None, typer.Option("--min-speedup", help="CI gate: exit 5 when the artifact is not this many times faster than the original on the backend (artifact and report still written).")] = None,
+    min_speedup: Annotated[float | None, typer.Option("--min-speedup", help="CI gate: exit 5 when the artifact is not this many times faster than the original on the backend in most of at least 9 interleaved rounds (artifact and report still written).")] = None,
     max_size: Annotated[str | None, typer.Option("--max-size", help="CI gate: exit 5 when the artifact's files exceed this size, e.g. 25MB, 1.5GiB (artifact and report still written).")] = None,
     metric: Annotated[str | None, typer.Option("--metric", help="What the accuracy budget is on: auto (default: the task metric the model's signature shows, else drift), drift (per-channel output error), embedding-cosine, top1, ctc-text, detection-f1, or package.module:function(reference, candidate[, feeds]) -> float. The report says which and why.")] = None,
     seed: Annotated[int | None, typer.Option("--seed", help="Seed for data splits and random feeds.")] = None,
     latency_rounds: Annotated[int, typer.Option("--latency-rounds", min=0, help="Interleaved timing rounds (0 skips timing).")] = 15,
     profile_runs: Annotated[int, typer.Option("--profile-runs", min=0, help="Profile per layer on the backend before and after, up to this many runs each (fewer where they would take over 10 s), into the report and the summary (0: off).")] = 10,
-    auto: Annotated[bool, typer.Option("--auto", help="Try whole candidate pipelines (fuse, opset upgrade, int8, int4, bf16/fp16 runtime...), time each against the original on the backend (at least 9 rounds), keep the fastest within the budget; prints the search table.", metavar="")] = False,
+    auto: Annotated[bool, typer.Option("--auto", help="Try whole candidate pipelines (fuse, opset upgrade, int8, int4, bf16/fp16 runtime...), time each against the original on the backend (at least 9 rounds), keep the fastest within the budget; prints the search table.")] = False,
     auto_candidates: Annotated[str | None, typer.Option("--auto-candidates", help="With --auto: comma-separated candidates to try (default: all but prune, int8-all-ops and int8-rules).")] = None,
     dump_dir: Annotated[Path | None, typer.Option("--dump-dir", help="Write the model after every pass into this folder.")] = None,
-    dry_run: Annotated[bool, typer.Option("--dry-run", help="Validate and print the resolved recipe; run nothing.", metavar="")] = False,
+    dry_run: Annotated[bool, typer.Option("--dry-run", help="Check the recipe, the model and the calibration data against its inputs, print the resolved recipe; run nothing.")] = False,
     save_recipe: Annotated[Path | None, typer.Option("--save-recipe", help="Write the recipe these flags imply to a YAML/JSON file.")] = None,
     run_timeout: RunTimeoutOpt = 600.0,
     json_output: JsonFlag = False,
@@ -53,7 +53,7 @@ def optimize(
     from onnxsmith.cli.step_summary import step_summary_writes
     from onnxsmith.errors import InputError, OnnxsmithError
     from onnxsmith.modelio import write_text_atomic
-    from onnxsmith.optimize import OptimizeOptions, optimize as run_optimize, planned_paths
+    from onnxsmith.optimize import OptimizeOptions, check as check_inputs, optimize as run_optimize, planned_paths
     from onnxsmith.paths_guard import refuse_overlap
     from onnxsmith.pipeline import DumpInstrument
     from onnxsmith.recipe import recipe_from_flags
@@ -94,6 +94,7 @@ def optimize(
     if dry_run:
         if not auto:  # --auto skips the candidates that need data instead
             resolved_recipe.check_calibration()
+        check_inputs(model, resolved_recipe, options)
         if json_output:
             print_json(resolved)
         else:

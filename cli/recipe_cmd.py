@@ -22,9 +22,8 @@ def schema() -> None:
 def presets(json_output: JsonFlag = False) -> None:
     """List the shipped presets (`--preset NAME` of optimize and batch): what each is for and its passes."""
     from rich.markup import escape
-    from rich.table import Table
 
-    from onnxsmith.cli.console import print_json, stdout
+    from onnxsmith.cli.console import folding_table, print_json, stdout
     from onnxsmith.recipe import available_presets, load_preset
 
     rows = []
@@ -35,8 +34,7 @@ def presets(json_output: JsonFlag = False) -> None:
     if json_output:
         print_json(rows)
         return
-    table = Table("preset", "pipeline", "max drift", "what it is for")
-    table.columns[1].overflow = "fold"  # a pipeline has no spaces to wrap at: fold it rather than cut it off
+    table = folding_table("preset", "pipeline", "max drift", "what it is for")
     for row in rows:
         table.add_row(row["name"], escape(row["pipeline"]), "-" if row["max_drift"] is None else f"{row['max_drift']:g}",
                       escape(row["description"] or ""))

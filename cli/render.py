@@ -6,10 +6,10 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from rich.markup import escape
-from rich.table import Table
 
 from onnxsmith.cli import render_profile
-from onnxsmith.cli.console import stderr, stdout
+from onnxsmith.cli.console import folding_table, stderr, stdout
+from onnxsmith.latency import ratio_with_spread
 from onnxsmith.registry import PassInfo
 from onnxsmith.report import Report
 
@@ -32,16 +32,16 @@ def inspection(info: dict[str, Any]) -> None:
     opsets = escape(", ".join(f"{d or 'ai.onnx'} {v}" for d, v in info["opsets"].items()))
     stdout.print(f"[bold]{escape(info['path'])}[/bold]  IR {info['ir_version']}  opsets: {opsets}"
                  + (f"  producer: {escape(info['producer'])}" if info["producer"] else ""))
-    io = Table("", "name", "dtype", "shape", title="Inputs and outputs", title_justify="left")
+    io = folding_table("", "name", "dtype", "shape", title="Inputs and outputs", title_justify="left")
     for kind in ("inputs", "outputs"):
         for v in info[kind]:
             io.add_row(kind[:-1], escape(v["name"]), v["dtype"], escape("[" + ", ".join(str(d) for d in v["shape"]) + "]"))
     stdout.print(io)
-    ops = Table("op", "count", title=f"{info['nodes']} nodes", title_justify="left")
+    ops = folding_table("op", "count", title=f"{info['nodes']} nodes", title_justify="left")
     for op, n in info["op_histogram"].items():
         ops.add_row(escape(op), str(n))
     stdout.print(ops)
-    params = Table("dtype", "params", "bytes", title=f"{info['params']:,} parameters, {human_bytes(info['param_bytes'])}", title_justify="left")
+    params = folding_table("dtype", "params", "bytes", title=f"{info['params']:,} parameters, {human_bytes(info['param_bytes'])}", title_justify="left")
     for dtype, e in info["params_by_dtype"].items():
         params.add_row(dtype, f"{e['params']:,}", human_bytes(e["bytes"]))
     stdout.print(params)
@@ -56,7 +56,7 @@ def inspection(info: dict[str, Any]) -> None:
 
 
 def pass_list(infos: list[PassInfo]) -> None:
-    table = Table("pass", "kind", "options (default)", "what it does")
+    table = folding_table("pass", "kind", "options (default)", "what it does")
     for info in infos:
         kind = ("exact" if info.exact else "lossy") + (", needs --calib" if info.needs_calibration else "")
         options = "\n".join(escape(f"{p.name}: {p.type} = {p.default!r}") + (f"  [dim]{escape(p.doc)}[/dim]" if p.doc else "") for p in info.params)
@@ -64,7 +64,7 @@ def pass_list(infos: list[PassInfo]) -> None:
     stdout.print(table)
     for info in infos:
         if info.rules:
-            rules = Table("rule", "what it does", title=_rules_title(info), title_justify="left")
+            rules = folding_table("rule", "what it does", title=_rules_title(info), title_justify="left")
             for name, doc in info.rules.items():
                 rules.add_row(name, escape(doc))
             stdout.print(rules)
@@ -84,11 +84,11 @@ def optimize_summary(report: Report, report_path: Path | None) -> None:
     """The before/after table, the outputs' errors, the gates, the warnings and what was written
     (``report_path`` None: nothing was, the accuracy gate failed)."""
     s = report.summary
-    table = Table("", "before", "after", "change", title="Summary", title_justify="left")
+    table = folding_table("", "before", "after", "change", title="Summary", title_justify="left")
     for row in _summary_rows(report):
         table.add_row(*row)
     stdout.print(table)
-    outputs = Table("output", "max abs err", "cosine", "SQNR dB", title="Outputs vs original (held-out feeds)", title_justify="left")
+    outputs = folding_table("output", "max abs err", "cosine", "SQNR dB", title="Outputs vs original (held-out feeds)", title_justify="left")
     for name, o in s.outputs.items():
         sqnr = "exact" if o.sqnr_db == float("inf") else f"{o.sqnr_db:.1f}"
         outputs.add_row(name, f"{o.max_abs:.3g}", f"{o.cosine:.6f}", sqnr)
@@ -172,10 +172,10 @@ def auto_search(report: Report) -> None:
     auto = report.auto
     budget = auto["budget"]
     drift = _drift_label(budget["metric"])
-    table = Table("candidate", "speedup", "size", drift, "verdict", "build s",
+    table = folding_table("candidate", "speedup (IQR)", "size", drift, "verdict", "build s",
                   title=f"--auto on {report.backend}: budget {budget['metric']} <= {budget['max_drift']:g}", title_justify="left")
     for c in auto["candidates"]:
-        table.add_row(c["name"], f"{c['speedup']:.2f}x" if c["speedup"] else "", human_bytes(c["bytes"]) if c["bytes"] else "",
+        table.add_row(c["name"], ratio_with_spread(c["speedup"], *(c.get("speedup_iqr") or (None, None))), human_bytes(c["bytes"]) if c["bytes"] else "",
                       f"{c['drift']:.3g}" if c["drift"] is not None else "", c["verdict"], f"{c['seconds']:.1f}" if c["seconds"] else "")
     stdout.print(table)
     stdout.print(f"base of the other candidates: {auto['base']['passes']} ({auto['base']['why']})")

@@ -11,9 +11,8 @@ import io
 from typing import Any
 
 from rich.markup import escape
-from rich.table import Table
 
-from onnxsmith.cli.console import stdout
+from onnxsmith.cli.console import folding_table, stdout
 
 __all__ = ["brief_compare", "csv_text", "divergence_line", "markdown", "named", "table", "where"]
 
@@ -40,12 +39,12 @@ def table(profile: dict[str, Any], rows: int = TABLE_ROWS) -> None:
     columns = (["layer", "op / kernel", "prec", "median ms", "p90 ms", "share", *compared, "GFLOP", "GFLOP/s", "origin"] if wide
                else ["layer", "op", "prec", "median ms", "share", *compared])
     exact = set(compare["exact"]) if compare else set()
-    layers = Table(*columns, title=title, title_justify="left")
+    layers = folding_table(*columns, title=title, title_justify="left")
     for layer in profile["layers"][:rows]:
         cells = _layer_cells(layer, exact)
         layers.add_row(*(cells[column] for column in columns))
     stdout.print(layers)
-    ops = Table("op type", "layers", "median ms", "share", title="Time by op type", title_justify="left")
+    ops = folding_table("op type", "layers", "median ms", "share", title="Time by op type", title_justify="left")
     for entry in profile["by_op_type"]:
         ops.add_row(escape(entry["op_type"]), str(entry["count"]), f"{entry['median_ms']:.3f}", f"{entry['share']:.1%}")
     stdout.print(ops)
@@ -56,7 +55,7 @@ def table(profile: dict[str, Any], rows: int = TABLE_ROWS) -> None:
 def brief_compare(profile: dict[str, Any], rows: int = BRIEF_ROWS) -> None:
     """The slowest layers of an optimize run's after-profile, with their time before: what
     ``optimize`` prints under its summary (``onnxsmith profile`` gives the whole table)."""
-    layers = Table("layer", "op", "prec", "before ms", "after ms", "speedup",
+    layers = folding_table("layer", "op", "prec", "before ms", "after ms", "speedup",
                    title=f"Per-layer profile on {profile['backend']} ({profile['runs']} runs each): slowest "
                          f"{min(rows, len(profile['layers']))} of {len(profile['layers'])} layers after", title_justify="left")
     for layer in profile["layers"][:rows]:

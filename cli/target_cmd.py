@@ -17,9 +17,8 @@ def target(
 ) -> None:
     """Show this machine's CPU (model, ISA features) and the named CPUs --target accepts."""
     from rich.markup import escape
-    from rich.table import Table
 
-    from onnxsmith.cli.console import print_json, stderr, stdout
+    from onnxsmith.cli.console import folding_table, print_json, stderr, stdout
     from onnxsmith.modelio import write_text_atomic
     from onnxsmith.target import PRESETS, load_target, save_target
 
@@ -31,7 +30,7 @@ def target(
     if json_output:
         print_json(rows)
         return
-    table = Table("--target", "ISA", "int8 dot", "u8s8 saturates", "bf16", "CPU")
+    table = folding_table("--target", "ISA", "int8 dot", "u8s8 saturates", "bf16", "CPU")
     for row, cpu in zip(rows, [host.cpu, *PRESETS.values()], strict=True):
         table.add_row(row["name"], cpu.isa, _yes(cpu.int8_dot), _yes(cpu.u8s8_saturates), _yes(cpu.native_bf16), escape(cpu.model))
     stdout.print(table)

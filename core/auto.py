@@ -103,6 +103,7 @@ class Trial:
     verdict: str  # "kept", "within budget", "over budget", "skipped: why", "failed: why"
     drift: float | None = None
     speedup: float | None = None
+    speedup_iqr: list[float] | None = None  # the spread of its per-round ratios against the original
     ms: float | None = None
     bytes: int | None = None
     seconds: float | None = None
@@ -159,7 +160,8 @@ def auto_optimize(source: str, output: str | Path, recipe: Recipe, options: Opti
     baseline = stats.pop("original")
     for trial in trials:
         if trial.name in stats:
-            trial.ms, trial.speedup = stats[trial.name].median_ms, baseline.median_ms / stats[trial.name].median_ms
+            timing = speedup_summary(baseline, stats[trial.name])
+            trial.ms, trial.speedup, trial.speedup_iqr = timing["after"], timing["speedup"], timing["speedup_iqr"]
     best = _keep(trials, stats)
     chosen = built[best.name]
     hints = [{"backend": name, "ms": s.median_ms, "vs_kept": best.ms / s.median_ms} for name, s in others.items()]

@@ -16,7 +16,7 @@ import numpy as np
 
 from onnxsmith.backend import Session
 
-__all__ = ["MIN_ROUNDS", "LatencyStats", "consistently_faster", "measure_interleaved", "percentile", "speedup_summary"]
+__all__ = ["MIN_ROUNDS", "LatencyStats", "consistently_faster", "measure_interleaved", "percentile", "ratio_with_spread", "speedup_summary"]
 
 MIN_ROUNDS = 9  # fewer interleaved rounds cannot tell "faster in most rounds" from noise
 
@@ -75,6 +75,13 @@ def speedup_summary(before: LatencyStats, after: LatencyStats) -> dict[str, obje
         verdict = "within the noise"
     return {"before": before.median_ms, "after": after.median_ms, "speedup": before.median_ms / after.median_ms,
             "speedup_iqr": [percentile(ratios, 25), percentile(ratios, 75)], "rounds": before.rounds, "verdict": verdict}
+
+
+def ratio_with_spread(speedup: float | None, low: float | None = None, high: float | None = None) -> str:
+    """A speedup as tables show it: ``1.23x (1.10-1.31)`` with the spread of its rounds where known, "" when not measured."""
+    if speedup is None:
+        return ""
+    return f"{speedup:.2f}x ({low:.2f}-{high:.2f})" if low is not None and high is not None else f"{speedup:.2f}x"
 
 
 def _time_block(session: Session, feed: dict[str, np.ndarray], inner: int) -> float:

@@ -58,14 +58,16 @@ class MappedLayer:
     tensor: str | None = None  # the layer's result: its last node's first output, seen through Q/DQ (_float_view)
 
     def head(self, op_type: str) -> int | None:
-        """Index of the node that names the layer: the first of the kernel's op type, else the
-        first that computes something (not Constant/Shape), else the first."""
+        """Index of the node that names the layer: the first of the kernel's op type or of the
+        op it computes (a QLinearConv's Conv between its Q/DQ), else the first that computes
+        something (not Constant/Shape, not Q/DQ), else the first."""
         if not self.nodes:
             return None
+        base = _base_op(op_type)
         for i, op in enumerate(self.op_types):
-            if op == op_type:
+            if op in (op_type, base):
                 return i
-        return next((i for i, op in enumerate(self.op_types) if op not in _BOOKKEEPING), 0)
+        return next((i for i, op in enumerate(self.op_types) if op not in _BOOKKEEPING and op not in _QDQ_OPS), 0)
 
     def name(self, op_type: str, fallback: str) -> str:
         """The layer's name in the user's model: the head node when it stands for itself,

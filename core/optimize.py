@@ -25,6 +25,7 @@ from onnxsmith.latency import MIN_ROUNDS, LatencyStats, consistently_faster, mea
 from onnxsmith.measure import Measurements
 from onnxsmith.metrics import OutputDrift, compare_outputs, load_metric
 from onnxsmith.model import INFERENCE_PRECISION_KEY, Model
+from onnxsmith.pass_base import Pass
 from onnxsmith.modelio import EXTERNAL_DATA_THRESHOLD, hash_files, model_bytes, save_onnx, write_text_atomic
 from onnxsmith.paths_guard import Read, Write, refuse_overlap
 from onnxsmith.pipeline import DumpInstrument, Instrument, Pipeline, PipelineResult
@@ -32,7 +33,7 @@ from onnxsmith.profile_compare import compare_profiles
 from onnxsmith.recipe import Recipe
 from onnxsmith.report import OutputReport, PassRecord, Report, Summary
 from onnxsmith.shape_inference import relax_contradicted_output_shapes
-from onnxsmith.sources import load_source, source_reads
+from onnxsmith.sources import is_torch_factory, load_source, source_reads
 from onnxsmith.task_choice import AUTO, DRIFT, MetricChoice, choose_metric
 from onnxsmith.task_metrics import MASK_INPUT, has_padding
 
@@ -114,18 +115,9 @@ def prepare(source: str, output: Path, recipe: Recipe, options: OptimizeOptions,
     feeds and choose the metric; ``recipes``: every recipe that will run on it (their passes
     may pin input dims); ``output``: where the artifact will go (checked before any work)."""
     _refuse_overwriting_input(source, output, recipe, options)
-    passes = [p for r in recipes for p in r.build_passes()]  # a bad pass or option fails before the model is loaded
-    if recipe.accuracy.metric not in (None, AUTO):
-        load_metric(recipe.accuracy.metric)
-    costs = load_costs(recipe.target.costs) if recipe.target.costs else None
-    if costs is not None and costs.backend != recipe.backend:
-        raise RecipeError(f"the cost table {costs.source} was measured on backend '{costs.backend}', not '{recipe.backend}'",
-                          f"use --backend {costs.backend}, or save costs on the deployment machine with this backend")
-    get_backend(recipe.backend, recipe.target.load(costs))  # an unknown or unavailable backend fails here too
+    passes, costs = _checked_recipe(recipe, recipes)
     model = load_source(source, options.input_shapes)
-    inputs = model_inputs(model.ir)
-    pinned = {name: shape for p in passes for name, shape in p.input_shapes().items()}
-    calibration, evaluation, data = _datasets(recipe, inputs, options.input_shapes, pinned)
+    calibration, evaluation, data = _datasets(recipe, model_inputs(model.ir), options.input_shapes, _pinned(passes))
     measure = Measurements()
     reference = _reference_outputs(measure, model, evaluation)
     model.notes.extend(relax_contradicted_output_shapes(model.ir, reference))
@@ -137,6 +129,36 @@ def prepare(source: str, output: Path, recipe: Recipe, options: OptimizeOptions,
         choice = choice.judging_near_misses(len(judged), len(evaluation))
         evaluation, reference = judged, _reference_outputs(measure, model, judged)
     return Prepared(source, model, calibration, evaluation, reference, choice, measure, costs)
+
+
+def check(source: str, recipe: Recipe, options: OptimizeOptions) -> None:
+    """What ``--dry-run`` checks, running nothing: the passes and their options, the metric,
+    the cost table, the backend, the model (an ONNX file is loaded; a PyTorch source is not
+    exported, which would run its code) and the calibration data against the model's inputs."""
+    passes, _ = _checked_recipe(recipe, [recipe])
+    if is_torch_factory(source) or Path(source).suffix == ".pt2":
+        return
+    model = load_source(source, options.input_shapes)
+    _datasets(recipe, model_inputs(model.ir), options.input_shapes, _pinned(passes))
+
+
+def _checked_recipe(recipe: Recipe, recipes: list[Recipe]) -> tuple[list[Pass], CostTable | None]:
+    """Every pass of ``recipes`` (a bad pass or option fails before the model is loaded), the
+    recipe's metric, cost table and backend checked; the passes and the cost table."""
+    passes = [p for r in recipes for p in r.build_passes()]
+    if recipe.accuracy.metric not in (None, AUTO):
+        load_metric(recipe.accuracy.metric)
+    costs = load_costs(recipe.target.costs) if recipe.target.costs else None
+    if costs is not None and costs.backend != recipe.backend:
+        raise RecipeError(f"the cost table {costs.source} was measured on backend '{costs.backend}', not '{recipe.backend}'",
+                          f"use --backend {costs.backend}, or save costs on the deployment machine with this backend")
+    get_backend(recipe.backend, recipe.target.load(costs))  # an unknown or unavailable backend fails here too
+    return passes, costs
+
+
+def _pinned(passes: list[Pass]) -> dict[str, tuple[int | None, ...]]:
+    """Input dims the passes pin (a pass that needs a static shape), by input name."""
+    return {name: shape for p in passes for name, shape in p.input_shapes().items()}
 
 
 def _with_calibration_samples(data: Dataset, evaluation: Dataset, calibration: Dataset, needed: int) -> Dataset:

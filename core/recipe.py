@@ -99,7 +99,7 @@ class GatesSpec(_Strict):
     CLI exits 5 (core/gates.py). The accuracy gate is ``accuracy.max_drift``."""
 
     min_speedup: float | None = Field(None, gt=0, description="fail (exit 5) when the artifact is not at least this many "
-                                      "times faster than the original on the backend (median of the interleaved timing)")
+                                      "times faster than the original on the backend in most of at least 9 interleaved rounds")
     max_size: int | None = Field(None, ge=1, description="fail (exit 5) when the artifact's files (external data "
                                  "included) take more than this many bytes; accepts units: 25MB, 1.5GiB, 800kB")
 
@@ -166,16 +166,10 @@ class Recipe(_Strict):
     resources: ResourcesSpec = ResourcesSpec()
 
     def build_passes(self) -> list[Pass]:
-        """Instantiate and validate every pass."""
-        built = []
-        for entry in self.passes:
-            if isinstance(entry, str):
-                built.append(create_pass(entry))
-                continue
-            if len(entry) != 1:
-                raise RecipeError(f"a pass entry must name one pass, got {sorted(entry)}", "write one `- name: {options}` item per pass")
-            (name, params), = entry.items()
-            built.append(create_pass(name, params or {}))
+        """Instantiate and validate every pass; one RecipeError names every entry that is wrong."""
+        built, errors = _build_entries(self.passes)
+        if errors:
+            raise _joined(errors)
         return built
 
     def check_calibration(self) -> None:
@@ -192,6 +186,28 @@ class Recipe(_Strict):
         data = self.model_dump(mode="json", exclude_defaults=False)
         data["passes"] = [{p.name: _jsonable(p.params())} for p in self.build_passes()]
         return data
+
+
+def _build_entries(entries: list[Any]) -> tuple[list[Pass], list[RecipeError]]:
+    """The passes of a recipe's entries, and the error of each entry that does not make one."""
+    built, errors = [], []
+    for entry in entries:
+        try:
+            if isinstance(entry, str):
+                built.append(create_pass(entry))
+                continue
+            if not isinstance(entry, dict) or len(entry) != 1:
+                raise RecipeError(f"a pass entry must name one pass, got {entry!r}", "write one `- name: {options}` item per pass")
+            (name, params), = entry.items()
+            built.append(create_pass(name, params or {}))
+        except RecipeError as e:
+            errors.append(e)
+    return built, errors
+
+
+def _joined(errors: list[RecipeError]) -> RecipeError:
+    """One RecipeError for several: every problem, the first fix."""
+    return RecipeError("; ".join(e.problem for e in errors), errors[0].fix)
 
 
 def _jsonable(params: dict[str, Any]) -> dict[str, Any]:
@@ -324,9 +340,14 @@ def validate_recipe(data: dict[str, Any], *, where: str = "recipe") -> Recipe:
         recipe = Recipe.model_validate(data)
     except pydantic.ValidationError as e:
         problems, fixes = zip(*(_recipe_problem(err) for err in e.errors()), strict=True)
+        # A schema error elsewhere must not hide the passes' own errors: they are reported together.
+        entries = data.get("passes") if isinstance(data, dict) else None
+        pass_errors = _build_entries(entries)[1] if isinstance(entries, list) else []
         fix = next((f for f in fixes if f.startswith("valid keys")), fixes[0])
-        raise RecipeError(f"{where}: {'; '.join(problems)}", fix) from None
-    recipe.build_passes()  # unknown pass names and options fail here, with the choices
+        raise RecipeError(f"{where}: {'; '.join([*problems, *(p.problem for p in pass_errors)])}", fix) from None
+    _, pass_errors = _build_entries(recipe.passes)  # unknown pass names and options fail here, with the choices
+    if pass_errors:
+        raise _joined(pass_errors)
     return recipe
 
 

@@ -6,6 +6,7 @@ depends on the CPU); the choice rule is tested on given per-round timings."""
 from __future__ import annotations
 
 import json
+import re
 
 import numpy as np
 import onnx
@@ -116,9 +117,10 @@ def test_auto_on_a_cnn_tries_every_default_candidate_and_writes_the_kept_one(tmp
     assert len(kept) == 1 and kept[0]["name"] == report.auto["kept"]
     budget = report.auto["budget"]
     assert budget["metric"] == report.accuracy["metric"] and kept[0]["drift"] <= budget["max_drift"]
-    for row in rows.values():  # every candidate that was built was timed against the original
-        assert (row["speedup"] is None) == row["verdict"].startswith(("skipped", "failed"))
+    for row in rows.values():  # every candidate that was built was timed against the original, with its spread
+        assert (row["speedup"] is None) == row["verdict"].startswith(("skipped", "failed")) == (row["speedup_iqr"] is None)
     assert report.summary.latency_ms["speedup"] == kept[0]["speedup"]
+    assert report.summary.latency_ms["speedup_iqr"] == kept[0]["speedup_iqr"]
     assert report.summary.drift == kept[0]["drift"]
 
     # the artifact is the kept candidate's: it runs, and its outputs keep the budget's metric
@@ -187,6 +189,9 @@ def test_cli_auto_prints_the_search_and_rejects_conflicting_flags(tmp_path):
                  "--calib", str(FIXTURES / "mlp.npz"), "--json")
     assert ok.code == 0, ok.stderr
     assert [c["name"] for c in ok.json()["auto"]["candidates"]] == ["fuse", "int8"]
+    table = run_cli("optimize", str(FIXTURES / "mlp.onnx"), "-o", str(tmp_path / "t.onnx"), "--auto", "--auto-candidates", "fuse",
+                    "--calib", str(FIXTURES / "mlp.npz"), env={"COLUMNS": "120"})
+    assert re.search(r"│ fuse\s+│ \d+\.\d\dx \(\d+\.\d\d-\d+\.\d\d\)", table.stdout), table.stdout  # the speedup with its spread
     assert "--auto int8 (fuse{upgrade_opset=false},quantize{mode=int8})" in ok.stderr
 
     both = run_cli("optimize", str(FIXTURES / "mlp.onnx"), "-o", str(tmp_path / "x.onnx"), "--auto", "--passes", "fuse")

@@ -6,6 +6,7 @@ import csv
 import hashlib
 import json
 import os
+import re
 import shutil
 import sqlite3
 import subprocess
@@ -89,6 +90,7 @@ def test_folder_batch_converts_good_models_records_failures_and_resumes(tmp_path
         sources = [zoo / rel, *(p for p in [(zoo / rel).parent / f"{name}.onnx.data"] if p.exists())]
         assert m["bytes_before"] == sum(p.stat().st_size for p in sources)
         assert m["bytes_after"] > 0 and m["latency_ratio"] > 0 and m["drift"] < 1e-4
+        assert 0 < m["latency_ratio_p25"] <= m["latency_ratio_p75"]  # the spread of the rounds beside the ratio
         assert (out / rel).is_file() and (out / rel).with_suffix(".report.json").is_file()  # mirrors its path under SOURCE
     assert (out / "ext/external.onnx.data").is_file()
     feeds = fixture_feeds("cnn", 2)
@@ -97,6 +99,7 @@ def test_folder_batch_converts_good_models_records_failures_and_resumes(tmp_path
     assert not (out / "broken/truncated.onnx").exists()
 
     md = (out / "summary.md").read_text()
+    assert re.search(r"\| `a/b/mlp.onnx` \| ok \| [^|]+ \| \d+\.\d\dx \(\d+\.\d\d-\d+\.\d\d\) \|", md), md
     assert "6 ok, 2 failed, 0 skipped" in md and "| `a/b/mlp.onnx` | ok |" in md and "| `broken/truncated.onnx` | failed |" in md
     step_md = step.read_text()  # the CI step summary: the same table under a section naming the batch and its passes
     assert step_md.startswith(f"### onnxsmith batch: `{out}`") and "Passes: `cleanup`." in step_md
@@ -278,6 +281,22 @@ def test_ledger_resumes_only_the_same_model_and_recipe_and_marks_stale_rows(tmp_
     assert reopened.interrupt_running("stopped") == 1
     assert reopened.row(job.key)["status"] == "interrupted" and reopened.row(job.key)["drift"] is None
     reopened.close()
+
+
+def test_a_ledger_of_the_first_schema_gets_the_spread_columns_when_a_batch_resumes(tmp_path):
+    path = tmp_path / "ledger.sqlite"
+    first = sqlite3.connect(path)  # schema 1: no latency_ratio_p25/p75
+    first.execute("CREATE TABLE models (path TEXT PRIMARY KEY, source TEXT NOT NULL, model_hash TEXT NOT NULL, "
+                  "recipe_hash TEXT NOT NULL, status TEXT NOT NULL, error TEXT, attempts INTEGER NOT NULL, started_at REAL NOT NULL, "
+                  "finished_at REAL, seconds REAL, bytes_before INTEGER, bytes_after INTEGER, latency_before_ms REAL, "
+                  "latency_after_ms REAL, latency_ratio REAL, drift REAL)")
+    first.close()
+    job = discover_jobs(make_zoo(tmp_path / "zoo", {"cnn.onnx": "cnn"}, broken=False), tmp_path / "out", validate_recipe({}))[0]
+    ledger = Ledger(path)
+    ledger.mark_running(job, 1)
+    ledger.record(job, Outcome("ok", numbers={"latency_ratio": 1.2, "latency_ratio_p25": 1.1, "latency_ratio_p75": 1.3}), seconds=1)
+    assert ledger.row(job.key)["latency_ratio_p25"] == 1.1 and ledger.row(job.key)["latency_ratio_p75"] == 1.3
+    ledger.close()
 
 
 @pytest.mark.ray

@@ -243,6 +243,16 @@ def test_a_preset_that_needs_data_without_calib_fails_before_any_pass_and_in_dry
     _assert_clean_failure(dry, tmp_path, "needs calibration data")
 
 
+def test_dry_run_refuses_a_missing_model_and_data_that_do_not_fit_it(tmp_path):
+    missing = run_cli("optimize", str(tmp_path / "nowhere.onnx"), "-p", "fuse", "--dry-run")
+    _assert_clean_failure(missing, tmp_path, "nowhere.onnx")
+    other_models_data = run_cli("optimize", str(FIXTURES / "cnn.onnx"), "--preset", "int8", "--calib", str(FIXTURES / "mlp.npz"),
+                                "--dry-run")
+    _assert_clean_failure(other_models_data, tmp_path, "do not match the model inputs")
+    fits = run_cli("optimize", str(FIXTURES / "cnn.onnx"), "--preset", "int8", "--calib", str(FIXTURES / "cnn.npz"), "--dry-run")
+    assert fits.code == 0, fits.stderr
+
+
 def test_calibration_names_do_not_match(tmp_path):
     npz = tmp_path / "c.npz"
     np.savez(npz, wrong=np.zeros((4, 3, 32, 32), np.float32))
@@ -349,6 +359,24 @@ def test_the_readme_first_command_runs_the_main_job_with_its_profile(tmp_path):
     # every Conv of the original is matched with what runs in its place, int8 or float, and named as the Conv
     convs = [layer for layer in after if layer["op_type"] in ("Conv", "QLinearConv", "FusedConv")]
     assert len(convs) == 6 and all(layer["before_ms"] is not None and layer["name"].startswith("node_conv2d") for layer in convs)
+    # --profile-runs 0 turns the per-layer profile off
+    args[args.index("-o") + 1] = str(tmp_path / "unprofiled.onnx")
+    quiet = run_cli(*args[1:], "--profile-runs", "0", cwd=ROOT)
+    assert quiet.code == 0 and "Per-layer profile" not in quiet.stdout
+    assert json.loads((tmp_path / "unprofiled.report.json").read_text())["profile"] is None
+
+
+@pytest.mark.parametrize(("requested", "before_ms", "after_ms", "runs"), [
+    (10, 1.0, 1.0, 10),  # fast: what was asked
+    (10, 500.0, 500.0, 5),  # two profiles of 2 s per run fit 10 s five times
+    (10, 9000.0, 9000.0, 1),  # slower than the budget: still one run
+    (0, 1.0, 1.0, 0),  # off
+])
+def test_the_default_profile_stays_within_its_time_budget(requested, before_ms, after_ms, runs):
+    from onnxsmith.optimize import PROFILE_BUDGET_S, _profile_runs
+
+    assert PROFILE_BUDGET_S == 10.0
+    assert _profile_runs(requested, {"before": before_ms, "after": after_ms}) == runs
 
 
 def test_shell_completion_completes_commands_and_options():
@@ -365,10 +393,17 @@ def test_shell_completion_completes_commands_and_options():
     assert run(_ONNXSMITH_COMPLETE="complete_bash", COMP_WORDS="onnxsmith optimize --pre", COMP_CWORD="2").stdout.split() == ["--preset"]
 
 
-def test_flags_show_no_value_in_help():
-    text = run_cli("optimize", "--help").stdout
-    line = next(line for line in text.splitlines() if "--dry-run" in line)
-    assert "<bool>" not in line
+@pytest.mark.parametrize("command", [[], ["optimize"], ["batch"], ["profile"], ["recipe"]])
+def test_flags_show_no_value_in_help(command):
+    """No flag shows a value type: typer labels flags, its own --help and --install-completion included, <bool>."""
+    text = run_cli(*command, "--help", env={"COLUMNS": "120"}).stdout
+    assert "--help" in text and "<bool>" not in text
+
+
+def test_every_listing_reads_whole_at_80_columns():
+    for command in (["passes", "quantize"], ["passes"], ["backends"], ["target"]):
+        result = run_cli(*command, env={"COLUMNS": "80"})
+        assert result.code == 0 and "…" not in result.stdout, (command, result.stdout)
 
 
 def test_one_pass_and_the_presets_read_whole_at_80_columns():

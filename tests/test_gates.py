@@ -4,11 +4,15 @@
 from __future__ import annotations
 
 import json
+from types import SimpleNamespace
 
 import pytest
 
 from conftest import FIXTURES, run_cli
-from onnxsmith.recipe import parse_size
+from onnxsmith.errors import GateFailed
+from onnxsmith.gates import check_gates, gate_rows
+from onnxsmith.latency import LatencyStats, speedup_summary
+from onnxsmith.recipe import GatesSpec, parse_size
 
 
 def _optimize(out, *extra, env=None):
@@ -34,6 +38,31 @@ def test_a_failed_speed_or_size_gate_writes_the_artifact_and_exits_5(tmp_path):
     summary = step.read_text()
     assert summary.startswith("### onnxsmith optimize: `cnn.onnx` → `cnn.onnx`") and "Passes: `fuse` on `cpu`" in summary
     assert "| min_speedup | 1000.00x |" in summary and "| max_size | 1000 B |" in summary and summary.count("**FAILED**") == 2
+
+
+def _report_with_rounds(ratios: list[float]) -> SimpleNamespace:
+    """A report stand-in whose timing had these per-round speedups (the original at 10 ms each round)."""
+    before = LatencyStats(10.0, 10.0, len(ratios), tuple(10.0 for _ in ratios))
+    after_samples = tuple(10.0 / r for r in ratios)
+    after = LatencyStats(sorted(after_samples)[len(ratios) // 2], max(after_samples), len(ratios), after_samples)
+    return SimpleNamespace(summary=SimpleNamespace(latency_ms=speedup_summary(before, after), drift=0.0, bytes={"after": 1}))
+
+
+@pytest.mark.parametrize(("ratios", "passed", "why"), [
+    ([1.5] * 9, True, ""),
+    # median 1.3x, but the artifact was no faster in 3 of the 9 rounds: not at least 1.2x in most rounds
+    ([0.9, 1.3, 1.0, 1.3, 1.3, 1.0, 1.3, 1.4, 1.3], False, "at least 1.00x in 3 of 4 rounds"),
+    ([1.5] * 3, False, "--latency-rounds 9 or more"),
+])
+def test_the_speed_gate_holds_only_when_most_rounds_reached_it(ratios, passed, why):
+    report = _report_with_rounds(ratios)
+    report.gates = gate_rows(GatesSpec(min_speedup=1.2), None, report)
+    assert report.gates[0]["passed"] is passed
+    if passed:
+        check_gates(report)
+    else:
+        with pytest.raises(GateFailed, match=why.replace(".", r"\.")):
+            check_gates(report)
 
 
 def test_gates_that_hold_exit_0_and_are_listed(tmp_path):

@@ -621,6 +621,15 @@ def test_compare_of_an_int8_model_compares_a_folded_relu_with_the_relu_not_with_
     relus = {layer["tensor"]: layer["sqnr_db"] for layer in profile["layers"]
              if (layer["tensor"] or "").startswith("relu_") and layer["sqnr_db"] is not None}
     assert relus and min(relus.values()) > 30, relus
+    # At 80 columns the compared table folds names and ops instead of cutting them off.
+    narrow = run_cli("profile", str(out), "--compare", str(FIXTURES / "convnet.onnx"), "--calib", str(FIXTURES / "convnet.npz"),
+                     "--runs", "3", env={"COLUMNS": "80"}).stdout
+    assert "…" not in narrow and max(len(line) for line in narrow.splitlines()) <= 80
+    # Profiled alone, a QLinearConv is named by its Conv (not the folded BatchNorm or the Relu
+    # the Q/DQ around it carry) and counts the FLOPs of the weight ORT pre-packed out of its trace.
+    alone = run_cli("profile", str(out), "--calib", str(FIXTURES / "convnet.npz"), "--runs", "3", "--format", "json").json()["profile"]
+    qconvs = [layer for layer in alone["layers"] if layer["op_type"] == "QLinearConv"]
+    assert qconvs and all(layer["name"].startswith("node_conv2d") and layer["flops"] > 0 for layer in qconvs), qconvs
 
 
 def test_a_layer_onnx_runtime_fused_is_named_by_its_nodes_and_not_folded_into_the_next_layer(tmp_path):

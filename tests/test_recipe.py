@@ -64,6 +64,17 @@ def test_every_error_of_a_recipe_is_reported_at_once():
     assert "'gates.max_size': 'a lot' is not a size" in message and "valid keys here:" in message
 
 
+def test_every_wrong_pass_is_reported_with_the_schema_errors():
+    passes = [{"fuse": {"disable": ["bogus"]}}, {"quantize": {"mode": "int9"}}]
+    with pytest.raises(RecipeError) as caught:
+        validate_recipe({"passes": passes})
+    assert "pass 'fuse'" in str(caught.value) and "pass 'quantize'" in str(caught.value)
+    with pytest.raises(RecipeError) as caught:
+        validate_recipe({"seed": "x", "passes": passes})
+    message = str(caught.value)
+    assert "'seed'" in message and "pass 'fuse'" in message and "pass 'quantize'" in message
+
+
 def test_unknown_recipe_key_lists_valid_keys(tmp_path):
     path = tmp_path / "r.yaml"
     path.write_text("backend: cpu\npasess: [cleanup]\n")

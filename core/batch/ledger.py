@@ -22,7 +22,7 @@ from onnxsmith.batch.outcome import NUMBER_KEYS, Outcome
 __all__ = ["LEDGER_NAME", "Ledger"]
 
 LEDGER_NAME = "ledger.sqlite"
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS models (
@@ -38,6 +38,7 @@ CREATE TABLE IF NOT EXISTS models (
     seconds REAL,                    -- wall time over all attempts
     bytes_before INTEGER, bytes_after INTEGER,
     latency_before_ms REAL, latency_after_ms REAL, latency_ratio REAL,
+    latency_ratio_p25 REAL, latency_ratio_p75 REAL,  -- the spread of the per-round ratios (schema 2)
     drift REAL
 )
 """
@@ -55,6 +56,11 @@ class Ledger:
         self._db.execute("PRAGMA busy_timeout=5000")
         with self._transaction():
             self._db.execute(_SCHEMA)
+            # A ledger of an earlier schema (a batch resumed after an upgrade) gets the number columns it lacks.
+            have = {row["name"] for row in self._db.execute("PRAGMA table_info(models)")}
+            for key in NUMBER_KEYS:
+                if key not in have:
+                    self._db.execute(f"ALTER TABLE models ADD COLUMN {key} REAL")
             self._db.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
 
     def close(self) -> None:

@@ -8,7 +8,9 @@ from typing import Any, Literal
 __all__ = ["NUMBER_KEYS", "Outcome", "numbers_from_summary"]
 
 # The report summary numbers a batch keeps per model (ledger columns, summary fields).
-NUMBER_KEYS = ("bytes_before", "bytes_after", "latency_before_ms", "latency_after_ms", "latency_ratio", "drift")
+# latency_ratio_p25/p75: the spread of the per-round ratios of the interleaved timing (a ratio without it is not a fact).
+NUMBER_KEYS = ("bytes_before", "bytes_after", "latency_before_ms", "latency_after_ms", "latency_ratio", "latency_ratio_p25",
+               "latency_ratio_p75", "drift")
 
 
 @dataclass(frozen=True)
@@ -28,13 +30,16 @@ class Outcome:
 
 
 def numbers_from_summary(summary: dict[str, Any]) -> dict[str, Any]:
-    """Size, latency ratio and drift out of a report's ``summary`` (as in OUT.report.json)."""
+    """Size, latency ratio (with its spread over the rounds) and drift out of a report's ``summary`` (as in OUT.report.json)."""
     latency = summary.get("latency_ms") or {}
+    low, high = latency.get("speedup_iqr") or (None, None)
     return {
         "bytes_before": summary["bytes"].get("before"),
         "bytes_after": summary["bytes"].get("after"),
         "latency_before_ms": latency.get("before"),
         "latency_after_ms": latency.get("after"),
         "latency_ratio": latency.get("speedup"),
+        "latency_ratio_p25": low,
+        "latency_ratio_p75": high,
         "drift": summary.get("drift"),
     }

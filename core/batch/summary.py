@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from onnxsmith.batch.outcome import NUMBER_KEYS
+from onnxsmith.latency import ratio_with_spread
 from onnxsmith.modelio import write_text_atomic
 from onnxsmith.report import json_safe
 
@@ -89,12 +90,12 @@ def summary_markdown(data: dict[str, Any], *, heading: str = "#", passes: str | 
         f"{counts['ok']} ok, {counts['failed']} failed, {counts['skipped']} skipped (already done) "
         f"in {data['seconds']:.1f} s, executor `{data['executor']}`.",
         "",
-        "| model | status | size before → after | latency ratio | drift | seconds | error |",
+        "| model | status | size before → after | latency ratio (IQR over rounds) | drift | seconds | error |",
         "|---|---|---|---|---|---|---|",
     ]
     for m in data["models"]:
         size = f"{_num(m['bytes_before'])} → {_num(m['bytes_after'])}" if m["bytes_after"] is not None else ""
-        ratio = f"{m['latency_ratio']:.2f}x" if m["latency_ratio"] is not None else ""
+        ratio = ratio_with_spread(m["latency_ratio"], m.get("latency_ratio_p25"), m.get("latency_ratio_p75"))
         drift = f"{m['drift']:.3g}" if m["drift"] is not None else ""
         seconds = f"{m['seconds']:.1f}" if m["seconds"] is not None else ""
         error = (m["error"] or "").replace("|", "\\|")
