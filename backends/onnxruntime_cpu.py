@@ -42,8 +42,8 @@ class OrtCpuBackend(OrtBackend):
             # interleaved run per model, 32 held-out inputs): det 1.73x vs 1.59x, YOLOv8n 1.58x vs
             # 1.48x, cls 1.59x vs 1.60x, and rec 1.77x vs 1.42x with its held-out text at 0.812
             # (bound 0.95) where the guard, judging 16 lines, saw none change. A second rec build
-            # with the rule off timed fewer layers faster and held (4 int8, text 1.0): the rule also
-            # keeps the plan, and so the guard's few samples, away from the layers timing admits by chance.
+            # with the rule off kept 4 layers int8 and held (text 1.0): without the rule, rec's
+            # plan and its task depend on which layers one timing admits.
             int8_slow_small_layers=True,
             # Measured on ORT 1.31 (MiniLM shapes, 128x384): SkipLayerNormalization's CPU kernel is a
             # scalar loop, ~4x slower than Sum + LayerNormalization; a channel Split between Convs
