@@ -147,7 +147,8 @@ def _compared(compare: dict[str, Any]) -> list[_Column]:
 
     return [
         ("before ms", "", 5, lambda l: _num(l.get("before_ms"), ".3f"), None),
-        ("speedup", "", 5.5, lambda l: f"{l['speedup']:.2f}x" if l.get("speedup") else "-", None),
+        ("speedup", "", 5.5, lambda l: ("≈" if l.get("speedup_within_noise") else "") + f"{l['speedup']:.2f}x" if l.get("speedup") else "-",
+         None),
         ("SQNR dB", "", 4.5, sqnr, None),
     ]
 

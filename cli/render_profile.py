@@ -20,9 +20,10 @@ TABLE_ROWS = 25
 WIDE_COLUMNS = 150  # terminal width from which the layer table has every column
 MARKDOWN_ROWS = 10
 BRIEF_ROWS = 8
+NOISE_MARK_NOTE = "≈: a layer's before and after times differ by no more than their run-to-run spread (IQR): no change"
 CSV_FIELDS = ("name", "origin", "op_type", "kernel", "provider", "precision", "median_ms", "p90_ms", "share", "flops", "params",
               "bytes", "intensity", "gflops_per_s", "module", "inserted_by", "node", "tensor", "order",
-              "before_ms", "after_ms", "speedup", "sqnr_db")
+              "before_ms", "after_ms", "speedup", "speedup_within_noise", "sqnr_db")
 
 
 def table(profile: dict[str, Any], rows: int = TABLE_ROWS) -> None:
@@ -50,6 +51,7 @@ def table(profile: dict[str, Any], rows: int = TABLE_ROWS) -> None:
     stdout.print(ops)
     if compare:
         stdout.print(escape(divergence_line(compare)))
+        stdout.print(NOISE_MARK_NOTE)
 
 
 def brief_compare(profile: dict[str, Any], rows: int = BRIEF_ROWS) -> None:
@@ -60,8 +62,9 @@ def brief_compare(profile: dict[str, Any], rows: int = BRIEF_ROWS) -> None:
                          f"{min(rows, len(profile['layers']))} of {len(profile['layers'])} layers after", title_justify="left")
     for layer in profile["layers"][:rows]:
         layers.add_row(escape(named(layer)), escape(layer["op_type"]), layer["precision"], _num(layer.get("before_ms"), ".3f"),
-                       f"{layer['median_ms']:.3f}", _speedup(layer.get("speedup")))
+                       f"{layer['median_ms']:.3f}", _layer_speedup(layer))
     stdout.print(layers)
+    stdout.print(NOISE_MARK_NOTE)
 
 
 def markdown(profile: dict[str, Any], model: str, rows: int = MARKDOWN_ROWS) -> str:
@@ -83,17 +86,18 @@ def markdown(profile: dict[str, Any], model: str, rows: int = MARKDOWN_ROWS) -> 
     for layer in profile["layers"][:rows]:
         cells = [f"`{layer['name']}`", layer["op_type"], f"`{layer['kernel']}`", f"{layer['median_ms']:.3f}", f"{layer['share']:.1%}", layer["precision"]]
         if compare:
-            cells += [_num(layer.get("before_ms"), ".3f"), _speedup(layer.get("speedup")), _sqnr(layer, set(compare["exact"]))]
+            cells += [_num(layer.get("before_ms"), ".3f"), _layer_speedup(layer), _sqnr(layer, set(compare["exact"]))]
         lines.append("| " + " | ".join(c.replace("|", "\\|") for c in cells) + " |")
     top_ops = ", ".join(f"{e['op_type']} {e['share']:.0%}" for e in profile["by_op_type"][:6])
-    lines += ["", f"Time by op type: {top_ops}.", ""]
+    lines += ["", *([NOISE_MARK_NOTE + ".", ""] if compare else []), f"Time by op type: {top_ops}.", ""]
     return "\n".join(lines)
 
 
 def csv_text(profile: dict[str, Any]) -> str:
     """Every layer, one row each, every field (origin joined with ';')."""
     buffer = io.StringIO()
-    fields = [f for f in CSV_FIELDS if profile.get("compare") or f not in ("before_ms", "after_ms", "speedup", "sqnr_db")]
+    compared = ("before_ms", "after_ms", "speedup", "speedup_within_noise", "sqnr_db")
+    fields = [f for f in CSV_FIELDS if profile.get("compare") or f not in compared]
     writer = csv.DictWriter(buffer, fieldnames=fields, extrasaction="ignore", lineterminator="\n")
     writer.writeheader()
     for layer in profile["layers"]:
@@ -138,7 +142,7 @@ def _layer_cells(layer: dict[str, Any], exact: set[str]) -> dict[str, str]:
     return {
         "layer": escape(named(layer)), "op": escape(layer["op_type"]), "op / kernel": escape(f"{layer['op_type']} / {layer['kernel']}"),
         "prec": layer["precision"], "median ms": f"{layer['median_ms']:.3f}", "p90 ms": f"{layer['p90_ms']:.3f}",
-        "share": f"{layer['share']:.1%}", "before ms": _num(layer.get("before_ms"), ".3f"), "speedup": _speedup(layer.get("speedup")),
+        "share": f"{layer['share']:.1%}", "before ms": _num(layer.get("before_ms"), ".3f"), "speedup": _layer_speedup(layer),
         "SQNR dB": _sqnr(layer, exact), "GFLOP": _num(layer["flops"] / 1e9 if layer["flops"] else None, ".3f"),
         "GFLOP/s": _num(layer["gflops_per_s"], ".1f"), "origin": escape(_origin(layer)),
     }
@@ -164,6 +168,12 @@ def _sqnr(layer: dict[str, Any], exact: set[str]) -> str:
 
 def _speedup(value: float | None) -> str:
     return f"{value:.2f}x" if value else "-"
+
+
+def _layer_speedup(layer: dict[str, Any]) -> str:
+    """A layer's speedup, "≈1.03x" where its before and after times differ by less than their run-to-run spread."""
+    text = _speedup(layer.get("speedup"))
+    return f"≈{text}" if layer.get("speedup_within_noise") else text
 
 
 def _num(value: float | None, spec: str) -> str:

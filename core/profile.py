@@ -79,9 +79,11 @@ class Layer:
     tensor: str | None = None  # the model tensor holding the layer's result (compared by --compare)
     intensity: float | None = None  # FLOPs per byte moved
     gflops_per_s: float | None = None  # achieved throughput at the median time
+    iqr_ms: float = 0.0  # p75 - p25 over the runs: the run-to-run spread a burst in one or two runs does not move
     before_ms: float | None = None
     after_ms: float | None = None
     speedup: float | None = None
+    speedup_within_noise: bool | None = None  # its medians differ by no more than either side's iqr_ms
     sqnr_db: float | None = None
 
 
@@ -121,7 +123,7 @@ class Profile:
         return sorted(groups.values(), key=lambda g: -g["median_ms"])
 
     def to_dict(self) -> dict[str, Any]:
-        compare_keys = ("before_ms", "after_ms", "speedup", "sqnr_db")
+        compare_keys = ("before_ms", "after_ms", "speedup", "speedup_within_noise", "sqnr_db")
         layers = []
         for layer in self.layers:
             data = dict(vars(layer))
@@ -178,6 +180,7 @@ def build_profile(measurement: Measurement, model: ir.Model, *, warmup: int, pre
             provider=kernel.provider,
             median_ms=median,
             p90_ms=percentile(kernel.times_ms, 90),
+            iqr_ms=percentile(kernel.times_ms, 75) - percentile(kernel.times_ms, 25),
             share=median / medians_sum if medians_sum > 0 else 0.0,
             flops=flops,
             params=kernel.params,

@@ -55,6 +55,7 @@ def compare_profiles(
     ``latency``: (before, after) end-to-end times measured interleaved, for the summary."""
     owner = _match(before.layers, after.layers)
     before_ms: dict[str, float] = {}
+    before_spread: dict[str, float] = {}  # the layers' iqr_ms, summed like their times
     heaviest: dict[str, Layer] = {}  # after layer -> the slowest before layer it stands for
     removed = []
     for layer in before.layers:
@@ -63,6 +64,7 @@ def compare_profiles(
             removed.append({"name": layer.name, "op_type": layer.op_type, "before_ms": layer.median_ms})
         else:
             before_ms[target] = before_ms.get(target, 0.0) + layer.median_ms
+            before_spread[target] = before_spread.get(target, 0.0) + layer.iqr_ms
             if target not in heaviest or layer.median_ms > heaviest[target].median_ms:
                 heaviest[target] = layer
     for layer in after.layers:
@@ -70,6 +72,9 @@ def compare_profiles(
         layer.before_ms = before_ms.get(layer.name)
         if layer.before_ms is not None and layer.after_ms > 0:
             layer.speedup = layer.before_ms / layer.after_ms
+            # The profiles are not interleaved: a difference inside the run-to-run spread is no change.
+            spread = max(before_spread[layer.name], layer.iqr_ms)
+            layer.speedup_within_noise = abs(layer.before_ms - layer.after_ms) <= spread
         layer.sqnr_db = sqnr.get(layer.tensor) if layer.tensor else None
         known = heaviest.get(layer.name)
         if known is not None and layer.module is None:

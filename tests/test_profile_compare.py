@@ -30,3 +30,16 @@ def test_a_layer_goes_to_the_after_layer_that_stands_for_it_not_to_a_layout_tran
     assert (rows["conv_a"].before_ms, rows["conv_a"].speedup) == (0.9, 3.0)
     assert rows["conv_b"].before_ms == 0.8 and rows["conv_b"].op_type == "QLinearConv"
     assert rows["nhwc"].before_ms is None  # no time counted twice
+
+
+def test_a_layer_speedup_inside_the_run_to_run_spread_is_marked_within_the_noise():
+    def spread(layer: Layer, iqr_ms: float) -> Layer:
+        layer.iqr_ms = iqr_ms
+        return layer
+
+    before = _profile([spread(_layer("conv", ["conv"], "Conv", 1.0, 0), 0.3), spread(_layer("add", ["add"], "Add", 0.10, 1), 0.01)])
+    after = _profile([spread(_layer("conv", ["conv"], "QLinearConv", 0.5, 0), 0.1),  # 2x, far outside 0.3 ms of spread
+                      spread(_layer("add", ["add"], "Add", 0.095, 1), 0.02)])  # 1.05x inside 0.02 ms of spread
+    rows = {layer.name: layer for layer in compare_profiles(before, after, sqnr={}, other="original").layers}
+    assert rows["conv"].speedup == 2.0 and rows["conv"].speedup_within_noise is False
+    assert rows["add"].speedup > 1 and rows["add"].speedup_within_noise is True
