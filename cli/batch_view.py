@@ -69,7 +69,7 @@ class BatchProgress:
 def batch_summary(summary: BatchSummary) -> None:
     """The per-model table and the counts, on stdout."""
     table = folding_table("model", "status", "size before → after", "latency ratio (IQR)", "drift", "seconds",
-                  title=f"Batch summary ({summary.outdir})", title_justify="left")
+                          title=f"Batch summary ({summary.outdir})", title_justify="left")
     style = {"ok": "green", "failed": "red", "skipped": "dim"}
     for m in summary.models:
         n = m.numbers

@@ -173,7 +173,7 @@ def auto_search(report: Report) -> None:
     budget = auto["budget"]
     drift = _drift_label(budget["metric"])
     table = folding_table("candidate", "speedup (IQR)", "size", drift, "verdict", "build s",
-                  title=f"--auto on {report.backend}: budget {budget['metric']} <= {budget['max_drift']:g}", title_justify="left")
+                          title=f"--auto on {report.backend}: budget {budget['metric']} <= {budget['max_drift']:g}", title_justify="left")
     for c in auto["candidates"]:
         table.add_row(c["name"], ratio_with_spread(c["speedup"], *(c.get("speedup_iqr") or (None, None))), human_bytes(c["bytes"]) if c["bytes"] else "",
                       f"{c['drift']:.3g}" if c["drift"] is not None else "", c["verdict"], f"{c['seconds']:.1f}" if c["seconds"] else "")

@@ -58,8 +58,8 @@ def brief_compare(profile: dict[str, Any], rows: int = BRIEF_ROWS) -> None:
     """The slowest layers of an optimize run's after-profile, with their time before: what
     ``optimize`` prints under its summary (``onnxsmith profile`` gives the whole table)."""
     layers = folding_table("layer", "op", "prec", "before ms", "after ms", "speedup",
-                   title=f"Per-layer profile on {profile['backend']} ({profile['runs']} runs each): slowest "
-                         f"{min(rows, len(profile['layers']))} of {len(profile['layers'])} layers after", title_justify="left")
+                           title=f"Per-layer profile on {profile['backend']} ({profile['runs']} runs each): slowest "
+                                 f"{min(rows, len(profile['layers']))} of {len(profile['layers'])} layers after", title_justify="left")
     for layer in profile["layers"][:rows]:
         layers.add_row(escape(named(layer)), escape(layer["op_type"]), layer["precision"], _num(layer.get("before_ms"), ".3f"),
                        f"{layer['median_ms']:.3f}", _layer_speedup(layer))

@@ -169,7 +169,7 @@ class Recipe(_Strict):
         """Instantiate and validate every pass; one RecipeError names every entry that is wrong."""
         built, errors = _build_entries(self.passes)
         if errors:
-            raise _joined(errors)
+            raise RecipeError("; ".join(e.problem for e in errors), errors[0].fix)
         return built
 
     def check_calibration(self) -> None:
@@ -197,17 +197,12 @@ def _build_entries(entries: list[Any]) -> tuple[list[Pass], list[RecipeError]]:
                 built.append(create_pass(entry))
                 continue
             if not isinstance(entry, dict) or len(entry) != 1:
-                raise RecipeError(f"a pass entry must name one pass, got {entry!r}", "write one `- name: {options}` item per pass")
+                raise RecipeError(f"a pass entry must name one pass, got {sorted(entry) if isinstance(entry, dict) else entry!r}", "write one `- name: {options}` item per pass")
             (name, params), = entry.items()
             built.append(create_pass(name, params or {}))
         except RecipeError as e:
             errors.append(e)
     return built, errors
-
-
-def _joined(errors: list[RecipeError]) -> RecipeError:
-    """One RecipeError for several: every problem, the first fix."""
-    return RecipeError("; ".join(e.problem for e in errors), errors[0].fix)
 
 
 def _jsonable(params: dict[str, Any]) -> dict[str, Any]:
@@ -345,9 +340,7 @@ def validate_recipe(data: dict[str, Any], *, where: str = "recipe") -> Recipe:
         pass_errors = _build_entries(entries)[1] if isinstance(entries, list) else []
         fix = next((f for f in fixes if f.startswith("valid keys")), fixes[0])
         raise RecipeError(f"{where}: {'; '.join([*problems, *(p.problem for p in pass_errors)])}", fix) from None
-    _, pass_errors = _build_entries(recipe.passes)  # unknown pass names and options fail here, with the choices
-    if pass_errors:
-        raise _joined(pass_errors)
+    recipe.build_passes()  # unknown pass names and options fail here, with the choices
     return recipe
 
 
