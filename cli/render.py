@@ -178,6 +178,10 @@ def auto_search(report: Report) -> None:
         table.add_row(c["name"], ratio_with_spread(c["speedup"], *(c.get("speedup_iqr") or (None, None))), human_bytes(c["bytes"]) if c["bytes"] else "",
                       f"{c['drift']:.3g}" if c["drift"] is not None else "", c["verdict"], f"{c['seconds']:.1f}" if c["seconds"] else "")
     stdout.print(table)
+    as_is = auto.get("as_is")
+    if as_is:
+        stdout.print(f"kept against the original with {report.backend}'s own defaults ({as_is['precision']}): "
+                     f"{ratio_with_spread(as_is['speedup'], *as_is['speedup_iqr'])}, {as_is['verdict']}")
     stdout.print(f"base of the other candidates: {auto['base']['passes']} ({auto['base']['why']})")
     for line in auto["advice"]:
         stdout.print(f"[bold]hint:[/bold] {line}")

@@ -56,6 +56,7 @@ __all__ = ["CANDIDATES", "DEFAULT_CANDIDATES", "Candidate", "auto_optimize"]
 logger = logging.getLogger(__name__)
 
 MATMUL_HEAVY = 0.5  # share of the weights in MatMul/Gemm above which int4 weights are tried
+AS_IS = "as is"  # the original compiled with the backend's defaults, in _time's sessions
 OTHER_BACKEND_HINT = 1.2  # another backend this much faster than the chosen artifact is worth a line
 
 
@@ -156,8 +157,9 @@ def auto_optimize(source: str, output: str | Path, recipe: Recipe, options: Opti
         trial.drift, trial.bytes = result.drift, model_bytes(result.model.ir)
         trial.verdict = "within budget" if result.drift <= budget else "over budget"
         built[candidate.name] = result
-    stats, others = _time(prepared, recipe, built, options.latency_rounds)
+    stats, others, as_is_precision = _time(prepared, recipe, built, options.latency_rounds)
     baseline = stats.pop("original")
+    as_is = stats.pop(AS_IS, None)
     for trial in trials:
         if trial.name in stats:
             timing = speedup_summary(baseline, stats[trial.name])
@@ -165,6 +167,8 @@ def auto_optimize(source: str, output: str | Path, recipe: Recipe, options: Opti
     best = _keep(trials, stats)
     chosen = built[best.name]
     hints = [{"backend": name, "ms": s.median_ms, "vs_kept": best.ms / s.median_ms} for name, s in others.items()]
+    # the kept artifact against the original as the runtime compiles it when told nothing: the user's alternative
+    as_is_row = None if as_is is None else {"precision": as_is_precision, **speedup_summary(as_is, stats[best.name])}
     auto = {
         "candidates": [asdict(t) for t in trials],
         "kept": best.name,
@@ -172,7 +176,8 @@ def auto_optimize(source: str, output: str | Path, recipe: Recipe, options: Opti
         "budget": {"metric": prepared.choice.name, "max_drift": budget},
         "baseline_ms": baseline.median_ms,
         "other_backends": hints,
-        "advice": _advice(best, stats[best.name], baseline, hints, recipe.backend),
+        "as_is": as_is_row,
+        "advice": _advice(best, stats[best.name], baseline, hints, recipe.backend) + _as_is_advice(best, as_is_row, trials, recipe),
     }
     latency = speedup_summary(baseline, stats[best.name])
     report = write(prepared, chosen, output, options, latency=latency, auto=auto)
@@ -209,6 +214,26 @@ def _advice(best: Trial, kept: LatencyStats, original: LatencyStats, hints: list
         advice.append(f"no candidate ran faster than the original model on {backend} beyond the noise: the artifact "
                       f"is {best.name}'s ({best.speedup:.2f}x); the original serves as well")
     return advice
+
+
+def _as_is_advice(best: Trial, as_is: dict | None, trials: list[Trial], recipe: Recipe) -> list[str]:
+    """A line where the original, compiled as the backend compiles it when told nothing, runs
+    as fast as the kept artifact: the user's alternative, and why the search did not take it."""
+    if as_is is None or as_is["verdict"] == "faster":
+        return []
+    precision = as_is["precision"]
+    tried = next((t for t in trials if t.precision == precision and t.drift is not None), None)
+    if best.precision == precision:
+        why = f"the kept artifact runs {precision} too, and its passes add no speed to what {recipe.backend} does itself"
+    elif tried is None:
+        why = f"try --inference-precision {precision}"
+    elif tried.verdict == "over budget":
+        why = f"{tried.name} went over the accuracy budget here (drift {tried.drift:.3g}), so the artifact keeps {best.precision}"
+    else:
+        why = f"{tried.name} was within budget but no faster than {best.name} beyond the noise"
+    line = (f"{recipe.backend} with its own defaults ({precision} on this CPU) runs the original model at least as fast as "
+            f"the kept artifact ({best.name} runs {as_is['speedup']:.2f}x as fast as that, {as_is['verdict']}): {why}")
+    return [line]
 
 
 def _choose_base(prepared: Prepared, built: dict[str, Built]) -> tuple[str, str]:
@@ -286,11 +311,18 @@ def _matmul_weight_share(model: ir.Model) -> float:
 
 
 def _time(prepared: Prepared, recipe: Recipe, built: dict[str, Built],
-          rounds: int) -> tuple[dict[str, LatencyStats], dict[str, LatencyStats]]:
-    """Latency of the original and every built candidate on the recipe's backend, and of the
-    original on every other available backend, all in one interleaved run."""
+          rounds: int) -> tuple[dict[str, LatencyStats], dict[str, LatencyStats], str | None]:
+    """Latency of the original and every built candidate on the recipe's backend, of the
+    original on every other available backend, and (under AS_IS, with its precision) of the
+    original as the backend compiles it when told nothing where that differs from the
+    target's precision (OpenVINO: bf16 on CPUs that run it), all in one interleaved run."""
     measure, feed = prepared.measure, prepared.evaluation.feeds()[0]
-    sessions = {"original": get_backend(recipe.backend, recipe.target.load(prepared.costs)).create_session(prepared.model.ir)}
+    backend = get_backend(recipe.backend, recipe.target.load(prepared.costs))
+    sessions = {"original": backend.create_session(prepared.model.ir)}
+    as_is_precision = None
+    as_is = backend.as_is_session(prepared.model.ir)
+    if as_is is not None and as_is.precision != recipe.target.precision:
+        sessions[AS_IS], as_is_precision = as_is, as_is.precision
     sessions.update({name: measure.session(b.model.ir, b.backend) for name, b in built.items()})
     others = {}
     for name, cls in available_backends().items():
@@ -302,4 +334,5 @@ def _time(prepared: Prepared, recipe: Recipe, built: dict[str, Built],
         except Exception as e:  # noqa: BLE001 (another runtime that cannot load the model is only no hint)
             logger.info("--auto: %s cannot run the original model: %s", name, first_line(e))
     stats = measure_interleaved(sessions, feed, rounds=max(rounds, MIN_ROUNDS))
-    return {k: v for k, v in stats.items() if not k.startswith("backend:")}, {name: stats[key] for name, key in others.items()}
+    return ({k: v for k, v in stats.items() if not k.startswith("backend:")}, {name: stats[key] for name, key in others.items()},
+            as_is_precision)

@@ -99,6 +99,12 @@ class Backend(abc.ABC):
         default. ``checking``: its outputs are compared, it is not timed, so the backend may
         trade speed for memory (ONNX Runtime does for big models, runtime.make_session's ``lean``)."""
 
+    def as_is_session(self, model: ir.Model) -> Session | None:
+        """``model`` compiled as the runtime compiles it when told nothing, where the backend
+        overrides a runtime default to meet the target (OpenVINO's inference precision): the
+        baseline of a user who runs the model as it is. None where nothing is overridden."""
+        return None
+
     def run_all(self, model: ir.Model, feeds: list[dict[str, np.ndarray]]) -> list[dict[str, np.ndarray]]:
         """``model``'s outputs on every feed as this backend computes them (its kernels, its
         graph optimizations): what a lossy pass's drift must be measured on, since fused

@@ -10,12 +10,13 @@ import re
 
 import numpy as np
 import onnx
+import onnx_ir as ir
 import pytest
 
 from conftest import FIXTURES, ort_outputs, run_cli
-from onnxsmith.auto import (CANDIDATES, DEFAULT_CANDIDATES, Trial, _advice, _base_by_timing, _keep, _matmul_weight_share,
-                            auto_optimize)
-from onnxsmith.backend import available_backends
+from onnxsmith.auto import (CANDIDATES, DEFAULT_CANDIDATES, Trial, _advice, _as_is_advice, _base_by_timing, _keep,
+                            _matmul_weight_share, auto_optimize)
+from onnxsmith.backend import available_backends, get_backend
 from onnxsmith.errors import AccuracyBudgetExceeded, InputError, RecipeError
 from onnxsmith.latency import LatencyStats, consistently_faster
 from onnxsmith.modelio import load_onnx
@@ -181,6 +182,32 @@ def test_auto_on_openvino_measures_or_explains_each_runtime_precision(tmp_path):
         assert rows[precision]["speedup"] is not None or verdict.startswith(f"skipped: the backend compiled a {precision} hint to")
     assert "cpu" in {h["backend"] for h in report.auto["other_backends"]}
     assert onnx.load(str(tmp_path / "cnn.onnx")).metadata_props  # written, with its provenance
+    # the kept artifact against the original as OpenVINO compiles it when told nothing, where that is not fp32
+    default = get_backend("openvino").as_is_session(ir.load(FIXTURES / "cnn.onnx")).precision
+    as_is = report.auto["as_is"]
+    if default == "fp32":
+        assert as_is is None
+    else:
+        assert as_is["precision"] == default and as_is["speedup"] > 0 and as_is["rounds"] >= 9 and as_is["verdict"]
+
+
+def test_advice_says_when_the_runtime_defaults_run_the_original_as_fast_as_the_kept_artifact():
+    kept, bf16 = _trial("int8", "kept"), _trial("bf16", "over budget")
+    bf16.precision, bf16.drift = "bf16", 0.0625
+    recipe = _recipe("cnn", backend="openvino")
+    as_is = {"precision": "bf16", "speedup": 0.62, "verdict": "slower"}
+    (line,) = _as_is_advice(kept, as_is, [kept, bf16], recipe)
+    assert line.startswith("openvino with its own defaults (bf16 on this CPU) runs the original model at least as fast")
+    assert "int8 runs 0.62x as fast as that, slower" in line and "bf16 went over the accuracy budget here (drift 0.0625)" in line
+    (line,) = _as_is_advice(kept, {**as_is, "speedup": 1.02, "verdict": "within the noise"}, [kept], recipe)
+    assert line.endswith("try --inference-precision bf16")  # no bf16 candidate was built
+    bf16.verdict = "within budget; no gain over int8"
+    assert _as_is_advice(kept, as_is, [kept, bf16], recipe)[0].endswith("bf16 was within budget but no faster than int8 beyond the noise")
+    kept_bf16 = _trial("int8+bf16", "kept")
+    kept_bf16.precision = "bf16"
+    assert "the kept artifact runs bf16 too" in _as_is_advice(kept_bf16, as_is, [kept_bf16], recipe)[0]
+    assert _as_is_advice(kept, {**as_is, "speedup": 1.4, "verdict": "faster"}, [kept, bf16], recipe) == []
+    assert _as_is_advice(kept, None, [kept], recipe) == []
 
 
 def test_cli_auto_prints_the_search_and_rejects_conflicting_flags(tmp_path):
