@@ -15,7 +15,7 @@ from typer.core import TyperOption
 
 from onnxsmith.cli import backends_cmd, batch_cmd, inspect_cmd, optimize_cmd, passes_cmd, profile_cmd, recipe_cmd, target_cmd
 
-_type_label = TyperOption.display_type_rich
+_type_label = getattr(TyperOption, "display_type_rich", None)
 
 
 def _flag_without_type(self: TyperOption, ctx) -> str | None:
@@ -24,7 +24,8 @@ def _flag_without_type(self: TyperOption, ctx) -> str | None:
     return None if self.is_flag and self.metavar is None else _type_label(self, ctx)
 
 
-TyperOption.display_type_rich = _flag_without_type  # typer has no setting for it (0.29)
+if _type_label is not None:  # typer 0.29 has no setting for it; tests/test_cli.py checks the help of every command
+    TyperOption.display_type_rich = _flag_without_type
 
 app = typer.Typer(
     name="onnxsmith",
