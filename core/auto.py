@@ -320,7 +320,11 @@ def _time(prepared: Prepared, recipe: Recipe, built: dict[str, Built],
     backend = get_backend(recipe.backend, recipe.target.load(prepared.costs))
     sessions = {"original": backend.create_session(prepared.model.ir)}
     as_is_precision = None
-    as_is = backend.as_is_session(prepared.model.ir)
+    try:
+        as_is = backend.as_is_session(prepared.model.ir)
+    except Exception as e:  # noqa: BLE001 (a default compile that fails is only no baseline)
+        as_is = None
+        logger.info("--auto: %s cannot compile the original with its defaults: %s", recipe.backend, first_line(e))
     if as_is is not None and as_is.precision != recipe.target.precision:
         sessions[AS_IS], as_is_precision = as_is, as_is.precision
     sessions.update({name: measure.session(b.model.ir, b.backend) for name, b in built.items()})
