@@ -283,6 +283,15 @@ def test_ledger_resumes_only_the_same_model_and_recipe_and_marks_stale_rows(tmp_
     reopened.close()
 
 
+def test_a_model_that_fails_a_size_gate_keeps_its_artifact_and_its_numbers(tmp_path):
+    zoo, out = make_zoo(tmp_path / "zoo", {"cnn.onnx": "cnn"}, broken=False), tmp_path / "out"
+    result = run_cli("batch", str(zoo), "-o", str(out), "-p", "fuse", "--max-size", "1kB", "--latency-rounds", "0", "--json")
+    assert result.code == 6, result.stderr
+    (row,) = result.json()["models"]
+    assert row["status"] == "failed" and "exceeds --max-size 1000 bytes" in row["error"]
+    assert (out / "cnn.onnx").is_file() and row["bytes_after"] == (out / "cnn.onnx").stat().st_size  # written, and counted
+
+
 def test_a_ledger_of_the_first_schema_gets_the_spread_columns_when_a_batch_resumes(tmp_path):
     path = tmp_path / "ledger.sqlite"
     first = sqlite3.connect(path)  # schema 1: no latency_ratio_p25/p75

@@ -58,8 +58,9 @@ def convert(job: Job, settings: WorkerSettings) -> Outcome:
         options = OptimizeOptions(input_shapes=list(job.input_shapes) or None, latency_rounds=settings.latency_rounds)
         with session_threads(job.cpus or settings.threads):
             report = optimize(job.source, job.output, recipe, options)
-    except OnnxsmithError as e:
-        return Outcome("failed", e.one_line())
+    except OnnxsmithError as e:  # a failed gate carries the report it wrote: the row keeps its numbers
+        numbers = numbers_from_summary(e.report.to_dict()["summary"]) if e.report is not None else {}
+        return Outcome("failed", e.one_line(), numbers=numbers)
     except MemoryError:
         return Outcome("failed", f"out of memory: the model needs more than the {settings.memory_mb} MiB limit (--memory-limit)")
     except Exception as e:  # a bug in onnxsmith or a library; the batch goes on and says which
