@@ -65,6 +65,16 @@ def test_the_speed_gate_holds_only_when_most_rounds_reached_it(ratios, passed, w
             check_gates(report)
 
 
+def test_a_recipe_file_sets_the_gates_like_the_flags(tmp_path):
+    recipe = tmp_path / "r.yaml"
+    recipe.write_text("passes: [fuse]\ngates: {max_size: 1kB, min_speedup: 1000}\n")
+    result = run_cli("optimize", str(FIXTURES / "cnn.onnx"), "-o", str(tmp_path / "cnn.onnx"), "--recipe", str(recipe),
+                     "--calib", str(FIXTURES / "cnn.npz"), "--latency-rounds", "9", "--json")
+    assert result.code == 5, result.stderr
+    gates = {row["gate"]: row for row in result.json()["gates"]}
+    assert gates["max_size"]["limit"] == 1000 and gates["min_speedup"]["limit"] == 1000 and not any(r["passed"] for r in gates.values())
+
+
 def test_gates_that_hold_exit_0_and_are_listed(tmp_path):
     result = _optimize(tmp_path / "cnn.onnx", "--max-size", "100MB", "--latency-rounds", "0")
     assert result.code == 0, result.stderr
