@@ -46,7 +46,7 @@ from onnxsmith.errors import AccuracyBudgetExceeded, PassFailure, RecipeError, f
 from onnxsmith.gates import check_gates
 from onnxsmith.latency import MIN_ROUNDS, LatencyStats, consistently_faster, measure_interleaved, speedup_summary
 from onnxsmith.modelio import model_bytes
-from onnxsmith.optimize import Built, OptimizeOptions, Prepared, build, prepare, write
+from onnxsmith.optimize import AS_IS, Built, OptimizeOptions, Prepared, as_is_session, build, prepare, write
 from onnxsmith.passes.quantize.int8_plan import other_int8_ops
 from onnxsmith.recipe import Recipe, parse_pipeline
 from onnxsmith.report import Report
@@ -56,7 +56,6 @@ __all__ = ["CANDIDATES", "DEFAULT_CANDIDATES", "Candidate", "auto_optimize"]
 logger = logging.getLogger(__name__)
 
 MATMUL_HEAVY = 0.5  # share of the weights in MatMul/Gemm above which int4 weights are tried
-AS_IS = "as is"  # the original compiled with the backend's defaults, in _time's sessions
 OTHER_BACKEND_HINT = 1.2  # another backend this much faster than the chosen artifact is worth a line
 
 
@@ -176,10 +175,11 @@ def auto_optimize(source: str, output: str | Path, recipe: Recipe, options: Opti
         "budget": {"metric": prepared.choice.name, "max_drift": budget},
         "baseline_ms": baseline.median_ms,
         "other_backends": hints,
-        "as_is": as_is_row,
         "advice": _advice(best, stats[best.name], baseline, hints, recipe.backend) + _as_is_advice(best, as_is_row, trials, recipe),
     }
     latency = speedup_summary(baseline, stats[best.name])
+    if as_is_row is not None:
+        latency["as_is"] = as_is_row
     report = write(prepared, chosen, output, options, latency=latency, auto=auto)
     check_gates(report)
     return report
@@ -319,14 +319,9 @@ def _time(prepared: Prepared, recipe: Recipe, built: dict[str, Built],
     measure, feed = prepared.measure, prepared.evaluation.feeds()[0]
     backend = get_backend(recipe.backend, recipe.target.load(prepared.costs))
     sessions = {"original": backend.create_session(prepared.model.ir)}
-    as_is_precision = None
-    try:
-        as_is = backend.as_is_session(prepared.model.ir)
-    except Exception as e:  # noqa: BLE001 (a default compile that fails is only no baseline)
-        as_is = None
-        logger.info("--auto: %s cannot compile the original with its defaults: %s", recipe.backend, first_line(e))
-    if as_is is not None and as_is.precision != recipe.target.precision:
-        sessions[AS_IS], as_is_precision = as_is, as_is.precision
+    as_is = as_is_session(backend, prepared.model.ir)
+    if as_is is not None:
+        sessions[AS_IS] = as_is
     sessions.update({name: measure.session(b.model.ir, b.backend) for name, b in built.items()})
     others = {}
     for name, cls in available_backends().items():
@@ -339,4 +334,4 @@ def _time(prepared: Prepared, recipe: Recipe, built: dict[str, Built],
             logger.info("--auto: %s cannot run the original model: %s", name, first_line(e))
     stats = measure_interleaved(sessions, feed, rounds=max(rounds, MIN_ROUNDS))
     return ({k: v for k, v in stats.items() if not k.startswith("backend:")}, {name: stats[key] for name, key in others.items()},
-            as_is_precision)
+            as_is.precision if as_is is not None else None)

@@ -13,8 +13,10 @@ import logging
 from dataclasses import dataclass
 from pathlib import Path
 
+import onnx_ir as ir
+
 from onnxsmith import __version__
-from onnxsmith.backend import Backend, get_backend
+from onnxsmith.backend import Backend, Session, get_backend
 from onnxsmith.context import Context
 from onnxsmith.costs import CostTable, costs_json, load_costs
 from onnxsmith.data import Dataset, ImageOptions, InputSpec, load_dataset, model_inputs, random_dataset, split_dataset
@@ -25,8 +27,8 @@ from onnxsmith.latency import MIN_ROUNDS, LatencyStats, consistently_faster, mea
 from onnxsmith.measure import Measurements
 from onnxsmith.metrics import OutputDrift, compare_outputs, load_metric
 from onnxsmith.model import INFERENCE_PRECISION_KEY, Model
-from onnxsmith.pass_base import Pass
 from onnxsmith.modelio import EXTERNAL_DATA_THRESHOLD, hash_files, model_bytes, save_onnx, write_text_atomic
+from onnxsmith.pass_base import Pass
 from onnxsmith.paths_guard import Read, Write, refuse_overlap
 from onnxsmith.pipeline import DumpInstrument, Instrument, Pipeline, PipelineResult
 from onnxsmith.profile_compare import compare_profiles
@@ -42,6 +44,7 @@ __all__ = ["Built", "OptimizeOptions", "Prepared", "build", "optimize", "planned
 logger = logging.getLogger(__name__)
 
 RANDOM_EVAL_SAMPLES = 4
+AS_IS = "as is"  # the original compiled with the runtime's defaults, beside the artifact in the timing
 PROFILE_BUDGET_S = 10.0  # the per-layer profiles before and after, together: fewer runs on slow models
 
 
@@ -131,6 +134,19 @@ def prepare(source: str, output: Path, recipe: Recipe, options: OptimizeOptions,
     return Prepared(source, model, calibration, evaluation, reference, choice, measure, costs)
 
 
+def as_is_session(backend: Backend, model: ir.Model) -> Session | None:
+    """``model`` as the backend's runtime compiles it when told nothing, where that differs from
+    the target (OpenVINO picks bf16 itself on a CPU that runs it; the target says fp32 unless
+    told otherwise): the user's alternative to the artifact, timed beside it. None where it
+    does not differ, or where the runtime cannot compile it so (only the baseline is lost)."""
+    try:
+        session = backend.as_is_session(model)
+    except Exception as e:  # noqa: BLE001
+        logger.info("%s cannot compile the original with its defaults: %s", backend.name, first_line(e))
+        return None
+    return session if session is not None and getattr(session, "precision", None) != backend.target.precision else None
+
+
 def check(source: str, recipe: Recipe, options: OptimizeOptions) -> None:
     """What ``--dry-run`` checks, running nothing: the passes and their options, the metric,
     the cost table, the backend, the model (an ONNX file is loaded; a PyTorch source is not
@@ -196,12 +212,14 @@ def write(prepared: Prepared, built: Built, output: Path, options: OptimizeOptio
     if latency is None:
         latency = {"before": None, "after": None, "speedup": None}
         if options.latency_rounds:
-            timed = measure_interleaved(
-                {"before": backend.create_session(original.ir), "after": measure.session(model.ir, backend)},
-                evaluation.feeds()[0],
-                rounds=options.latency_rounds,
-            )
+            sessions = {"before": backend.create_session(original.ir), "after": measure.session(model.ir, backend)}
+            as_is = as_is_session(backend, original.ir)
+            if as_is is not None:
+                sessions[AS_IS] = as_is
+            timed = measure_interleaved(sessions, evaluation.feeds()[0], rounds=options.latency_rounds)
             latency = speedup_summary(timed["before"], timed["after"])
+            if as_is is not None:
+                latency["as_is"] = {"precision": as_is.precision, **speedup_summary(timed.pop(AS_IS), timed["after"])}
 
     resolved = recipe.resolved()
     model.stamp_provenance(__version__, _portable(resolved))
@@ -245,7 +263,8 @@ def write(prepared: Prepared, built: Built, output: Path, options: OptimizeOptio
         },
         artifact={"path": str(output), "files": [str(p) for p in written], "external_data": external} if save else {},
         warnings=[*backend.target.warnings(), *prepared.model.notes, *_warnings(evaluation, result.records, prepared.choice),
-                  *_speed_warning(result.records, timed, backend.name), *_rounds_warning(latency)],
+                  *_speed_warning(result.records, timed, backend.name), *_rounds_warning(latency),
+                  *(_as_is_warning(latency, backend.name) if auto is None else [])],  # --auto's hint says it, with why
         profile=profile,
         accuracy=prepared.choice.describe(),
         auto=auto,
@@ -407,6 +426,16 @@ def _rounds_warning(latency: dict[str, object]) -> list[str]:
         return []
     return [f"--latency-rounds {rounds} is too few to tell a speedup from the machine's noise "
             f"({latency['speedup']:.2f}x here); give {MIN_ROUNDS} or more"]
+
+
+def _as_is_warning(latency: dict[str, object], backend: str) -> list[str]:
+    """The runtime's own defaults run the original faster than the artifact runs (in most rounds): say so."""
+    as_is = latency.get("as_is")
+    if not as_is or as_is["verdict"] != "slower":
+        return []
+    return [f"{backend} with its own defaults ({as_is['precision']} on this CPU) runs the original model faster than this "
+            f"artifact runs ({as_is['speedup']:.2f}x of its speed): try --inference-precision {as_is['precision']} (lossy, "
+            "measured like any pass), or --auto, which also tries it"]
 
 
 def _speed_warning(records: list[PassRecord], timed: dict[str, LatencyStats] | None, backend: str) -> list[str]:

@@ -113,3 +113,27 @@ def test_openvino_bf16_is_a_measured_lossy_choice(tmp_path):
     profiled = run_cli("profile", str(out), "--backend", "openvino", "--runs", "2", "--format", "json")
     assert profiled.code == 0, profiled.stderr
     assert json.loads(profiled.stdout)["profile"]["precision"] == "bf16"  # from the artifact's metadata
+
+
+def test_openvino_optimize_times_the_artifact_against_the_original_with_openvino_defaults(tmp_path):
+    """Where OpenVINO would pick another precision itself (bf16 on a CPU that runs it), the
+    user's alternative to the artifact is the original compiled with its defaults: timed in the
+    same interleaved run and shown. Where its default is fp32 there is nothing to add."""
+    _openvino()
+    default = get_backend("openvino").as_is_session(load_onnx(FIXTURES / "cnn.onnx")[0]).precision
+    result = run_cli("optimize", str(FIXTURES / "cnn.onnx"), "-o", str(tmp_path / "cnn.onnx"), "--passes", "fuse", "--backend",
+                     "openvino", "--calib", str(FIXTURES / "cnn.npz"), "--latency-rounds", "9", "--profile-runs", "0", "--json")
+    assert result.code == 0, result.stderr
+    latency = json.loads(result.stdout)["summary"]["latency_ms"]
+    if default == "fp32":
+        assert "as_is" not in latency
+        return
+    as_is = latency["as_is"]
+    assert as_is["precision"] == default and as_is["rounds"] == 9 and as_is["after"] == latency["after"]
+    assert as_is["speedup"] == pytest.approx(as_is["before"] / as_is["after"])
+    table = run_cli("optimize", str(FIXTURES / "cnn.onnx"), "-o", str(tmp_path / "t.onnx"), "--passes", "fuse", "--backend",
+                    "openvino", "--calib", str(FIXTURES / "cnn.npz"), "--latency-rounds", "9", "--profile-runs", "0",
+                    env={"COLUMNS": "120"})
+    assert f"vs openvino's own defaults ({default})" in table.stdout
+    warned = any("with its own defaults" in w for w in json.loads(result.stdout)["warnings"])
+    assert warned == (as_is["verdict"] == "slower")  # said where the defaults ran the original faster in most rounds
