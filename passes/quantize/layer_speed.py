@@ -78,7 +78,7 @@ class SpeedTable:
 
     def predict_ms(self, int8_layers: set[str]) -> float:
         """End-to-end time predicted with ``int8_layers`` in int8 and the rest float."""
-        return self.float_ms - sum(speed.gain_ms for name, speed in self.layers.items() if name in int8_layers)
+        return self.float_ms - self.gain_of(int8_layers)[0]
 
 
 def measure_layer_speed(backend: Backend, float_model: ir.Model, int8_model: ir.Model, layers: list[str],
