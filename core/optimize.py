@@ -34,6 +34,7 @@ from onnxsmith.pipeline import DumpInstrument, Instrument, Pipeline, PipelineRes
 from onnxsmith.profile_compare import compare_profiles
 from onnxsmith.recipe import Recipe
 from onnxsmith.report import OutputReport, PassRecord, Report, Summary
+from onnxsmith.runtime import Outputs
 from onnxsmith.shape_inference import relax_contradicted_output_shapes
 from onnxsmith.sources import is_torch_factory, load_source, source_reads
 from onnxsmith.task_choice import AUTO, DRIFT, MetricChoice, choose_metric
@@ -125,11 +126,11 @@ def prepare(source: str, output: Path, recipe: Recipe, options: OptimizeOptions,
     reference = _reference_outputs(measure, model, evaluation)
     model.notes.extend(relax_contradicted_output_shapes(model.ir, reference))
     choice = choose_metric(recipe.accuracy.metric, recipe.accuracy.max_drift, model.ir, reference, evaluation.feeds())
-    needed = choice.samples_needed()
-    if (needed is not None and len(evaluation) < needed and data is not None and calibration is not None
-            and len(data) > len(evaluation) and recipe.calibration.eval_samples is None):  # a held-out size the user chose is theirs
-        judged = _with_calibration_samples(data, evaluation, calibration, needed)
-        choice = choice.judging_near_misses(len(judged), len(evaluation))
+    short = choice.shortfall(reference)
+    if (short is not None and data is not None and calibration is not None and len(data) > len(evaluation)
+            and recipe.calibration.eval_samples is None):  # a held-out size the user chose is theirs
+        judged = _with_calibration_samples(data, evaluation, calibration, short.samples_needed or len(data))
+        choice = choice.judged_on_more(len(judged), short)
         evaluation, reference = judged, _reference_outputs(measure, model, judged)
     return Prepared(source, model, calibration, evaluation, reference, choice, measure, costs)
 
@@ -178,9 +179,9 @@ def _pinned(passes: list[Pass]) -> dict[str, tuple[int | None, ...]]:
 
 
 def _with_calibration_samples(data: Dataset, evaluation: Dataset, calibration: Dataset, needed: int) -> Dataset:
-    """The held-out samples and as many calibration ones as it takes to reach ``needed`` (all
-    where there are fewer), in the data's order: a counting metric's judgement, bounded so a
-    large --calib does not multiply the cost of every guard probe."""
+    """The held-out samples and as many calibration ones as it takes to reach ``needed`` samples
+    (all where there are fewer), in the data's order: a counting metric's judgement, bounded
+    so a large --calib does not multiply the cost of every guard probe."""
     index = {data.position(i): i for i in range(len(data))}
     held = [index[evaluation.position(i)] for i in range(len(evaluation))]
     extra = [index[calibration.position(i)] for i in range(min(len(calibration), needed - len(held)))]
@@ -262,7 +263,7 @@ def write(prepared: Prepared, built: Built, output: Path, options: OptimizeOptio
             "evaluation": evaluation.describe(),
         },
         artifact={"path": str(output), "files": [str(p) for p in written], "external_data": external} if save else {},
-        warnings=[*backend.target.warnings(), *prepared.model.notes, *_warnings(evaluation, result.records, prepared.choice),
+        warnings=[*backend.target.warnings(), *prepared.model.notes, *_warnings(evaluation, prepared.reference, result.records, prepared.choice),
                   *_speed_warning(result.records, timed, backend.name), *_rounds_warning(latency),
                   *(_as_is_warning(latency, backend.name) if auto is None else [])],  # --auto's hint says it, with why
         profile=profile,
@@ -449,15 +450,17 @@ def _speed_warning(records: list[PassRecord], timed: dict[str, LatencyStats] | N
              f"most of {timed['after'].rounds} rounds): the artifact loses accuracy for no speed here; try --auto, or drop them")]
 
 
-def _warnings(evaluation: Dataset, records: list[PassRecord], choice: MetricChoice) -> list[str]:
+def _warnings(evaluation: Dataset, reference: list[Outputs], records: list[PassRecord], choice: MetricChoice) -> list[str]:
     warnings = []
     metric = choice.name
     lossy = any(r.modified and not r.exact for r in records)
-    needed = choice.samples_needed()
-    if lossy and needed is not None and len(evaluation) < needed:
-        warnings.append(f"{len(evaluation)} samples cannot show that the {metric} budget {choice.budget:g} holds: "
-                        f"with no sample changed, up to {3 / len(evaluation):.0%} of new inputs may still change; give "
-                        f"at least {needed} samples (a larger --calib)")
+    short = choice.shortfall(reference) if lossy else None
+    if short is not None:
+        unit = short.unit.rstrip("s")
+        more = f"give at least {short.samples_needed} samples" if short.samples_needed else f"give samples with {short.needed} {short.unit}"
+        limit = f"up to {3 / short.units:.0%} of new {short.unit} may still change" if short.units else "nothing shows what new ones do"
+        warnings.append(f"{short.samples} samples ({short.units} {short.unit}) cannot show that the {metric} budget {choice.budget:g} "
+                        f"holds: with no {unit} changed, {limit}; {more} (a larger --calib)")
     if evaluation.random:
         warnings.append(
             "evaluation used RANDOM inputs: drift and accuracy numbers do not describe real data; pass --calib PATH"

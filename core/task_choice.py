@@ -35,7 +35,7 @@ from onnxsmith.metrics import DEFAULT_DRIFT_BUDGET, DriftMetric, load_metric
 from onnxsmith.runtime import Outputs
 from onnxsmith.task_metrics import MASK_INPUT, TASK_METRICS, NEAR_MISS_FACTOR, counting_near_misses, image_detections, yolo_attributes_first
 
-__all__ = ["AUTO", "DRIFT", "MetricChoice", "choose_metric", "recognise_task"]
+__all__ = ["AUTO", "DRIFT", "MetricChoice", "Shortfall", "choose_metric", "recognise_task"]
 
 AUTO = "auto"
 DRIFT = "drift"
@@ -44,6 +44,19 @@ EMBEDDING_DIM = 128  # pooled encoder outputs at least this wide are embeddings;
 PROBABILITY_TOLERANCE = 1e-3
 ROUNDING_JITTER = 1e-5  # relative: a few float32 roundings deep, a tenth of an exact pass's rtol
 LOGIT_PATH = frozenset({"Identity", "Reshape", "Flatten", "Squeeze", "Add"})  # ops between a classifier's Gemm and its output
+
+
+@dataclass(frozen=True)
+class Shortfall:
+    """Too few counted things to show a counting metric's budget: ``units`` ``unit`` (rows,
+    sequences, detections) on ``samples`` samples, where the rule of three needs ``needed``;
+    ``samples_needed`` at the same rate per sample (None when these samples hold none)."""
+
+    unit: str
+    units: int
+    samples: int
+    needed: int
+    samples_needed: int | None
 
 
 @dataclass(frozen=True)
@@ -56,23 +69,40 @@ class MetricChoice:
     budget_from: str  # "recipe" or "metric default"
     reason: str
 
-    def samples_needed(self) -> int | None:
-        """How many evaluation samples a counting metric needs before "no sample changed" shows
-        its budget holds (the rule of three: none changed in n bounds the share below 3/n at
-        95%); None for a metric that does not count samples, or a zero budget."""
+    def units_needed(self) -> int | None:
+        """How many rows, sequences or detections (TaskMetric.counted) a counting metric needs
+        before "none changed" shows its budget holds (the rule of three: none changed in n
+        bounds the share below 3/n at 95%); None for a metric that does not count, or a zero budget."""
         task = TASK_METRICS.get(self.name)
-        if task is None or not task.counts_samples or not self.budget:
+        if task is None or not task.counts or not self.budget:
             return None
         return math.ceil(3 / self.budget)
 
-    def judging_near_misses(self, samples: int, held_out: int) -> MetricChoice:
-        """This choice on ``samples`` real samples (``held_out`` of them held out, the rest
-        calibration ones, up to samples_needed), counting near misses (task_metrics.counting_near_misses): how the
-        guard judges a counting metric with too few held-out samples to show its budget."""
-        return dataclasses.replace(self, metric=counting_near_misses(self.metric), reason=(
-            f"{self.reason}; {held_out} held-out samples cannot show a {self.name} budget of {self.budget:g}, so it is judged "
-            f"on {samples} real samples (calibration ones too) and a sample that {NEAR_MISS_FACTOR:g} times the error "
-            "would change counts as changed"))
+    def shortfall(self, reference: list[Outputs]) -> Shortfall | None:
+        """How far the samples whose original outputs are ``reference`` fall short of showing
+        this budget (units_needed); None where they show it, or the metric does not count."""
+        needed = self.units_needed()
+        if needed is None:
+            return None
+        task = TASK_METRICS[self.name]
+        units = task.counted(reference)
+        if units >= needed:
+            return None
+        samples = len(reference)
+        return Shortfall(task.unit, units, samples, needed, math.ceil(needed * samples / units) if units else None)
+
+    def judged_on_more(self, samples: int, short: Shortfall) -> MetricChoice:
+        """This choice judged on ``samples`` real samples (the held-out ones ``short`` describes,
+        and calibration ones), counting near misses where the metric wants them
+        (task_metrics.counting_near_misses): how the guard judges a counting metric with too
+        few held-out samples to show its budget."""
+        task = TASK_METRICS[self.name]
+        unit = short.unit.rstrip("s")
+        near = (f" and a {unit} that {NEAR_MISS_FACTOR:g} times the error would change counts as changed"
+                if task.near_misses else "")
+        return dataclasses.replace(self, metric=counting_near_misses(self.metric) if task.near_misses else self.metric, reason=(
+            f"{self.reason}; the {short.units} {short.unit} of {short.samples} held-out samples cannot show a {self.name} "
+            f"budget of {self.budget:g}, so it is judged on {samples} real samples (calibration ones too){near}"))
 
     def describe(self) -> dict[str, object]:
         """The report's ``accuracy`` section."""

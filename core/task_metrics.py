@@ -11,8 +11,9 @@ and smooth"). When the task is known, budget the task itself: ``max_drift`` is t
 A task metric takes (reference, candidate, feeds): two lists of {output name: ndarray},
 one dict per evaluation sample, and the feeds that produced them. Each comes with the
 budget it gets when the recipe sets none (``TaskMetric.budget``). The counting metrics
-(top1, ctc-text, detection-f1) change in steps of one sample: on a small evaluation set
-their budgets allow no change at all, so the guard keeps intact what it can see.
+change in steps of one thing they count (top1: a row; ctc-text: a sequence; detection-f1:
+a detection): on a small evaluation set their budgets allow no change at all, so the guard
+keeps intact only what it can see (``TaskMetric.counted`` says how many there are).
 task_choice.py picks one from the model's signature.
 """
 
@@ -168,8 +169,8 @@ def detection_disagreement(reference: list[Outputs], candidate: list[Outputs], f
 
 
 def counting_near_misses(function: TaskFunction) -> TaskFunction:
-    """A counting metric that also counts near misses: a sample changes if the candidate
-    changes it, or if the candidate's error made NEAR_MISS_FACTOR times larger would.
+    """A counting metric that also counts near misses: a row, sequence or detection changes if
+    the candidate changes it, or if the candidate's error made NEAR_MISS_FACTOR times larger would.
 
     On a handful of samples a counting metric sees a change only where one happens, and a
     budget of 0.02 on 4 lines passes an artifact that changes 1 line in 10 two times in
@@ -212,19 +213,47 @@ def has_padding(feeds: list[dict[str, np.ndarray]]) -> bool:
     return any(MASK_INPUT in feed and not np.all(np.asarray(feed[MASK_INPUT]) != 0) for feed in feeds)
 
 
+def _rows(reference: list[Outputs]) -> int:
+    """top1 counts rows: those of its first score output, [..., classes]."""
+    name = next((n for n, v in reference[0].items() if np.ndim(v) > 0 and np.shape(v)[-1] >= 2 and _is_float(v)), None)
+    return 0 if name is None else sum(int(np.prod(np.shape(r[name])[:-1])) for r in reference)
+
+
+def _sequences(reference: list[Outputs]) -> int:
+    """ctc-text counts sequences: the batch rows of its first output [batch, steps, classes]."""
+    name = next((n for n, v in reference[0].items() if np.ndim(v) == 3 and _is_float(v)), None)
+    return 0 if name is None else sum(np.shape(r[name])[0] for r in reference)
+
+
+def _detections(reference: list[Outputs]) -> int:
+    """detection-f1 counts the original's detections at the usual score threshold, in its first YOLOv8-style output."""
+    name = next((n for n, v in reference[0].items() if yolo_attributes_first(np.shape(v)) is not None and _is_float(v)), None)
+    return 0 if name is None else sum(len(d) for r in reference for d in image_detections(r[name]))
+
+
 @dataclass(frozen=True)
 class TaskMetric:
-    """A task metric, the budget it gets by default, and what its drift means."""
+    """A task metric, the budget it gets by default, and what its drift means; for a counting
+    metric, how many things it counts on the original's outputs, and what they are."""
 
     function: TaskFunction
     budget: float
     meaning: str
-    counts_samples: bool = False  # drift = the share of evaluation samples that changed
+    counted: Callable[[list[Outputs]], int] | None = None  # a counting metric: drift moves in steps of one of these
+    unit: str = ""  # what ``counted`` counts, plural
+    # judged with counting_near_misses where held-out samples are too few; detection-f1's band of
+    # thresholds already sees a score that nears one, and near misses on top kept YOLOv8n's int8 float
+    near_misses: bool = True
+
+    @property
+    def counts(self) -> bool:
+        return self.counted is not None
 
 
 TASK_METRICS = {
     "embedding-cosine": TaskMetric(embedding_cosine, 0.01, "1 - mean cosine of the mean-pooled sentence embeddings"),
-    "top1": TaskMetric(top1_disagreement, 0.01, "share of rows whose top-1 class changed", counts_samples=True),
-    "ctc-text": TaskMetric(ctc_text_disagreement, 0.02, "share of sequences whose greedy CTC decoding changed", counts_samples=True),
-    "detection-f1": TaskMetric(detection_disagreement, 0.02, "1 - the worst F1 of the detections matched to the original's, decoded at score thresholds 0.15-0.35"),
+    "top1": TaskMetric(top1_disagreement, 0.01, "share of rows whose top-1 class changed", _rows, "rows"),
+    "ctc-text": TaskMetric(ctc_text_disagreement, 0.02, "share of sequences whose greedy CTC decoding changed", _sequences, "sequences"),
+    "detection-f1": TaskMetric(detection_disagreement, 0.02, "1 - the worst F1 of the detections matched to the original's, "
+                               "decoded at score thresholds 0.15-0.35", _detections, "detections", near_misses=False),
 }

@@ -17,7 +17,9 @@ from conftest import FIXTURES, run_cli
 from onnxsmith.detections import yolo_decode
 from onnxsmith.metrics import DEFAULT_DRIFT_BUDGET, default_drift
 from onnxsmith.runtime import make_session, run_all
-from onnxsmith.task_choice import choose_metric, recognise_task
+from onnxsmith.optimize import OptimizeOptions, prepare
+from onnxsmith.recipe import validate_recipe
+from onnxsmith.task_choice import Shortfall, choose_metric, recognise_task
 from onnxsmith.task_metrics import TASK_METRICS, counting_near_misses, ctc_greedy_paths, ctc_text_disagreement, detection_disagreement
 
 RNG = np.random.default_rng(0)
@@ -231,15 +233,55 @@ def test_a_counting_budget_that_the_held_out_samples_cannot_show_is_judged_on_mo
     found = [w for w in report["warnings"] if "cannot show that the top1 budget" in w]
     assert samples == judged
     if judged > 4:
-        assert (f"4 held-out samples cannot show a top1 budget of {budget or 0.01}, so it is judged on {judged} real samples"
-                in accuracy["reason"])
+        assert (f"the 4 rows of 4 held-out samples cannot show a top1 budget of {budget or 0.01}, so it is judged on {judged} "
+                "real samples (calibration ones too) and a row that 2 times the error would change counts as changed" in accuracy["reason"])
     else:
         assert "judged on" not in accuracy["reason"]
     if budget is None:
-        assert found == ["16 samples cannot show that the top1 budget 0.01 holds: with no sample changed, up to 19% of new "
-                         "inputs may still change; give at least 300 samples (a larger --calib)"]
+        assert found == ["16 samples (16 rows) cannot show that the top1 budget 0.01 holds: with no row changed, up to 19% of "
+                         "new rows may still change; give at least 300 samples (a larger --calib)"]
     else:
         assert not found
+
+
+def test_counting_metrics_count_rows_sequences_and_detections_not_samples():
+    """The rule of three counts what the metric counts: a batch of 6 crops is 6 rows for top1
+    and 6 sequences for ctc-text; detection-f1 counts the original's detections at 0.25."""
+    assert TASK_METRICS["top1"].counted([{"p": np.zeros((6, 3), np.float32)}] * 2) == 12
+    assert TASK_METRICS["ctc-text"].counted([{"p": np.zeros((6, 40, 97), np.float32)}] * 2) == 12
+    three = run_all(make_session(_detector()), [_detector_feed(True)])  # three boxes of class 0, drawn apart
+    assert TASK_METRICS["detection-f1"].counted(three) == len(yolo_decode(three[0]["y"][0]).scores) > 0
+    assert TASK_METRICS["detection-f1"].counted(run_all(make_session(_detector()), [_detector_feed(False)])) == 0
+    assert TASK_METRICS["embedding-cosine"].counted is None
+
+
+def test_the_shortfall_says_how_many_samples_would_show_a_counting_budget():
+    model = _classifier(False)
+    feeds = [{"x": RNG.standard_normal((1, 8)).astype(np.float32)} for _ in range(4)]
+    choice = choose_metric(None, None, model, run_all(make_session(model), feeds), feeds)
+    batched = [{"logits": np.zeros((6, 5), np.float32)}] * 4  # 24 rows on 4 samples: 300 rows need 50 samples
+    assert choice.shortfall(batched) == Shortfall("rows", 24, 4, 300, 50)
+    assert choice.shortfall([{"logits": np.zeros((300, 5), np.float32)}]) is None
+    assert choose_metric("drift", None, model, batched, feeds).shortfall(batched) is None
+
+
+def test_a_detector_with_few_held_out_detections_is_judged_on_every_real_sample_without_near_misses(tmp_path):
+    """16 samples of one detection each: the 4 held out hold 4 detections where a 0.02 budget
+    needs 150, so all 16 are judged. The metric stays plain detection-f1: its band of score
+    thresholds already sees a score that nears one (near misses on top kept YOLOv8n int8 float)."""
+    model_path = tmp_path / "det.onnx"
+    ir.save(_detector(), model_path)
+    x = np.full((16, 1, 6, 100), -4.0, np.float32)
+    x[:, 0, :4] = RNG.uniform(0.2, 1.0, (16, 4, 100))
+    x[:, 0, 4, 0] = 3.0  # one confident box per sample
+    np.savez(tmp_path / "det.npz", x=x[:, 0])
+    recipe = validate_recipe({"calibration": {"data": str(tmp_path / "det.npz")}})
+    prepared = prepare(str(model_path), tmp_path / "out.onnx", recipe, OptimizeOptions(), [recipe])
+    assert prepared.choice.name == "detection-f1" and len(prepared.evaluation) == 16
+    assert prepared.choice.metric is TASK_METRICS["detection-f1"].function
+    assert ("the 4 detections of 4 held-out samples cannot show a detection-f1 budget of 0.02, so it is judged on 16 real "
+            "samples (calibration ones too)" in prepared.choice.reason)
+    assert "near" not in prepared.choice.reason and "times the error" not in prepared.choice.reason
 
 
 def test_near_misses_count_a_sample_that_twice_the_error_would_change():
