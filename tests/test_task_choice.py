@@ -190,7 +190,7 @@ def test_detection_f1_sees_a_score_cross_any_threshold_of_the_band_not_only_025(
     lower = out.copy()
     lower[0, 4, 1] = 0.28  # still found at 0.25, lost at 0.3
     assert yolo_decode(lower[0]).scores.size == 2
-    assert detection_disagreement(ref, [{"y": lower}], []) == pytest.approx(1 - 2 * 1 / 3)
+    assert detection_disagreement(ref, [{"y": lower}], []) == pytest.approx((1 - 2 * 1 / 3) / 5)  # F1 2/3 at one threshold of five
     assert detection_disagreement(ref, [{"y": np.swapaxes(out, 1, 2)}], []) == 0.0  # [batch, boxes, attributes] too
 
 
