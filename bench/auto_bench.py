@@ -5,7 +5,7 @@
 
 For every model of tests/tasks.py and every backend, ``onnxsmith.auto.auto_optimize`` runs
 with its default candidates (what ``onnxsmith optimize M -o OUT --auto --backend B --calib
-CAL.npz`` runs): 16 calibration samples, of which a quarter is held out for its metric. The
+CAL.npz`` runs): 16 calibration samples (``--calibration N`` for more), of which a quarter is held out for its metric. The
 speedups are those of --auto's own interleaved run (the original on the backend, every
 built candidate, and the original on ONNX Runtime CPU in the same rounds); "vs ORT fp32" is
 the kept artifact against the original on ONNX Runtime CPU; "vs OpenVINO as is", for
@@ -67,10 +67,10 @@ class Row:
     error: str = ""
 
 
-def bench_model(name: str, backends: list[str], rounds: int, work: Path) -> list[Row]:
+def bench_model(name: str, backends: list[str], rounds: int, work: Path, calibration: int = CALIBRATION) -> list[Row]:
     task = tasks.get_task(name)
     src = task.model_path()
-    calib = tasks.save_npz(task.calibration(CALIBRATION), work / f"{name}.calib.npz")
+    calib = tasks.save_npz(task.calibration(calibration), work / f"{name}.calib.npz")
     evaluation = task.evaluation(min(EVALUATION, task.max_evaluation))
     reference = run_all(ort_session(src), evaluation)
     rows = []
@@ -131,6 +131,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--models", default=",".join(tasks.TASKS))
     parser.add_argument("--backends", default="cpu,openvino")
     parser.add_argument("--rounds", type=int, default=ROUNDS)
+    parser.add_argument("--calibration", type=int, default=CALIBRATION, help="calibration samples given to --auto")
     parser.add_argument("--doc", type=Path, default=DOC)
     parser.add_argument("--no-doc", action="store_true")
     args = parser.parse_args(argv)
@@ -138,7 +139,7 @@ def main(argv: list[str] | None = None) -> int:
     began = time.perf_counter()
     with tempfile.TemporaryDirectory() as tmp:
         for name in args.models.split(","):
-            rows.extend(bench_model(name, args.backends.split(","), args.rounds, Path(tmp)))
+            rows.extend(bench_model(name, args.backends.split(","), args.rounds, Path(tmp), args.calibration))
             print("\n".join(table(rows)), flush=True)
     command = "python bench/auto_bench.py " + shlex.join(argv if argv is not None else sys.argv[1:])
     publish(SECTION, command, time.perf_counter() - began,
