@@ -74,7 +74,7 @@ class MetricChoice:
         before "none changed" shows its budget holds (the rule of three: none changed in n
         bounds the share below 3/n at 95%); None for a metric that does not count, or a zero budget."""
         task = TASK_METRICS.get(self.name)
-        if task is None or not task.counts or not self.budget:
+        if task is None or task.counted is None or not self.budget:
             return None
         return math.ceil(3 / self.budget)
 

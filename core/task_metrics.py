@@ -250,10 +250,6 @@ class TaskMetric:
     # thresholds already sees a score that nears one, and near misses on top kept YOLOv8n's int8 float
     near_misses: bool = True
 
-    @property
-    def counts(self) -> bool:
-        return self.counted is not None
-
 
 TASK_METRICS = {
     "embedding-cosine": TaskMetric(embedding_cosine, 0.01, "1 - mean cosine of the mean-pooled sentence embeddings"),
