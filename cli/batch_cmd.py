@@ -19,7 +19,7 @@ def batch(
     backend: BackendOpt = None,
     target: TargetOpt = None,
     inference_precision: PrecisionOpt = None,
-    calib: Annotated[str | None, typer.Option("--calib", help="Calibration/evaluation data for every model (a manifest can set its own).")] = None,
+    calib: Annotated[str | None, typer.Option("--calib", help="Calibration and evaluation data for every model (a manifest can set its own).")] = None,
     max_drift: Annotated[float | None, typer.Option("--max-drift", help="A model whose output drift exceeds this fails.")] = None,
     min_speedup: Annotated[float | None, typer.Option("--min-speedup", help="A model whose artifact is not this many times faster than the original in most of at least 9 interleaved rounds fails (its artifact is still written).")] = None,
     max_size: Annotated[str | None, typer.Option("--max-size", help="A model whose artifact exceeds this size, e.g. 25MB, fails (its artifact is still written).")] = None,
