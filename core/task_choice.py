@@ -93,16 +93,13 @@ class MetricChoice:
 
     def judged_on_more(self, samples: int, short: Shortfall) -> MetricChoice:
         """This choice judged on ``samples`` real samples (the held-out ones ``short`` describes,
-        and calibration ones), counting near misses where the metric wants them
-        (task_metrics.counting_near_misses): how the guard judges a counting metric with too
-        few held-out samples to show its budget."""
-        task = TASK_METRICS[self.name]
+        and calibration ones), counting near misses (task_metrics.counting_near_misses): how the
+        guard judges a counting metric with too few held-out samples to show its budget."""
         unit = short.unit.rstrip("s")
-        near = (f" and a {unit} that {NEAR_MISS_FACTOR:g} times the error would change counts as changed"
-                if task.near_misses else "")
-        return dataclasses.replace(self, metric=counting_near_misses(self.metric) if task.near_misses else self.metric, reason=(
+        return dataclasses.replace(self, metric=counting_near_misses(self.metric), reason=(
             f"{self.reason}; the {short.units} {short.unit} of {short.samples} held-out samples cannot show a {self.name} "
-            f"budget of {self.budget:g}, so it is judged on {samples} real samples (calibration ones too){near}"))
+            f"budget of {self.budget:g}, so it is judged on {samples} real samples (calibration ones too) and a {unit} that "
+            f"{NEAR_MISS_FACTOR:g} times the error would change counts as changed"))
 
     def describe(self) -> dict[str, object]:
         """The report's ``accuracy`` section."""

@@ -265,23 +265,26 @@ def test_the_shortfall_says_how_many_samples_would_show_a_counting_budget():
     assert choose_metric("drift", None, model, batched, feeds).shortfall(batched) is None
 
 
-def test_a_detector_with_few_held_out_detections_is_judged_on_every_real_sample_without_near_misses(tmp_path):
+def test_a_detector_with_few_held_out_detections_is_judged_on_every_real_sample_with_near_misses(tmp_path):
     """16 samples of one detection each: the 4 held out hold 4 detections where a 0.02 budget
-    needs 150, so all 16 are judged. The metric stays plain detection-f1: its band of score
-    thresholds already sees a score that nears one (near misses on top kept YOLOv8n int8 float)."""
+    needs 150, so all 16 are judged, and a detection that twice the error would flip counts."""
     model_path = tmp_path / "det.onnx"
     ir.save(_detector(), model_path)
-    x = np.full((16, 1, 6, 100), -4.0, np.float32)
-    x[:, 0, :4] = RNG.uniform(0.2, 1.0, (16, 4, 100))
-    x[:, 0, 4, 0] = 3.0  # one confident box per sample
-    np.savez(tmp_path / "det.npz", x=x[:, 0])
+    x = np.full((16, 6, 100), -4.0, np.float32)
+    x[:, :4] = RNG.uniform(0.2, 1.0, (16, 4, 100))
+    x[:, 4, 0] = 3.0  # one confident box per sample
+    np.savez(tmp_path / "det.npz", x=x)
     recipe = validate_recipe({"calibration": {"data": str(tmp_path / "det.npz")}})
     prepared = prepare(str(model_path), tmp_path / "out.onnx", recipe, OptimizeOptions(), [recipe])
     assert prepared.choice.name == "detection-f1" and len(prepared.evaluation) == 16
-    assert prepared.choice.metric is TASK_METRICS["detection-f1"].function
     assert ("the 4 detections of 4 held-out samples cannot show a detection-f1 budget of 0.02, so it is judged on 16 real "
-            "samples (calibration ones too)" in prepared.choice.reason)
-    assert "near" not in prepared.choice.reason and "times the error" not in prepared.choice.reason
+            "samples (calibration ones too) and a detection that 2 times the error would change counts as changed"
+            in prepared.choice.reason)
+    reference = prepared.reference
+    near = [{"y": r["y"].copy()} for r in reference]
+    near[0]["y"][0, 4, 0] = 0.3 + (reference[0]["y"][0, 4, 0] - 0.3) * 0.45  # 0.59: found at every threshold; doubled error 0.23: lost at 0.25-0.35
+    assert TASK_METRICS["detection-f1"].function(reference, near, []) == 0.0
+    assert prepared.choice.metric(reference, near, []) > 0.0
 
 
 def test_near_misses_count_a_sample_that_twice_the_error_would_change():
