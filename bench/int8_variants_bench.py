@@ -21,8 +21,10 @@ of which a quarter is held out for the guard:
 
 The task score is measured on 32 other held-out samples (every held-out line for the OCR
 models) against ONNX Runtime fp32; latency: the fp32 model and the artifacts on the
-backend, interleaved in one run (median), speedup = fp32 / variant. The table goes to the
-section "## int8 variants on ONNX Runtime CPU" of docs/benchmarks.md.
+backend, interleaved in one run (median), speedup = fp32 / variant; where the backend
+compiles the original differently when told nothing (OpenVINO: bf16 on a CPU that runs it),
+that too, as a last row per model. The table goes to the section "## int8 variants on ONNX
+Runtime CPU" of docs/benchmarks.md ("## int8 variants on OpenVINO" for ``--backend openvino``).
 """
 
 from __future__ import annotations
@@ -51,7 +53,7 @@ from onnxsmith.runtime import run_all
 
 ROOT = Path(__file__).resolve().parents[1]
 DOC = ROOT / "docs" / "benchmarks.md"
-SECTION = "## int8 variants on ONNX Runtime CPU"
+SECTIONS = {"cpu": "## int8 variants on ONNX Runtime CPU", "openvino": "## int8 variants on OpenVINO"}
 VARIANTS = {
     "default": "fuse,quantize{mode=int8}",
     "rules": "fuse,quantize{mode=int8,speed=rules}",
@@ -75,6 +77,9 @@ def bench_model(name: str, backend_name: str, rounds: int, work: Path) -> tuple[
     reference = run_all(ort_session(src), evaluation)
     backend = get_backend(backend_name)
     sessions = {"fp32": backend.create_session(ir.load(src))}
+    as_is = backend.as_is_session(ir.load(src))  # OpenVINO: the original with the runtime's own defaults (bf16 here)
+    if as_is is not None:
+        sessions["as-is"] = as_is
     cells: dict[str, str] = {}
     for variant, passes in VARIANTS.items():
         recipe = validate_recipe({"passes": parse_pipeline(passes), "backend": backend_name, "calibration": {"data": str(calib)}})
@@ -96,7 +101,11 @@ def bench_model(name: str, backend_name: str, rounds: int, work: Path) -> tuple[
                           "{speedup} | " + f"{seconds:.0f} |")
     stats = measure_interleaved(sessions, task.timed(), rounds=rounds)
     speedups = {v: stats["fp32"].median_ms / stats[v].median_ms for v in cells if v in stats}
-    return [cell.replace("{speedup}", f"{speedups[v]:.2f}x" if v in speedups else "") for v, cell in cells.items()], speedups
+    rows = [cell.replace("{speedup}", f"{speedups[v]:.2f}x" if v in speedups else "") for v, cell in cells.items()]
+    if as_is is not None:
+        rows.append(f"| {name} | the original, {backend_name}'s defaults ({getattr(as_is, 'precision', '?')}) | | | "
+                    f"{stats['fp32'].median_ms / stats['as-is'].median_ms:.2f}x | |")
+    return rows, speedups
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -121,7 +130,7 @@ def main(argv: list[str] | None = None) -> int:
     rows.extend(f"| geometric mean | {variant} | | | {math.exp(sum(map(math.log, values)) / len(values)):.2f}x | |"
                 for variant, values in speedups.items() if len(values) == models > 1)
     command = "python bench/int8_variants_bench.py " + shlex.join(argv if argv is not None else sys.argv[1:])
-    publish(SECTION, command, time.perf_counter() - began,
+    publish(SECTIONS.get(args.backend, f"## int8 variants on {args.backend}"), command, time.perf_counter() - began,
             f"Backend {args.backend}. Variants: " + "; ".join(f"{v} `{p}`" for v, p in VARIANTS.items()) + ". Default budget "
             "(task metric of the model's signature); task score on held-out inputs against ONNX Runtime fp32; speedups from "
             "one interleaved run per model.", rows, None if args.no_doc else args.doc)
