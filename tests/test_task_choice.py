@@ -249,7 +249,7 @@ def test_counting_metrics_count_rows_sequences_and_detections_not_samples():
     and 6 sequences for ctc-text; detection-f1 counts the original's detections at 0.25."""
     assert TASK_METRICS["top1"].counted([{"p": np.zeros((6, 3), np.float32)}] * 2) == 12
     assert TASK_METRICS["ctc-text"].counted([{"p": np.zeros((6, 40, 97), np.float32)}] * 2) == 12
-    three = run_all(make_session(_detector()), [_detector_feed(True)])  # three boxes of class 0, drawn apart
+    three = run_all(make_session(_detector()), [_detector_feed(True)])  # three confident candidates of class 0 (NMS may merge some)
     assert TASK_METRICS["detection-f1"].counted(three) == len(yolo_decode(three[0]["y"][0]).scores) > 0
     assert TASK_METRICS["detection-f1"].counted(run_all(make_session(_detector()), [_detector_feed(False)])) == 0
     assert TASK_METRICS["embedding-cosine"].counted is None
