@@ -15,7 +15,7 @@ from html import escape
 from typing import Any
 
 from onnxsmith.ceilings import Ceilings
-from onnxsmith.cli.render_profile import divergence_line, named, where
+from onnxsmith.cli.render_profile import divergence_line, layer_speedup, named, where
 from onnxsmith.cli.render_roofline import COMPUTE, MEMORY, roofline_svg, text_width
 
 __all__ = ["BAR_LAYERS", "html_page", "si"]
@@ -147,8 +147,7 @@ def _compared(compare: dict[str, Any]) -> list[_Column]:
 
     return [
         ("before ms", "", 5, lambda l: _num(l.get("before_ms"), ".3f"), None),
-        ("speedup", "", 5.5, lambda l: ("≈" if l.get("speedup_within_noise") else "") + f"{l['speedup']:.2f}x" if l.get("speedup") else "-",
-         None),
+        ("speedup", "", 5.5, layer_speedup, None),
         ("SQNR dB", "", 4.5, sqnr, None),
     ]
 

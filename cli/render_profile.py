@@ -14,7 +14,7 @@ from rich.markup import escape
 
 from onnxsmith.cli.console import folding_table, stdout
 
-__all__ = ["brief_compare", "csv_text", "divergence_line", "markdown", "named", "table", "where"]
+__all__ = ["brief_compare", "csv_text", "divergence_line", "layer_speedup", "markdown", "named", "table", "where"]
 
 TABLE_ROWS = 25
 WIDE_COLUMNS = 150  # terminal width from which the layer table has every column
@@ -62,7 +62,7 @@ def brief_compare(profile: dict[str, Any], rows: int = BRIEF_ROWS) -> None:
                                  f"{min(rows, len(profile['layers']))} of {len(profile['layers'])} layers after", title_justify="left")
     for layer in profile["layers"][:rows]:
         layers.add_row(escape(named(layer)), escape(layer["op_type"]), layer["precision"], _num(layer.get("before_ms"), ".3f"),
-                       f"{layer['median_ms']:.3f}", _layer_speedup(layer))
+                       f"{layer['median_ms']:.3f}", layer_speedup(layer))
     stdout.print(layers)
     stdout.print(NOISE_MARK_NOTE)
 
@@ -86,7 +86,7 @@ def markdown(profile: dict[str, Any], model: str, rows: int = MARKDOWN_ROWS) -> 
     for layer in profile["layers"][:rows]:
         cells = [f"`{layer['name']}`", layer["op_type"], f"`{layer['kernel']}`", f"{layer['median_ms']:.3f}", f"{layer['share']:.1%}", layer["precision"]]
         if compare:
-            cells += [_num(layer.get("before_ms"), ".3f"), _layer_speedup(layer), _sqnr(layer, set(compare["exact"]))]
+            cells += [_num(layer.get("before_ms"), ".3f"), layer_speedup(layer), _sqnr(layer, set(compare["exact"]))]
         lines.append("| " + " | ".join(c.replace("|", "\\|") for c in cells) + " |")
     top_ops = ", ".join(f"{e['op_type']} {e['share']:.0%}" for e in profile["by_op_type"][:6])
     lines += ["", *([NOISE_MARK_NOTE + ".", ""] if compare else []), f"Time by op type: {top_ops}.", ""]
@@ -142,7 +142,7 @@ def _layer_cells(layer: dict[str, Any], exact: set[str]) -> dict[str, str]:
     return {
         "layer": escape(named(layer)), "op": escape(layer["op_type"]), "op / kernel": escape(f"{layer['op_type']} / {layer['kernel']}"),
         "prec": layer["precision"], "median ms": f"{layer['median_ms']:.3f}", "p90 ms": f"{layer['p90_ms']:.3f}",
-        "share": f"{layer['share']:.1%}", "before ms": _num(layer.get("before_ms"), ".3f"), "speedup": _layer_speedup(layer),
+        "share": f"{layer['share']:.1%}", "before ms": _num(layer.get("before_ms"), ".3f"), "speedup": layer_speedup(layer),
         "SQNR dB": _sqnr(layer, exact), "GFLOP": _num(layer["flops"] / 1e9 if layer["flops"] else None, ".3f"),
         "GFLOP/s": _num(layer["gflops_per_s"], ".1f"), "origin": escape(_origin(layer)),
     }
@@ -170,7 +170,7 @@ def _speedup(value: float | None) -> str:
     return f"{value:.2f}x" if value else "-"
 
 
-def _layer_speedup(layer: dict[str, Any]) -> str:
+def layer_speedup(layer: dict[str, Any]) -> str:
     """A layer's speedup, "≈1.03x" where its before and after times differ by less than their run-to-run spread."""
     text = _speedup(layer.get("speedup"))
     return f"≈{text}" if layer.get("speedup_within_noise") else text

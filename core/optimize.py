@@ -456,11 +456,10 @@ def _warnings(evaluation: Dataset, reference: list[Outputs], records: list[PassR
     lossy = any(r.modified and not r.exact for r in records)
     short = choice.shortfall(reference) if lossy else None
     if short is not None:
-        unit = short.unit.rstrip("s")
         more = f"give at least {short.samples_needed} samples" if short.samples_needed else f"give samples with {short.needed} {short.unit}"
         limit = f"up to {3 / short.units:.0%} of new {short.unit} may still change" if short.units else "nothing shows what new ones do"
         warnings.append(f"{short.samples} samples ({short.units} {short.unit}) cannot show that the {metric} budget {choice.budget:g} "
-                        f"holds: with no {unit} changed, {limit}; {more} (a larger --calib)")
+                        f"holds: with no {short.one} changed, {limit}; {more} (a larger --calib)")
     if evaluation.random:
         warnings.append(
             "evaluation used RANDOM inputs: drift and accuracy numbers do not describe real data; pass --calib PATH"

@@ -58,6 +58,11 @@ class Shortfall:
     needed: int
     samples_needed: int | None
 
+    @property
+    def one(self) -> str:
+        """The unit in the singular: "row", "sequence", "detection"."""
+        return self.unit.removesuffix("s")
+
 
 @dataclass(frozen=True)
 class MetricChoice:
@@ -95,10 +100,9 @@ class MetricChoice:
         """This choice judged on ``samples`` real samples (the held-out ones ``short`` describes,
         and calibration ones), counting near misses (task_metrics.counting_near_misses): how the
         guard judges a counting metric with too few held-out samples to show its budget."""
-        unit = short.unit.rstrip("s")
         return dataclasses.replace(self, metric=counting_near_misses(self.metric), reason=(
             f"{self.reason}; the {short.units} {short.unit} of {short.samples} held-out samples cannot show a {self.name} "
-            f"budget of {self.budget:g}, so it is judged on {samples} real samples (calibration ones too) and a {unit} that "
+            f"budget of {self.budget:g}, so it is judged on {samples} real samples (calibration ones too) and a {short.one} that "
             f"{NEAR_MISS_FACTOR:g} times the error would change counts as changed"))
 
     def describe(self) -> dict[str, object]:

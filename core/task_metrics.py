@@ -97,7 +97,7 @@ def top1_disagreement(reference: list[Outputs], candidate: list[Outputs], feeds:
         got = np.concatenate([np.reshape(c[name], (-1, classes)) for c in candidate])
         return float(np.mean(ref.argmax(axis=1) != got.argmax(axis=1)))
 
-    names = [name for name, value in reference[0].items() if np.ndim(value) > 0 and np.shape(value)[-1] >= 2 and _is_float(value)]
+    names = _outputs(reference, _score_output)
     return _worst("top1", "[..., classes]", reference, names, drift)
 
 
@@ -125,7 +125,7 @@ def ctc_text_disagreement(reference: list[Outputs], candidate: list[Outputs], fe
         got = [path for c in candidate for path in ctc_greedy_paths(c[name])]
         return float(np.mean([a != b for a, b in zip(ref, got, strict=True)]))
 
-    names = [name for name, value in reference[0].items() if np.ndim(value) == 3 and _is_float(value)]
+    names = _outputs(reference, _ctc_output)
     return _worst("ctc-text", "[batch, steps, classes]", reference, names, drift)
 
 
@@ -169,7 +169,7 @@ def detection_disagreement(reference: list[Outputs], candidate: list[Outputs], f
 
         return 1.0 - float(np.mean([f1(threshold) for threshold in DETECTION_BAND]))
 
-    names = [name for name, value in reference[0].items() if yolo_attributes_first(np.shape(value)) is not None and _is_float(value)]
+    names = _outputs(reference, _yolo_output)
     return _worst("detection-f1", "[batch, 4 + classes, boxes]", reference, names, drift)
 
 
@@ -200,6 +200,23 @@ def _amplified(reference: np.ndarray, candidate: np.ndarray) -> np.ndarray:
     return (ref + NEAR_MISS_FACTOR * (np.asarray(candidate, np.float64) - ref)).astype(np.asarray(candidate).dtype)
 
 
+def _outputs(reference: list[Outputs], judged: Callable[[np.ndarray], bool]) -> list[str]:
+    """The float outputs a task metric judges (``judged`` says which shapes), in the model's order."""
+    return [name for name, value in reference[0].items() if _is_float(value) and judged(value)]
+
+
+def _score_output(value: np.ndarray) -> bool:  # top1: [..., classes]
+    return np.ndim(value) > 0 and np.shape(value)[-1] >= 2
+
+
+def _ctc_output(value: np.ndarray) -> bool:  # ctc-text: [batch, steps, classes]
+    return np.ndim(value) == 3
+
+
+def _yolo_output(value: np.ndarray) -> bool:  # detection-f1: [batch, 4 + classes, boxes], either order
+    return yolo_attributes_first(np.shape(value)) is not None
+
+
 def _is_float(value: np.ndarray) -> bool:
     return np.issubdtype(np.asarray(value).dtype, np.floating)
 
@@ -220,20 +237,20 @@ def has_padding(feeds: list[dict[str, np.ndarray]]) -> bool:
 
 def _rows(reference: list[Outputs]) -> int:
     """top1 counts rows: those of its first score output, [..., classes]."""
-    name = next((n for n, v in reference[0].items() if np.ndim(v) > 0 and np.shape(v)[-1] >= 2 and _is_float(v)), None)
-    return 0 if name is None else sum(int(np.prod(np.shape(r[name])[:-1])) for r in reference)
+    names = _outputs(reference, _score_output)
+    return sum(int(np.prod(np.shape(r[names[0]])[:-1])) for r in reference) if names else 0
 
 
 def _sequences(reference: list[Outputs]) -> int:
     """ctc-text counts sequences: the batch rows of its first output [batch, steps, classes]."""
-    name = next((n for n, v in reference[0].items() if np.ndim(v) == 3 and _is_float(v)), None)
-    return 0 if name is None else sum(np.shape(r[name])[0] for r in reference)
+    names = _outputs(reference, _ctc_output)
+    return sum(np.shape(r[names[0]])[0] for r in reference) if names else 0
 
 
 def _detections(reference: list[Outputs]) -> int:
     """detection-f1 counts the original's detections at the usual score threshold, in its first YOLOv8-style output."""
-    name = next((n for n, v in reference[0].items() if yolo_attributes_first(np.shape(v)) is not None and _is_float(v)), None)
-    return 0 if name is None else sum(len(d) for r in reference for d in image_detections(r[name]))
+    names = _outputs(reference, _yolo_output)
+    return sum(len(d) for r in reference for d in image_detections(r[names[0]])) if names else 0
 
 
 @dataclass(frozen=True)
